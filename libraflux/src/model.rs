@@ -171,6 +171,44 @@ impl<'de> Deserialize<'de> for DestKey {
     }
 }
 
+/// How IPVS forwards packets to a destination (`IP_VS_CONN_F_FWD_MASK` values in ip_vs.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Masquerading (`IP_VS_CONN_F_MASQ`): the director rewrites the destination.
+    Nat,
+    /// Direct routing (`IP_VS_CONN_F_DROUTE`): the backend holds the VIP and replies directly.
+    Dr,
+    /// IP-in-IP tunnelling (`IP_VS_CONN_F_TUNNEL`).
+    Tunnel,
+    /// Local node (`IP_VS_CONN_F_LOCALNODE`): only ever read from the kernel, never configured.
+    Local,
+}
+
+/// A virtual service as IPVS holds it, with its destinations ordered by key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub key: ServiceKey,
+    /// Scheduler name as the kernel knows it (`rr`, `wrr`, `mh`, ...).
+    pub scheduler: String,
+    /// Persistence timeout in seconds (`IP_VS_SVC_F_PERSISTENT`); `None` when not persistent.
+    pub persistence: Option<u32>,
+    /// Persistence netmask (IPv4 dotted mask as a prefix length, IPv6 prefix length).
+    pub persistence_netmask: Option<u8>,
+    pub destinations: std::collections::BTreeMap<DestKey, Destination>,
+}
+
+/// A destination (backend) of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub key: DestKey,
+    pub weight: u32,
+    pub forwarding: Forwarding,
+    /// Connection thresholds; 0 means none.
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+}
+
 /// A key that does not parse; the message says what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
