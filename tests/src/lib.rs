@@ -1,1 +1,214 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: prerequisites that fail loudly, network namespaces
+//! that clean up after themselves, and running code inside a namespace.
+//!
+//! Test traffic only ever goes to addresses inside namespaces these helpers created.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// Fails the test, naming what is missing, unless the process runs as root.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "this test needs root ({why}); run it as root, e.g. through `cargo xtask test`");
+}
+
+/// Runs a command to completion and panics with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program} (is it installed?): {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed with {}:\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A network namespace made with `ip netns add`, deleted when dropped.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates a fresh namespace with a unique name and brings its loopback up.
+    pub fn new(role: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        require_root("creating network namespaces");
+        let name = format!("lf-{}-{}-{role}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        run("ip", &["netns", "add", &name]);
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME ARGS...` and returns its output.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs `PROGRAM ARGS...` inside the namespace (`ip netns exec`).
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", self.name.as_str(), program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs `f` on a new thread that has entered the namespace, and returns its result.
+    /// Sockets and interface names inside `f` belong to the namespace.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Like [`NetNs::enter`] but returns the thread's handle so work can overlap.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|err| panic!("open {path}: {err}"));
+            // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Best effort: a failed delete must not hide the test's own failure.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Two namespaces joined by a veth pair with fixed MACs, IPv4 and IPv6 addresses and permanent
+/// neighbour entries, so no ARP or neighbour discovery packet ever races the test's traffic.
+#[derive(Debug)]
+pub struct VethPair {
+    pub left: NetNs,
+    pub right: NetNs,
+}
+
+impl VethPair {
+    pub const LEFT_IF: &str = "lf-left";
+    pub const RIGHT_IF: &str = "lf-right";
+    pub const LEFT_V4: &str = "10.200.0.1";
+    pub const RIGHT_V4: &str = "10.200.0.2";
+    pub const LEFT_V6: &str = "fd00:200::1";
+    pub const RIGHT_V6: &str = "fd00:200::2";
+    const LEFT_MAC: &str = "02:00:00:00:00:01";
+    const RIGHT_MAC: &str = "02:00:00:00:00:02";
+
+    pub fn new() -> Self {
+        let left = NetNs::new("left");
+        let right = NetNs::new("right");
+        left.ip(&[
+            "link",
+            "add",
+            Self::LEFT_IF,
+            "address",
+            Self::LEFT_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::RIGHT_IF,
+            "address",
+            Self::RIGHT_MAC,
+            "netns",
+            right.name(),
+        ]);
+        for (ns, ifname, v4, v6, peer_v4, peer_v6, peer_mac) in [
+            (
+                &left,
+                Self::LEFT_IF,
+                Self::LEFT_V4,
+                Self::LEFT_V6,
+                Self::RIGHT_V4,
+                Self::RIGHT_V6,
+                Self::RIGHT_MAC,
+            ),
+            (
+                &right,
+                Self::RIGHT_IF,
+                Self::RIGHT_V4,
+                Self::RIGHT_V6,
+                Self::LEFT_V4,
+                Self::LEFT_V6,
+                Self::LEFT_MAC,
+            ),
+        ] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname]);
+            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+            ns.ip(&["link", "set", ifname, "up"]);
+            ns.ip(&["neigh", "replace", peer_v4, "lladdr", peer_mac, "dev", ifname, "nud", "permanent"]);
+            ns.ip(&["neigh", "replace", peer_v6, "lladdr", peer_mac, "dev", ifname, "nud", "permanent"]);
+        }
+        Self { left, right }
+    }
+}
+
+impl Default for VethPair {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Resolves a generic-netlink family id with CTRL_CMD_GETFAMILY, independently of LibraFlux's
+/// own client, in the calling thread's network namespace. Panics naming the family if it is
+/// unknown (for IPVS: the ip_vs module is not loaded).
+pub fn genl_family_id(name: &str) -> u16 {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_generic::{
+        GenlMessage,
+        ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs},
+    };
+
+    let mut request = NetlinkMessage::from(GenlMessage::from_payload(GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
+    }));
+    request.header.flags = NLM_F_REQUEST;
+    request.finalize();
+    let mut buf = vec![0u8; request.buffer_len()];
+    request.serialize(&mut buf);
+
+    let mut socket =
+        netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_GENERIC).expect("netlink socket");
+    socket.bind_auto().expect("bind netlink socket");
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0)).expect("connect netlink socket");
+    socket.send(&buf, 0).expect("send CTRL_CMD_GETFAMILY");
+    let (reply, _) = socket.recv_from_full().expect("receive CTRL_CMD_GETFAMILY reply");
+    let message = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(&reply).expect("parse reply");
+    match message.payload {
+        NetlinkPayload::InnerMessage(genl) => genl
+            .payload
+            .nlas
+            .iter()
+            .find_map(|attr| match attr {
+                GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                _ => None,
+            })
+            .expect("CTRL_CMD_GETFAMILY reply without a family id"),
+        NetlinkPayload::Error(err) => panic!("generic netlink family {name:?} does not resolve: {err:?}"),
+        other => panic!("unexpected reply to CTRL_CMD_GETFAMILY: {other:?}"),
+    }
+}

@@ -1,1 +1,40 @@
-fn main() {}
+//! `cargo xtask`: what cargo alone cannot do. Installs the toolchain and packages the build and
+//! tests need, boots a throwaway VM with Debian's stock kernel (real IPVS), runs the test tiers,
+//! and runs the end-to-end demo.
+
+mod demo;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "LibraFlux build, VM and test orchestration")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what the build and the tests need (apt packages, pinned nightly, bpf-linker, the
+    /// VM kernel); quick when everything is present.
+    Setup,
+    /// Boot the VM and run a command inside it, with the workspace shared at the same path.
+    Vm(vm::VmArgs),
+    /// Run the whole suite: fmt, clippy, unit and host tests, then the VM tier.
+    Test(test::TestArgs),
+    /// The main job end to end in the VM.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Setup => setup::run(),
+        Command::Vm(args) => vm::run_command(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Demo => demo::run(),
+    }
+}

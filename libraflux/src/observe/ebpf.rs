@@ -69,9 +69,11 @@ impl FlowCounter {
             .map_max_entries(COUNTERS_MAP, max_destinations.max(1))
             .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
-        forward_ebpf_logs(&mut ebpf);
         let program = classifier(&mut ebpf)?;
         program.load().map_err(ObserveError::LoadProgram)?;
+        // After the load: the loaded program holds its own reference to the log map, so the
+        // logger may be dropped (no runtime) without breaking it.
+        forward_ebpf_logs(&mut ebpf);
         Ok(Self { ebpf })
     }
 

@@ -1,0 +1,8 @@
+//! VM tier: runs inside the VM (`cargo xtask test --tier vm`) on Debian's stock kernel with
+//! the IPVS modules loaded. Built only with `--features vm`, so plain `cargo test` never runs it
+//! on a host that has no IPVS.
+#![cfg(feature = "vm")]
+
+mod vm {
+    mod smoke;
+}

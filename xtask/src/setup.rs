@@ -1,0 +1,81 @@
+//! Installs what a fresh machine lacks. Every step checks first, so a second run costs seconds.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::util::{checked, output};
+
+/// Debian packages: qemu and the guest userland (busybox, ip/tc, ipvsadm), module tools, the
+/// kernel image extractor (xz, cpio).
+const APT_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "ipvsadm", "kmod", "iproute2", "xz-utils", "cpio", "file"];
+
+/// The nightly that builds the eBPF crate (see docs/development.md for why this one).
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+/// bpf-linker 0.10.4 links with the nightly's own LLVM 22; newer releases want a system LLVM.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    ebpf_toolchain()?;
+    bpf_linker()?;
+    crate::vm::kernel::ensure()?;
+    eprintln!("setup: everything is in place");
+    Ok(())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|package| !apt_installed(package)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    checked(Command::new("apt-get").args(["update", "-q"]))?;
+    checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn apt_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_ok_and(|status| status.trim() == "installed")
+}
+
+fn ebpf_toolchain() -> anyhow::Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"]));
+    let has_rust_src = installed.as_ref().is_ok_and(|sysroot| {
+        std::path::Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library").exists()
+    });
+    if has_rust_src {
+        return Ok(());
+    }
+    checked(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    checked(Command::new("cargo").args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+    ]))
+    .context("installing bpf-linker (needs the pinned nightly's LLVM)")
+}

@@ -1,0 +1,113 @@
+//! The test tiers: lint (fmt, clippy), host (unit tests and host tests in fresh network
+//! namespaces), and vm (integration tests on real IPVS inside the VM, in one boot).
+
+use std::{path::PathBuf, process::Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    util::{cargo, checked},
+    vm::{Vm, shell_quote},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Run only these tiers (default: all, in this order).
+    #[arg(long = "tier", value_enum)]
+    tiers: Vec<Tier>,
+    /// Skip `cargo xtask setup` (everything is known to be installed).
+    #[arg(long)]
+    no_setup: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Tier {
+    Lint,
+    Host,
+    Vm,
+}
+
+/// Test binaries of `libraflux-tests` that run in the VM: the VM tier itself, and the eBPF host
+/// tests again, because the VM's 6.1 kernel attaches through netlink clsact instead of tcx.
+const VM_TEST_TARGETS: &[&str] = &["vm", "host_ebpf"];
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    if !args.no_setup {
+        crate::setup::run()?;
+    }
+    let tiers =
+        if args.tiers.is_empty() { vec![Tier::Lint, Tier::Host, Tier::Vm] } else { args.tiers.clone() };
+    for tier in tiers {
+        eprintln!("==> tier: {tier:?}");
+        match tier {
+            Tier::Lint => lint()?,
+            Tier::Host => host()?,
+            Tier::Vm => vm()?,
+        }
+    }
+    eprintln!("==> all requested tiers passed");
+    Ok(())
+}
+
+fn lint() -> anyhow::Result<()> {
+    checked(cargo().args(["fmt", "--all", "--check"]))?;
+    checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    checked(cargo().args([
+        "clippy",
+        "-p",
+        "libraflux-tests",
+        "--all-targets",
+        "--features",
+        "vm",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn host() -> anyhow::Result<()> {
+    checked(cargo().args(["test", "--workspace", "--exclude", "libraflux-ebpf"]))
+}
+
+fn vm() -> anyhow::Result<()> {
+    checked(cargo().args(["build", "-p", "libraflux"]))?;
+    let binaries = test_binaries()?;
+    let libraflux = crate::util::workspace_root().join("target/debug/libraflux");
+    let mut script =
+        format!("export LIBRAFLUX_BIN={}\nfailed=0\n", shell_quote(&libraflux.to_string_lossy()));
+    for binary in &binaries {
+        let binary = shell_quote(&binary.to_string_lossy());
+        script.push_str(&format!("echo \"==> {binary}\"\n{binary} --test-threads=1 || failed=1\n"));
+    }
+    script.push_str("exit $failed\n");
+    let status = Vm::default().run(&script)?;
+    if status != 0 {
+        bail!("VM tier failed (exit {status})");
+    }
+    Ok(())
+}
+
+/// Builds the VM-tier test binaries and returns their paths.
+fn test_binaries() -> anyhow::Result<Vec<PathBuf>> {
+    let mut command = cargo();
+    command.args(["test", "-p", "libraflux-tests", "--features", "vm", "--no-run", "--message-format=json"]);
+    for target in VM_TEST_TARGETS {
+        command.args(["--test", target]);
+    }
+    let output = command.stderr(Stdio::inherit()).output().context("building the VM tests")?;
+    if !output.status.success() {
+        bail!("building the VM tests failed: {}", output.status);
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_test = message["profile"]["test"].as_bool() == Some(true);
+        if let (true, Some(executable)) = (is_test, message["executable"].as_str()) {
+            binaries.push(PathBuf::from(executable));
+        }
+    }
+    if binaries.len() != VM_TEST_TARGETS.len() {
+        bail!("expected {} VM test binaries, cargo built {binaries:?}", VM_TEST_TARGETS.len());
+    }
+    Ok(binaries)
+}
