@@ -1,0 +1,352 @@
+//! The checks themselves: pure functions of the node's facts and the desired state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{CHECK_NAMES, CheckResult, NodeFacts, Report, Verdict};
+use crate::model::{Service, ServiceKey};
+
+/// Average hash-chain length above which the connection table is called too small.
+const MAX_AVERAGE_CHAIN: u64 = 8;
+/// How many offending objects a reason names before it says "and N more".
+const NAMED_IN_REASON: usize = 5;
+
+/// What the checks need from the configuration and the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckInput<'a> {
+    pub desired: &'a BTreeMap<ServiceKey, Service>,
+    /// The node's configured interfaces (`node.interface`): VIPs belong on one of them.
+    pub interfaces: &'a [String],
+    /// Connections the operator expects at peak, to size the connection table against.
+    pub expected_connections: Option<u64>,
+    /// Check names to skip.
+    pub skip: &'a [String],
+}
+
+/// Runs every check in [`CHECK_NAMES`] order.
+pub fn run_checks(input: &CheckInput<'_>, facts: &NodeFacts) -> Report {
+    let checks = CHECK_NAMES
+        .iter()
+        .map(|&name| {
+            if input.skip.iter().any(|skip| skip == name) {
+                return result(name, Verdict::Skipped, "skipped on the command line".to_owned());
+            }
+            let (verdict, reason) = match name {
+                "ipvs_available" => ipvs_available(facts),
+                "schedulers_available" => schedulers_available(input, facts),
+                "vips_present" => vips_present(input, facts),
+                "conn_table_size" => conn_table_size(input, facts),
+                "service_conflicts" => service_conflicts(input),
+                _ => unreachable!("every name in CHECK_NAMES has a check"),
+            };
+            result(name, verdict, reason)
+        })
+        .collect();
+    Report { checks }
+}
+
+fn result(name: &'static str, verdict: Verdict, reason: String) -> CheckResult {
+    CheckResult { name, verdict, reason }
+}
+
+fn ipvs_available(facts: &NodeFacts) -> (Verdict, String) {
+    match &facts.ipvs {
+        Ok(info) => (
+            Verdict::Pass,
+            format!(
+                "IPVS {} answers over generic netlink; connection table {} buckets",
+                info.version, info.conn_table_size
+            ),
+        ),
+        Err(why) => (Verdict::Fail, format!("IPVS is not available ({why}); load it with `modprobe ip_vs`")),
+    }
+}
+
+fn schedulers_available(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
+    let wanted: BTreeSet<&str> = input.desired.values().map(|service| service.scheduler.as_str()).collect();
+    if wanted.is_empty() {
+        return (Verdict::Pass, "no services configured".to_owned());
+    }
+    if facts.available_modules.is_empty() && facts.loaded_modules.is_empty() {
+        return (
+            Verdict::Warn,
+            format!("cannot list kernel modules; not verified: {}", join(wanted.iter().copied())),
+        );
+    }
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|scheduler| {
+            let module = format!("ip_vs_{scheduler}");
+            !facts.loaded_modules.contains(&module) && !facts.available_modules.contains(&module)
+        })
+        .collect();
+    if missing.is_empty() {
+        // The kernel loads ip_vs_<name> itself when a service first names the scheduler.
+        (Verdict::Pass, format!("loaded or loadable: {}", join(wanted.iter().copied())))
+    } else {
+        (Verdict::Fail, format!("no kernel module for scheduler(s) {}", join(missing.iter().copied())))
+    }
+}
+
+fn vips_present(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
+    let vips: BTreeSet<std::net::IpAddr> = input
+        .desired
+        .keys()
+        .filter_map(|key| match key {
+            ServiceKey::Addr { addr, .. } => Some(*addr),
+            ServiceKey::Fwmark { .. } => None,
+        })
+        .collect();
+    if vips.is_empty() {
+        return (Verdict::Pass, "no address-based services".to_owned());
+    }
+    let mut missing = Vec::new();
+    let mut elsewhere = Vec::new();
+    for vip in &vips {
+        match facts.addresses.get(vip) {
+            None => missing.push(vip.to_string()),
+            Some(holders)
+                if !input.interfaces.is_empty() && !holders.iter().any(|i| input.interfaces.contains(i)) =>
+            {
+                elsewhere.push(format!("{vip} (on {})", holders.join(", ")))
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return (
+            Verdict::Fail,
+            format!(
+                "{} of {} VIPs are on no interface of this node: {}; IPVS only sees traffic to local addresses",
+                missing.len(),
+                vips.len(),
+                join(missing.iter().map(String::as_str))
+            ),
+        );
+    }
+    if !elsewhere.is_empty() {
+        return (
+            Verdict::Warn,
+            format!(
+                "VIPs present but not on the configured interface(s) {}: {}",
+                input.interfaces.join(", "),
+                join(elsewhere.iter().map(String::as_str))
+            ),
+        );
+    }
+    (Verdict::Pass, format!("all {} VIPs are present on this node", vips.len()))
+}
+
+fn conn_table_size(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
+    let Ok(info) = &facts.ipvs else {
+        return (Verdict::Warn, "not checked: IPVS is not available".to_owned());
+    };
+    let buckets = u64::from(info.conn_table_size.max(1));
+    let Some(expected) = input.expected_connections else {
+        return (Verdict::Pass, format!("{buckets} buckets (no expected connection count configured)"));
+    };
+    let average = expected.div_ceil(buckets);
+    if average > MAX_AVERAGE_CHAIN {
+        (
+            Verdict::Warn,
+            format!(
+                "{expected} expected connections over {buckets} buckets is {average} per bucket; \
+                 lookups slow down: raise the ip_vs module parameter conn_tab_bits"
+            ),
+        )
+    } else {
+        (
+            Verdict::Pass,
+            format!("{expected} expected connections over {buckets} buckets ({average} per bucket)"),
+        )
+    }
+}
+
+/// A backend that is itself a VIP:port of a service on this node sends traffic around in a loop.
+fn service_conflicts(input: &CheckInput<'_>) -> (Verdict, String) {
+    let mut loops = Vec::new();
+    for service in input.desired.values() {
+        let protocol = match service.key {
+            ServiceKey::Addr { protocol, .. } => protocol,
+            ServiceKey::Fwmark { .. } => continue,
+        };
+        for dest in service.destinations.keys() {
+            let as_service = ServiceKey::Addr { protocol, addr: dest.addr, port: dest.port };
+            if input.desired.contains_key(&as_service) {
+                loops.push(format!("{} -> {dest}", service.key));
+            }
+        }
+    }
+    if loops.is_empty() {
+        (Verdict::Pass, format!("{} services, no backend is itself a VIP", input.desired.len()))
+    } else {
+        (
+            Verdict::Fail,
+            format!(
+                "backends that are VIPs of this node (a loop): {}",
+                join(loops.iter().map(String::as_str))
+            ),
+        )
+    }
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.collect();
+    let mut text = items.iter().take(NAMED_IN_REASON).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > NAMED_IN_REASON {
+        text.push_str(&format!(" and {} more", items.len() - NAMED_IN_REASON));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::{
+        model::{DestKey, Destination, Forwarding},
+        preflight::IpvsInfo,
+    };
+
+    fn service(key: &str, scheduler: &str, backends: &[&str]) -> (ServiceKey, Service) {
+        let key: ServiceKey = key.parse().unwrap();
+        let destinations = backends
+            .iter()
+            .map(|text| {
+                let dest: DestKey = text.parse().unwrap();
+                let destination = Destination {
+                    key: dest,
+                    weight: 1,
+                    forwarding: Forwarding::Nat,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                };
+                (dest, destination)
+            })
+            .collect();
+        let service = Service {
+            key,
+            scheduler: scheduler.to_owned(),
+            persistence: None,
+            persistence_netmask: None,
+            destinations,
+        };
+        (key, service)
+    }
+
+    fn healthy_node() -> NodeFacts {
+        NodeFacts {
+            ipvs: Ok(IpvsInfo { version: "1.2.1".to_owned(), conn_table_size: 4096 }),
+            addresses: [("10.0.0.1".parse::<IpAddr>().unwrap(), vec!["eth0".to_owned()])]
+                .into_iter()
+                .collect(),
+            loaded_modules: ["ip_vs".to_owned(), "ip_vs_wrr".to_owned()].into_iter().collect(),
+            available_modules: ["ip_vs_rr".to_owned(), "ip_vs_mh".to_owned()].into_iter().collect(),
+        }
+    }
+
+    fn check(desired: &BTreeMap<ServiceKey, Service>, facts: &NodeFacts, expected: Option<u64>) -> Report {
+        let interfaces = ["eth0".to_owned()];
+        let input =
+            CheckInput { desired, interfaces: &interfaces, expected_connections: expected, skip: &[] };
+        run_checks(&input, facts)
+    }
+
+    fn outcome(report: &Report, name: &str) -> (Verdict, String) {
+        let check = report.checks.iter().find(|check| check.name == name).unwrap();
+        (check.verdict, check.reason.clone())
+    }
+
+    #[test]
+    fn a_healthy_node_passes_every_check() {
+        let desired = BTreeMap::from([service("tcp:10.0.0.1:80", "wrr", &["10.0.1.1:80"])]);
+        let report = check(&desired, &healthy_node(), Some(1000));
+        assert!(report.passed(), "{}", report.render_text());
+        assert!(report.checks.iter().all(|check| check.verdict == Verdict::Pass), "{}", report.render_text());
+        assert_eq!(report.checks.len(), CHECK_NAMES.len());
+    }
+
+    #[test]
+    fn missing_ipvs_fails_with_the_modprobe_hint() {
+        let facts = NodeFacts { ipvs: Err("family IPVS not found".to_owned()), ..healthy_node() };
+        let report = check(&BTreeMap::new(), &facts, None);
+        let (verdict, reason) = outcome(&report, "ipvs_available");
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reason.contains("modprobe ip_vs"), "{reason}");
+        assert!(!report.passed());
+    }
+
+    #[test]
+    fn an_unknown_scheduler_module_fails() {
+        let desired = BTreeMap::from([service("tcp:10.0.0.1:80", "foo", &[])]);
+        let (verdict, reason) = outcome(&check(&desired, &healthy_node(), None), "schedulers_available");
+        assert_eq!(verdict, Verdict::Fail);
+        assert_eq!(reason, "no kernel module for scheduler(s) foo");
+    }
+
+    #[test]
+    fn a_loadable_but_unloaded_scheduler_passes() {
+        let desired = BTreeMap::from([service("tcp:10.0.0.1:80", "mh", &[])]);
+        assert_eq!(outcome(&check(&desired, &healthy_node(), None), "schedulers_available").0, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_vip_missing_from_the_node_fails_and_is_named() {
+        let desired = BTreeMap::from([
+            service("tcp:10.0.0.1:80", "wrr", &[]),
+            service("udp:10.0.0.9:53", "wrr", &[]),
+            service("fwmark:7", "wrr", &[]),
+        ]);
+        let (verdict, reason) = outcome(&check(&desired, &healthy_node(), None), "vips_present");
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reason.starts_with("1 of 2 VIPs are on no interface of this node: 10.0.0.9"), "{reason}");
+    }
+
+    #[test]
+    fn a_vip_on_another_interface_warns() {
+        let mut facts = healthy_node();
+        facts.addresses.insert("10.0.0.1".parse().unwrap(), vec!["lo".to_owned()]);
+        let desired = BTreeMap::from([service("tcp:10.0.0.1:80", "wrr", &[])]);
+        let (verdict, reason) = outcome(&check(&desired, &facts, None), "vips_present");
+        assert_eq!(verdict, Verdict::Warn);
+        assert!(reason.contains("10.0.0.1 (on lo)"), "{reason}");
+    }
+
+    #[test]
+    fn a_small_connection_table_for_the_expected_load_warns() {
+        let (verdict, reason) =
+            outcome(&check(&BTreeMap::new(), &healthy_node(), Some(4096 * 9)), "conn_table_size");
+        assert_eq!(verdict, Verdict::Warn);
+        assert!(reason.contains("9 per bucket"), "{reason}");
+        let (verdict, _) =
+            outcome(&check(&BTreeMap::new(), &healthy_node(), Some(4096 * 8)), "conn_table_size");
+        assert_eq!(verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_backend_that_is_a_vip_of_the_node_is_a_loop() {
+        let desired = BTreeMap::from([
+            service("tcp:10.0.0.1:80", "wrr", &["10.0.0.1:8080"]),
+            service("tcp:10.0.0.1:8080", "wrr", &["10.0.1.1:80"]),
+        ]);
+        let (verdict, reason) = outcome(&check(&desired, &healthy_node(), None), "service_conflicts");
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reason.contains("tcp:10.0.0.1:80 -> 10.0.0.1:8080"), "{reason}");
+    }
+
+    #[test]
+    fn skipped_checks_are_reported_and_do_not_fail() {
+        let facts = NodeFacts { ipvs: Err("gone".to_owned()), ..healthy_node() };
+        let skip = ["ipvs_available".to_owned(), "conn_table_size".to_owned()];
+        let input = CheckInput {
+            desired: &BTreeMap::new(),
+            interfaces: &[],
+            expected_connections: None,
+            skip: &skip,
+        };
+        let report = run_checks(&input, &facts);
+        assert_eq!(outcome(&report, "ipvs_available").0, Verdict::Skipped);
+        assert!(report.passed());
+    }
+}

@@ -1,0 +1,113 @@
+//! Gathers what the checks look at: IPVS's answer, the node's addresses (rtnetlink) and the
+//! kernel's modules (procfs and modules.dep). The only kernel I/O of the pre-flight checks.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use futures_util::TryStreamExt as _;
+use netlink_packet_route::{address::AddressAttribute, link::LinkAttribute};
+
+/// What IPVS says about itself (GET_INFO).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpvsInfo {
+    pub version: String,
+    /// Buckets of the connection hash table (not a limit on connections).
+    pub conn_table_size: u32,
+}
+
+/// The facts about this node that the checks decide on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// IPVS's info, or why it could not be had.
+    pub ipvs: Result<IpvsInfo, String>,
+    /// Every local address and the interfaces that hold it.
+    pub addresses: BTreeMap<IpAddr, Vec<String>>,
+    /// Modules in /proc/modules.
+    pub loaded_modules: BTreeSet<String>,
+    /// Modules the running kernel could load or has built in.
+    pub available_modules: BTreeSet<String>,
+}
+
+/// Gathers the facts; `ipvs` is the outcome of asking IPVS for its info.
+pub async fn gather(ipvs: Result<IpvsInfo, String>) -> std::io::Result<NodeFacts> {
+    Ok(NodeFacts {
+        ipvs,
+        addresses: local_addresses().await?,
+        loaded_modules: loaded_modules(),
+        available_modules: available_modules(),
+    })
+}
+
+async fn local_addresses() -> std::io::Result<BTreeMap<IpAddr, Vec<String>>> {
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    let task = tokio::spawn(connection);
+    let result = async {
+        let mut names = BTreeMap::new();
+        let mut links = handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(rtnetlink_error("listing links"))? {
+            for attribute in &link.attributes {
+                if let LinkAttribute::IfName(name) = attribute {
+                    names.insert(link.header.index, name.clone());
+                }
+            }
+        }
+        let mut holders: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        let mut addresses = handle.address().get().execute();
+        while let Some(message) = addresses.try_next().await.map_err(rtnetlink_error("listing addresses"))? {
+            // IFA_LOCAL is the local address on point-to-point links; IFA_ADDRESS elsewhere.
+            let local = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(addr) => Some(*addr),
+                _ => None,
+            });
+            let address = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(addr) => Some(*addr),
+                _ => None,
+            });
+            if let Some(addr) = local.or(address) {
+                let name = names
+                    .get(&message.header.index)
+                    .cloned()
+                    .unwrap_or_else(|| message.header.index.to_string());
+                holders.entry(addr).or_default().push(name);
+            }
+        }
+        Ok(holders)
+    }
+    .await;
+    task.abort();
+    result
+}
+
+fn rtnetlink_error(operation: &'static str) -> impl Fn(rtnetlink::Error) -> std::io::Error {
+    move |err| std::io::Error::other(format!("rtnetlink: {operation}: {err}"))
+}
+
+fn loaded_modules() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/modules")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Module names from the running kernel's modules.dep (loadable) and modules.builtin.
+fn available_modules() -> BTreeSet<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let dir = format!("/lib/modules/{}", release.trim());
+    let mut names = BTreeSet::new();
+    for file in ["modules.dep", "modules.builtin"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap_or_default();
+        for line in text.lines() {
+            let path = line.split(':').next().unwrap_or_default();
+            let base = path.rsplit('/').next().unwrap_or_default();
+            if let Some(name) = base.split(".ko").next().filter(|name| !name.is_empty()) {
+                // modprobe treats - and _ alike; the kernel reports _.
+                names.insert(name.replace('-', "_"));
+            }
+        }
+    }
+    names
+}
