@@ -3,5 +3,6 @@
 //! Data flows one way: config -> desired state -> plan (with the observed kernel state) -> apply.
 //! Kernel I/O lives only at the edges: [`observe`] (eBPF).
 
+pub mod config;
 pub mod model;
 pub mod observe;
