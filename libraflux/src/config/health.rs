@@ -6,7 +6,7 @@ use humantime::format_duration;
 
 use super::{
     Check, Drain, Health,
-    decode::{Diagnostics, Field, Map},
+    decode::{Diagnostics, Field, Map, is_null},
 };
 use crate::model::{DestKey, Destination, Protocol, ServiceKey};
 
@@ -26,7 +26,7 @@ const TYPES: &[&str] = &["tcp", "http", "udp_dns", "udp_sip", "udp_ntp", "udp_ec
 const DNS_TYPES: &[&str] = &["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"];
 const DNS_RCODES: &[&str] = &["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
 
-/// Decodes `health:`; without it a TCP service gets a TCP connect check and any other service
+/// Decodes `health:`; without it (or with it empty) a TCP service gets a TCP connect check and any other service
 /// none (UDP needs a protocol-specific probe that only the operator can choose).
 pub(super) fn health(
     d: &mut Diagnostics<'_>,
@@ -34,7 +34,7 @@ pub(super) fn health(
     service: Option<ServiceKey>,
     backends: Option<&BTreeMap<DestKey, Destination>>,
 ) -> Option<Health> {
-    let Some(field) = field else {
+    let Some(field) = field.filter(|field| !is_null(field.value)) else {
         let check = match service {
             Some(ServiceKey::Addr { protocol: Protocol::Tcp, .. }) => Check::Tcp,
             _ => Check::None,
