@@ -185,6 +185,23 @@ pub enum Forwarding {
     Local,
 }
 
+impl Forwarding {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Nat => "nat",
+            Self::Dr => "dr",
+            Self::Tunnel => "tunnel",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A virtual service as IPVS holds it, with its destinations ordered by key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {

@@ -1,0 +1,217 @@
+//! The configuration: loaded from YAML files, validated completely (every error of every file at
+//! once, each `file:line:col: message`), and turned into the desired IPVS state before anything
+//! touches the kernel.
+//!
+//! Files: see [`files`]. Merge rules: `node`, `limits` and `metrics` may each be set by one file
+//! only (a second is an error naming both places); `services` and `ignore` of all files are
+//! concatenated, and service names and keys must be unique across all of them. The operator
+//! reference is `docs/configuration.md`.
+
+mod decode;
+mod error;
+mod files;
+mod health;
+mod schema;
+mod service;
+mod validate;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+pub use error::{ConfigError, ConfigErrors, Position};
+pub use files::{DEFAULT_DIR, Source, read_sources};
+pub use validate::validate;
+
+use crate::model::{Service, ServiceKey};
+
+/// What IPVS should hold: the configured services with their backends, by key.
+pub type DesiredState = BTreeMap<ServiceKey, Service>;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// The services as IPVS should hold them (forwarding copied to each backend).
+    pub desired: DesiredState,
+    /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.
+    pub settings: BTreeMap<ServiceKey, ServiceSettings>,
+    /// Services the planner must never touch.
+    pub ignore: Ignore,
+    /// Accepted, but worth the operator's attention (`udp_echo` checks, services without backends).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Loads and validates the configuration named by `path` (see [`files`] for what a file or
+/// directory path loads; `None` loads `/etc/libraflux/config.yaml` and `config.d/*.yaml`).
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let sources = read_sources(path)?;
+    validate(&sources, &system_hostname())
+}
+
+/// The kernel's host name, the default node name.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Defaults to the host name.
+    pub name: String,
+    /// Where the VIPs live and the eBPF programs attach; empty when not configured.
+    pub interfaces: Vec<String>,
+}
+
+/// Change limits per apply; `--force` overrides them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_services_created: u32,
+    pub max_backends_per_service: u32,
+    pub max_services_deleted: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_services_created: 100, max_backends_per_service: 50, max_services_deleted: 10 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+    pub collect_interval: Duration,
+    pub max_series: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9469)),
+            collect_interval: Duration::from_secs(30),
+            max_series: 50_000,
+        }
+    }
+}
+
+/// Services the planner leaves alone: by exact key, or every service on a VIP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ignore {
+    pub services: BTreeSet<ServiceKey>,
+    pub vips: BTreeSet<IpAddr>,
+}
+
+impl Ignore {
+    pub fn covers(&self, key: &ServiceKey) -> bool {
+        self.services.contains(key)
+            || matches!(key, ServiceKey::Addr { addr, .. } if self.vips.contains(addr))
+    }
+}
+
+/// The per-service settings the daemon needs beside the kernel state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    pub name: String,
+    pub health: Health,
+    pub on_unhealthy: OnUnhealthy,
+    pub drain: Drain,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub check: Check,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy.
+    pub fall: u32,
+    /// Probe this port instead of each backend's own (needed by fwmark backends, which have none).
+    pub port: Option<u16>,
+}
+
+impl Health {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RISE: u32 = 2;
+    pub const DEFAULT_FALL: u32 = 3;
+
+    pub fn with_check(check: Check) -> Self {
+        Self {
+            check,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+            port: None,
+        }
+    }
+}
+
+/// The health check protocol and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// No check: backends are always healthy.
+    None,
+    /// A TCP connect.
+    Tcp,
+    Http {
+        path: String,
+        expect_status: u16,
+    },
+    /// A DNS query; `record_type` and `expect_rcode` are upper-case mnemonics (`A`, `NOERROR`).
+    Dns {
+        query: String,
+        record_type: String,
+        expect_rcode: String,
+        expect_answer: Option<String>,
+    },
+    /// A SIP OPTIONS request; without `uri` the checker addresses the backend itself.
+    Sip {
+        uri: Option<String>,
+        expect_codes: Vec<u16>,
+    },
+    Ntp {
+        max_offset: Option<Duration>,
+    },
+    /// Sends `payload` and expects `expect` back: proves only that something echoes.
+    Echo {
+        payload: String,
+        expect: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUnhealthy {
+    /// Weight 0: no new connections, established ones live on.
+    #[default]
+    Quiesce,
+    /// Delete the destination.
+    Remove,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// At least this long at weight 0 before a backend may be removed.
+    pub grace: Duration,
+    /// At most this long: then the backend is removed whatever its traffic.
+    pub timeout: Duration,
+    /// For UDP: how long eBPF must see no traffic for the backend to count as drained.
+    pub quiet: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            timeout: Duration::from_secs(300),
+            quiet: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Properties of the planner over random desired, observed and ignored sets: applying a plan's
+//! ops converges (planning again yields nothing), ignored services are never touched, and a
+//! service that keeps backends never passes through an empty state while it is updated.
+
+use std::collections::BTreeMap;
+
+use proptest::{collection, prelude::*};
+
+use super::*;
+use crate::model::{DestKey, Destination, Forwarding, Service, ServiceKey};
+
+type Table = BTreeMap<ServiceKey, Service>;
+
+const SERVICE_KEYS: &[&str] = &[
+    "tcp:192.0.2.1:80",
+    "tcp:192.0.2.1:443",
+    "udp:192.0.2.1:53",
+    "tcp:192.0.2.2:80",
+    "fwmark:7",
+    "fwmark:8",
+];
+const DEST_KEYS: &[&str] = &["192.0.2.10:80", "192.0.2.11:80", "192.0.2.12:80", "192.0.2.13:80"];
+
+fn destination() -> impl Strategy<Value = Destination> {
+    (0..DEST_KEYS.len(), 0u32..3, prop::bool::ANY, 0u32..2, 0u32..2).prop_map(
+        |(index, weight, dr, upper_threshold, lower_threshold)| Destination {
+            key: DEST_KEYS[index].parse::<DestKey>().expect("dest key"),
+            weight,
+            forwarding: if dr { Forwarding::Dr } else { Forwarding::Nat },
+            upper_threshold,
+            lower_threshold,
+        },
+    )
+}
+
+/// Services on the shared key pools; `netmasks` chooses whether a netmask may be set (the kernel
+/// always reports one; the config may leave it unset).
+fn table(netmasks: &'static [Option<u8>]) -> impl Strategy<Value = Table> {
+    let service = (
+        0..SERVICE_KEYS.len(),
+        prop::sample::select(&["rr", "wrr"][..]),
+        prop::sample::select(&[None, Some(60)][..]),
+        prop::sample::select(netmasks),
+        collection::vec(destination(), 0..4),
+    )
+        .prop_map(|(index, scheduler, persistence, persistence_netmask, dests)| Service {
+            key: SERVICE_KEYS[index].parse().expect("service key"),
+            scheduler: scheduler.to_owned(),
+            persistence,
+            persistence_netmask,
+            destinations: dests.into_iter().map(|dest| (dest.key, dest)).collect(),
+        });
+    collection::vec(service, 0..6).prop_map(|services| services.into_iter().map(|s| (s.key, s)).collect())
+}
+
+fn ignore() -> impl Strategy<Value = Ignore> {
+    (collection::btree_set(0..SERVICE_KEYS.len(), 0..2), prop::bool::ANY).prop_map(|(keys, vip)| Ignore {
+        services: keys.into_iter().map(|index| SERVICE_KEYS[index].parse().expect("service key")).collect(),
+        vips: if vip { ["192.0.2.2".parse().expect("ip")].into() } else { Default::default() },
+    })
+}
+
+/// Runs one op on an in-memory table with the kernel's rules: a service must exist before its
+/// destinations, keys are unique, deleting a service drops its destinations.
+fn apply(op: &Op, table: &mut Table) {
+    match op {
+        Op::AddService(service) => {
+            assert!(service.destinations.is_empty(), "services are created bare");
+            assert!(table.insert(service.key, service.clone()).is_none(), "created twice: {}", service.key);
+        }
+        Op::UpdateService(service) => {
+            let present = table.get_mut(&service.key).expect("update of a missing service");
+            present.scheduler.clone_from(&service.scheduler);
+            present.persistence = service.persistence;
+            present.persistence_netmask = service.persistence_netmask;
+        }
+        Op::DeleteService(key) => {
+            table.remove(key).expect("delete of a missing service");
+        }
+        Op::AddDest { service, dest } => {
+            let present = table.get_mut(service).expect("backend added to a missing service");
+            assert!(present.destinations.insert(dest.key, *dest).is_none(), "backend added twice");
+        }
+        Op::UpdateDest { service, dest } => {
+            let present = table.get_mut(service).expect("backend updated in a missing service");
+            *present.destinations.get_mut(&dest.key).expect("update of a missing backend") = *dest;
+        }
+        Op::DeleteDest { service, dest } => {
+            let present = table.get_mut(service).expect("backend removed from a missing service");
+            present.destinations.remove(dest).expect("delete of a missing backend");
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn applying_a_plan_converges_and_leaves_ignored_services_alone(
+        desired in table(&[None, Some(24)]),
+        observed in table(&[Some(24), Some(32)]),
+        ignore in ignore(),
+    ) {
+        let ops = plan(&desired, &observed, &ignore).ops();
+        let mut applied = observed.clone();
+        for op in &ops {
+            prop_assert!(!ignore.covers(&op.service()), "{op:?} touches an ignored service");
+            let service = op.service();
+            let kept_backends = observed.get(&service).is_some_and(|s| !s.destinations.is_empty())
+                && desired.get(&service).is_some_and(|s| !s.destinations.is_empty());
+            apply(op, &mut applied);
+            if kept_backends {
+                prop_assert!(!applied[&service].destinations.is_empty(), "{service} went empty at {op:?}");
+            }
+        }
+        prop_assert!(plan(&desired, &applied, &ignore).is_empty(), "a second plan is not empty");
+        for key in SERVICE_KEYS.iter().map(|key| key.parse::<ServiceKey>().expect("key")) {
+            if ignore.covers(&key) {
+                prop_assert_eq!(applied.get(&key), observed.get(&key));
+            }
+        }
+    }
+}
