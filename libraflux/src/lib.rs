@@ -1,9 +1,11 @@
 //! LibraFlux: safe, planned, observable management of the Linux IPVS load balancer.
 //!
 //! Data flows one way: config -> desired state -> plan (with the observed kernel state) -> apply.
-//! Kernel I/O lives only at the edges: [`observe`] (eBPF) and [`preflight`]'s fact gathering.
+//! Kernel I/O lives only at the edges: [`ipvs`] (generic netlink), [`observe`] (eBPF) and
+//! [`preflight`]'s fact gathering.
 
 pub mod config;
+pub mod ipvs;
 pub mod model;
 pub mod observe;
 pub mod plan;

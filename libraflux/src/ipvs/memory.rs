@@ -1,0 +1,229 @@
+//! An in-memory IPVS table for unit tests of pure logic (the planner, drains). It refuses what
+//! the kernel refuses, with the kernel's errno (ip_vs_ctl.c, `ip_vs_genl_set_cmd` and the
+//! functions it calls): a missing service is ESRCH, a missing destination ENOENT, a duplicate
+//! EEXIST, an unknown scheduler ENOENT, a weight above i32::MAX or a lower threshold above the
+//! upper one ERANGE. It proves nothing about the kernel itself.
+
+use std::{collections::BTreeMap, future::Future};
+
+use crate::model::{DestKey, Destination, Service, ServiceKey};
+
+use super::{
+    ApplyReport, DestinationStatus, Info, Ipvs, IpvsError, OnFailure, Op, OpOutcome, ServiceStatus, Stats64,
+    Timeouts, packet,
+};
+
+/// Schedulers a stock kernel ships as modules (`ip_vs_*`).
+const SCHEDULERS: &[&str] =
+    &["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"];
+
+#[derive(Clone, Debug)]
+pub struct MemoryIpvs {
+    services: BTreeMap<ServiceKey, ServiceStatus>,
+    timeouts: Timeouts,
+    info: Info,
+}
+
+impl Default for MemoryIpvs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryIpvs {
+    /// An empty table with the kernel's default timeouts (900 s, 120 s, 300 s).
+    pub fn new() -> Self {
+        Self {
+            services: BTreeMap::new(),
+            timeouts: Timeouts { tcp: 900, tcp_fin: 120, udp: 300 },
+            info: Info { version: 0x0001_0201, connection_table_size: 4096 },
+        }
+    }
+
+    /// A table already holding `services` and their destinations, as if applied one by one.
+    pub fn with_services(services: impl IntoIterator<Item = Service>) -> Self {
+        let mut table = Self::new();
+        for service in services {
+            let mut status = new_status(&service);
+            for destination in service.destinations.values() {
+                status.insert_destination(new_dest_status(*destination));
+            }
+            table.services.insert(service.key, status);
+        }
+        table
+    }
+
+    /// Sets a destination's connection counts, as traffic would; false if it does not exist.
+    pub fn set_connections(
+        &mut self,
+        service: &ServiceKey,
+        dest: &DestKey,
+        active: u32,
+        inactive: u32,
+    ) -> bool {
+        let Some(status) = self.services.get_mut(service).and_then(|s| s.destinations.get_mut(dest)) else {
+            return false;
+        };
+        status.active_connections = active;
+        status.inactive_connections = inactive;
+        true
+    }
+
+    fn apply_sync(&mut self, ops: &[Op], on_failure: OnFailure) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let mut stopped = false;
+        for op in ops {
+            if stopped {
+                report.outcomes.push(OpOutcome::NotSent);
+                continue;
+            }
+            match self.apply_one(op) {
+                Ok(()) => report.outcomes.push(OpOutcome::Applied),
+                Err(err) => {
+                    report.outcomes.push(OpOutcome::Refused(err));
+                    stopped = on_failure == OnFailure::Stop;
+                }
+            }
+        }
+        report
+    }
+
+    fn apply_one(&mut self, op: &Op) -> Result<(), IpvsError> {
+        let operation = op.operation();
+        // What cannot be put on the wire is refused before sending, as the client does.
+        packet::request_for(op).map_err(|reason| IpvsError::Invalid { operation, reason })?;
+        let refuse = |errno| IpvsError::kernel(operation, errno);
+        match op {
+            Op::AddService(service) => self.add_service(service).map_err(refuse),
+            Op::UpdateService(service) => self.update_service(service).map_err(refuse),
+            Op::DeleteService(key) => self.services.remove(key).map(drop).ok_or(libc::ESRCH).map_err(refuse),
+            Op::AddDest(key, dest) => self.add_dest(key, dest).map_err(refuse),
+            Op::UpdateDest(key, dest) => self.update_dest(key, dest).map_err(refuse),
+            Op::DeleteDest(key, dest) => self.delete_dest(key, dest).map_err(refuse),
+        }
+    }
+
+    fn add_service(&mut self, service: &Service) -> Result<(), i32> {
+        if self.services.contains_key(&service.key) {
+            return Err(libc::EEXIST);
+        }
+        check_scheduler(&service.scheduler)?;
+        self.services.insert(service.key, new_status(service));
+        Ok(())
+    }
+
+    fn update_service(&mut self, service: &Service) -> Result<(), i32> {
+        let status = self.services.get_mut(&service.key).ok_or(libc::ESRCH)?;
+        check_scheduler(&service.scheduler)?;
+        status.service.scheduler.clone_from(&service.scheduler);
+        status.service.persistence = service.persistence;
+        status.service.persistence_netmask = service.persistence_netmask;
+        status.flags = persistence_flag(service);
+        Ok(())
+    }
+
+    fn add_dest(&mut self, key: &ServiceKey, dest: &Destination) -> Result<(), i32> {
+        let status = self.services.get_mut(key).ok_or(libc::ESRCH)?;
+        check_dest(key, dest)?;
+        if status.destinations.contains_key(&dest.key) {
+            return Err(libc::EEXIST);
+        }
+        status.insert_destination(new_dest_status(*dest));
+        Ok(())
+    }
+
+    fn update_dest(&mut self, key: &ServiceKey, dest: &Destination) -> Result<(), i32> {
+        let status = self.services.get_mut(key).ok_or(libc::ESRCH)?;
+        check_dest(key, dest)?;
+        let current = status.destinations.get_mut(&dest.key).ok_or(libc::ENOENT)?;
+        current.destination = *dest;
+        status.service.destinations.insert(dest.key, *dest);
+        Ok(())
+    }
+
+    fn delete_dest(&mut self, key: &ServiceKey, dest: &DestKey) -> Result<(), i32> {
+        let status = self.services.get_mut(key).ok_or(libc::ESRCH)?;
+        status.destinations.remove(dest).ok_or(libc::ENOENT)?;
+        status.service.destinations.remove(dest);
+        Ok(())
+    }
+}
+
+fn check_scheduler(name: &str) -> Result<(), i32> {
+    if SCHEDULERS.contains(&name) { Ok(()) } else { Err(libc::ENOENT) }
+}
+
+/// The checks of `ip_vs_genl_set_cmd` and `ip_vs_add_dest` / `ip_vs_edit_dest`, in their order.
+fn check_dest(service: &ServiceKey, dest: &Destination) -> Result<(), i32> {
+    let mixed_family = packet::service_family(service) != family_of(dest);
+    if mixed_family && dest.forwarding != crate::model::Forwarding::Tunnel {
+        return Err(libc::EINVAL);
+    }
+    if i32::try_from(dest.weight).is_err() || dest.lower_threshold > dest.upper_threshold {
+        return Err(libc::ERANGE);
+    }
+    Ok(())
+}
+
+fn family_of(dest: &Destination) -> crate::model::Family {
+    match dest.key.addr {
+        std::net::IpAddr::V4(_) => crate::model::Family::V4,
+        std::net::IpAddr::V6(_) => crate::model::Family::V6,
+    }
+}
+
+fn persistence_flag(service: &Service) -> u32 {
+    u32::from(service.persistence.is_some())
+}
+
+fn new_status(service: &Service) -> ServiceStatus {
+    ServiceStatus {
+        service: Service { destinations: BTreeMap::new(), ..service.clone() },
+        flags: persistence_flag(service),
+        persistence_engine: None,
+        stats: Stats64::default(),
+        destinations: BTreeMap::new(),
+    }
+}
+
+fn new_dest_status(destination: Destination) -> DestinationStatus {
+    DestinationStatus {
+        destination,
+        active_connections: 0,
+        inactive_connections: 0,
+        persistent_connections: 0,
+        stats: Stats64::default(),
+    }
+}
+
+impl Ipvs for MemoryIpvs {
+    fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
+        std::future::ready(Ok(self.services.values().cloned().collect()))
+    }
+
+    fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send {
+        std::future::ready(self.apply_sync(ops, on_failure))
+    }
+
+    fn info(&mut self) -> impl Future<Output = Result<Info, IpvsError>> + Send {
+        std::future::ready(Ok(self.info))
+    }
+
+    fn timeouts(&mut self) -> impl Future<Output = Result<Timeouts, IpvsError>> + Send {
+        std::future::ready(Ok(self.timeouts))
+    }
+
+    /// As the kernel: 0 leaves a timeout unchanged.
+    fn set_timeouts(&mut self, timeouts: Timeouts) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        let keep = |new: u32, old: u32| if new == 0 { old } else { new };
+        self.timeouts = Timeouts {
+            tcp: keep(timeouts.tcp, self.timeouts.tcp),
+            tcp_fin: keep(timeouts.tcp_fin, self.timeouts.tcp_fin),
+            udp: keep(timeouts.udp, self.timeouts.udp),
+        };
+        std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

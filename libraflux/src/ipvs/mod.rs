@@ -1,0 +1,41 @@
+//! IPVS behind one seam (STYLE rule 1): the [`Ipvs`] trait, implemented by the netlink client
+//! ([`IpvsClient`]) and by an in-memory table ([`MemoryIpvs`]) for unit tests of pure logic.
+//! [`packet`] defines the generic-netlink family; it could become a crate of its own.
+
+use std::future::Future;
+
+mod client;
+mod error;
+mod memory;
+mod op;
+pub mod packet;
+mod status;
+
+pub use client::{BatchLimits, IpvsClient};
+pub use error::IpvsError;
+pub use memory::MemoryIpvs;
+pub use op::{ApplyReport, OnFailure, Op, OpOutcome, Operation};
+pub use status::{DestinationStatus, Info, ServiceStatus, Stats64, Timeouts};
+
+/// What LibraFlux needs from IPVS: read the table, change it in batches, and the global
+/// settings. Both implementations report errors with the kernel's errno values.
+pub trait Ipvs {
+    /// Every service with its destinations, ordered by service key.
+    fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send;
+
+    /// Applies `ops` in order and reports the outcome of each; see [`OnFailure`].
+    fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send;
+
+    fn info(&mut self) -> impl Future<Output = Result<Info, IpvsError>> + Send;
+
+    fn timeouts(&mut self) -> impl Future<Output = Result<Timeouts, IpvsError>> + Send;
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) -> impl Future<Output = Result<(), IpvsError>> + Send;
+}
+
+/// Both implementations stay in step with the trait (and stay `Send`, for the daemon's tasks).
+const _: () = {
+    const fn implements<T: Ipvs + Send>() {}
+    implements::<IpvsClient>();
+    implements::<MemoryIpvs>();
+};
