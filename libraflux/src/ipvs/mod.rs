@@ -39,3 +39,11 @@ const _: () = {
     implements::<IpvsClient>();
     implements::<MemoryIpvs>();
 };
+
+/// The table as the planner sees it: every service with its destinations, by key.
+pub async fn observed<I: Ipvs>(
+    ipvs: &mut I,
+) -> Result<std::collections::BTreeMap<crate::model::ServiceKey, crate::model::Service>, IpvsError> {
+    let services = ipvs.services().await?;
+    Ok(services.into_iter().map(|status| (status.service.key, status.service)).collect())
+}

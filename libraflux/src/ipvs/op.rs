@@ -22,6 +22,17 @@ pub enum Op {
 }
 
 impl Op {
+    /// The service the operation acts on.
+    pub fn service(&self) -> ServiceKey {
+        match self {
+            Self::AddService(service) | Self::UpdateService(service) => service.key,
+            Self::DeleteService(key)
+            | Self::AddDest(key, _)
+            | Self::UpdateDest(key, _)
+            | Self::DeleteDest(key, _) => *key,
+        }
+    }
+
     /// What this op does, in the words its error would use.
     pub fn operation(&self) -> Operation {
         match self {

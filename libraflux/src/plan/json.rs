@@ -173,9 +173,9 @@ fn op(op: &Op) -> OpView {
         Op::AddService(_) => ("add_service", None),
         Op::UpdateService(_) => ("update_service", None),
         Op::DeleteService(_) => ("delete_service", None),
-        Op::AddDest { dest, .. } => ("add_backend", Some(dest.key.to_string())),
-        Op::UpdateDest { dest, .. } => ("update_backend", Some(dest.key.to_string())),
-        Op::DeleteDest { dest, .. } => ("delete_backend", Some(dest.to_string())),
+        Op::AddDest(_, dest) => ("add_backend", Some(dest.key.to_string())),
+        Op::UpdateDest(_, dest) => ("update_backend", Some(dest.key.to_string())),
+        Op::DeleteDest(_, dest) => ("delete_backend", Some(dest.to_string())),
     };
     OpView { op: name, service: op.service().to_string(), backend }
 }

@@ -19,43 +19,7 @@
 //! each group services go by key, and backends by key.
 
 use super::Plan;
-use crate::model::{DestKey, Destination, Service, ServiceKey};
-
-/// One IPVS operation. Services carry no destinations here: those are separate operations.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Create a service (its `destinations` are empty).
-    AddService(Service),
-    /// Set every attribute of an existing service to these values (`destinations` empty).
-    UpdateService(Service),
-    DeleteService(ServiceKey),
-    AddDest {
-        service: ServiceKey,
-        dest: Destination,
-    },
-    /// Set every attribute of an existing destination to these values.
-    UpdateDest {
-        service: ServiceKey,
-        dest: Destination,
-    },
-    DeleteDest {
-        service: ServiceKey,
-        dest: DestKey,
-    },
-}
-
-impl Op {
-    /// The service the operation acts on.
-    pub fn service(&self) -> ServiceKey {
-        match self {
-            Self::AddService(service) | Self::UpdateService(service) => service.key,
-            Self::DeleteService(key) => *key,
-            Self::AddDest { service, .. }
-            | Self::UpdateDest { service, .. }
-            | Self::DeleteDest { service, .. } => *service,
-        }
-    }
-}
+use crate::{ipvs::Op, model::Service};
 
 /// The service without its destinations.
 fn bare(service: &Service) -> Service {
@@ -68,18 +32,16 @@ impl Plan {
         let mut ops = Vec::new();
         for service in &self.create {
             ops.push(Op::AddService(bare(service)));
-            ops.extend(
-                service.destinations.values().map(|dest| Op::AddDest { service: service.key, dest: *dest }),
-            );
+            ops.extend(service.destinations.values().map(|dest| Op::AddDest(service.key, *dest)));
         }
         for update in &self.update {
             let service = update.key();
             if update.changes_service() {
                 ops.push(Op::UpdateService(bare(&update.target)));
             }
-            ops.extend(update.add.iter().map(|dest| Op::AddDest { service, dest: *dest }));
-            ops.extend(update.update.iter().map(|change| Op::UpdateDest { service, dest: change.target }));
-            ops.extend(update.remove.iter().map(|dest| Op::DeleteDest { service, dest: dest.key }));
+            ops.extend(update.add.iter().map(|dest| Op::AddDest(service, *dest)));
+            ops.extend(update.update.iter().map(|change| Op::UpdateDest(service, change.target)));
+            ops.extend(update.remove.iter().map(|dest| Op::DeleteDest(service, dest.key)));
         }
         ops.extend(self.delete.iter().map(|service| Op::DeleteService(service.key)));
         ops

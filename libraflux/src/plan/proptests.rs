@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use proptest::{collection, prelude::*};
 
 use super::*;
+use crate::ipvs::{Ipvs as _, MemoryIpvs, OnFailure};
 use crate::model::{DestKey, Destination, Forwarding, Service, ServiceKey};
 
 type Table = BTreeMap<ServiceKey, Service>;
@@ -27,7 +28,8 @@ fn destination() -> impl Strategy<Value = Destination> {
             key: DEST_KEYS[index].parse::<DestKey>().expect("dest key"),
             weight,
             forwarding: if dr { Forwarding::Dr } else { Forwarding::Nat },
-            upper_threshold,
+            // The kernel refuses a lower threshold above the upper one (ERANGE).
+            upper_threshold: upper_threshold.max(lower_threshold),
             lower_threshold,
         },
     )
@@ -60,36 +62,14 @@ fn ignore() -> impl Strategy<Value = Ignore> {
     })
 }
 
-/// Runs one op on an in-memory table with the kernel's rules: a service must exist before its
-/// destinations, keys are unique, deleting a service drops its destinations.
-fn apply(op: &Op, table: &mut Table) {
-    match op {
-        Op::AddService(service) => {
-            assert!(service.destinations.is_empty(), "services are created bare");
-            assert!(table.insert(service.key, service.clone()).is_none(), "created twice: {}", service.key);
-        }
-        Op::UpdateService(service) => {
-            let present = table.get_mut(&service.key).expect("update of a missing service");
-            present.scheduler.clone_from(&service.scheduler);
-            present.persistence = service.persistence;
-            present.persistence_netmask = service.persistence_netmask;
-        }
-        Op::DeleteService(key) => {
-            table.remove(key).expect("delete of a missing service");
-        }
-        Op::AddDest { service, dest } => {
-            let present = table.get_mut(service).expect("backend added to a missing service");
-            assert!(present.destinations.insert(dest.key, *dest).is_none(), "backend added twice");
-        }
-        Op::UpdateDest { service, dest } => {
-            let present = table.get_mut(service).expect("backend updated in a missing service");
-            *present.destinations.get_mut(&dest.key).expect("update of a missing backend") = *dest;
-        }
-        Op::DeleteDest { service, dest } => {
-            let present = table.get_mut(service).expect("backend removed from a missing service");
-            present.destinations.remove(dest).expect("delete of a missing backend");
-        }
-    }
+/// Applies one op to the in-memory IPVS table, which refuses what the kernel refuses (a
+/// destination before its service, duplicates, missing objects), and returns the table after it.
+fn apply(op: &Op, ipvs: &mut MemoryIpvs, runtime: &tokio::runtime::Runtime) -> Table {
+    runtime.block_on(async {
+        let report = ipvs.apply(std::slice::from_ref(op), OnFailure::Stop).await;
+        assert!(report.is_complete(), "the kernel's rules refuse {op:?}: {report:?}");
+        crate::ipvs::observed(ipvs).await.expect("read the in-memory table")
+    })
 }
 
 proptest! {
@@ -100,13 +80,15 @@ proptest! {
         ignore in ignore(),
     ) {
         let ops = plan(&desired, &observed, &ignore).ops();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let mut ipvs = MemoryIpvs::with_services(observed.values().cloned());
         let mut applied = observed.clone();
         for op in &ops {
             prop_assert!(!ignore.covers(&op.service()), "{op:?} touches an ignored service");
             let service = op.service();
             let kept_backends = observed.get(&service).is_some_and(|s| !s.destinations.is_empty())
                 && desired.get(&service).is_some_and(|s| !s.destinations.is_empty());
-            apply(op, &mut applied);
+            applied = apply(op, &mut ipvs, &runtime);
             if kept_backends {
                 prop_assert!(!applied[&service].destinations.is_empty(), "{service} went empty at {op:?}");
             }

@@ -49,8 +49,8 @@ fn a_desired_service_that_is_missing_is_created_with_its_backends_in_one_run() {
         plan.ops(),
         [
             Op::AddService(service_without_backends(&web())),
-            Op::AddDest { service, dest: dest("192.0.2.10:80", 1) },
-            Op::AddDest { service, dest: dest("192.0.2.11:80", 1) },
+            Op::AddDest(service, dest("192.0.2.10:80", 1)),
+            Op::AddDest(service, dest("192.0.2.11:80", 1)),
         ]
     );
 }
@@ -139,9 +139,9 @@ fn backends_are_added_then_updated_then_removed() {
         plan.ops(),
         [
             Op::UpdateService(service_without_backends(&wanted)),
-            Op::AddDest { service, dest: dest("192.0.2.12:80", 1) },
-            Op::UpdateDest { service, dest: dest("192.0.2.11:80", 0) },
-            Op::DeleteDest { service, dest: "192.0.2.10:80".parse().expect("backend key") },
+            Op::AddDest(service, dest("192.0.2.12:80", 1)),
+            Op::UpdateDest(service, dest("192.0.2.11:80", 0)),
+            Op::DeleteDest(service, "192.0.2.10:80".parse().expect("backend key")),
         ]
     );
 }
