@@ -212,3 +212,35 @@ pub fn genl_family_id(name: &str) -> u16 {
         other => panic!("unexpected reply to CTRL_CMD_GETFAMILY: {other:?}"),
     }
 }
+
+/// What a command run to completion returned.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl NetNs {
+    /// Runs `PROGRAM ARGS...` inside the namespace and returns its exit code and output,
+    /// whatever the code.
+    pub fn run(&self, program: &str, args: &[&str]) -> Ran {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.name.as_str(), program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// The `libraflux` binary under test: `$LIBRAFLUX_BIN` (set by `cargo xtask test`), else
+/// `target/debug/libraflux` of this workspace.
+pub fn libraflux_bin() -> String {
+    std::env::var("LIBRAFLUX_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/libraflux").to_owned())
+}

@@ -4,5 +4,6 @@
 #![cfg(feature = "vm")]
 
 mod vm {
+    mod apply;
     mod smoke;
 }

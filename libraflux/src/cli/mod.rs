@@ -1,13 +1,12 @@
 //! The command line: one file per command.
 
+mod apply;
+mod common;
 mod debug;
+mod preflight;
+mod validate;
 
 use clap::{Parser, Subcommand};
-
-/// Exit codes every command uses (PRODUCT.md).
-pub mod exit {
-    pub const RUNTIME_FAILURE: u8 = 1;
-}
 
 #[derive(Debug, Parser)]
 #[command(name = "libraflux", version, about = "Plan, apply and observe IPVS load balancing safely")]
@@ -21,6 +20,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Parse and validate the configuration; every error as file:line:col. Touches nothing.
+    Validate(validate::ValidateArgs),
+    /// Show the plan, refuse it on a failed check or limit, then carry it out exactly.
+    Apply(apply::ApplyArgs),
+    /// Run the pre-flight checks alone.
+    Preflight(preflight::PreflightArgs),
     /// Low-level tools for checking a node by hand.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -28,6 +33,9 @@ pub enum Command {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Preflight(args) => preflight::run(&args),
         Command::Debug(command) => debug::run(command),
     }
 }
@@ -49,6 +57,7 @@ pub fn render_error(err: &anyhow::Error) -> String {
     err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
-pub fn exit_code(_err: &anyhow::Error) -> u8 {
-    exit::RUNTIME_FAILURE
+/// The exit code of a failed command: the one a [`common::Failure`] carries, else 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.downcast_ref::<common::Failure>().map_or(common::exit::RUNTIME_FAILURE, |failure| failure.code)
 }

@@ -54,7 +54,8 @@ fn ipvs_available(facts: &NodeFacts) -> (Verdict, String) {
             Verdict::Pass,
             format!(
                 "IPVS {} answers over generic netlink; connection table {} buckets",
-                info.version, info.conn_table_size
+                info.version_string(),
+                info.connection_table_size
             ),
         ),
         Err(why) => (Verdict::Fail, format!("IPVS is not available ({why}); load it with `modprobe ip_vs`")),
@@ -141,7 +142,7 @@ fn conn_table_size(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, Strin
     let Ok(info) = &facts.ipvs else {
         return (Verdict::Warn, "not checked: IPVS is not available".to_owned());
     };
-    let buckets = u64::from(info.conn_table_size.max(1));
+    let buckets = u64::from(info.connection_table_size.max(1));
     let Some(expected) = input.expected_connections else {
         return (Verdict::Pass, format!("{buckets} buckets (no expected connection count configured)"));
     };
@@ -205,8 +206,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        ipvs::Info,
         model::{DestKey, Destination, Forwarding},
-        preflight::IpvsInfo,
     };
 
     fn service(key: &str, scheduler: &str, backends: &[&str]) -> (ServiceKey, Service) {
@@ -237,7 +238,7 @@ mod tests {
 
     fn healthy_node() -> NodeFacts {
         NodeFacts {
-            ipvs: Ok(IpvsInfo { version: "1.2.1".to_owned(), conn_table_size: 4096 }),
+            ipvs: Ok(Info { version: 0x0001_0201, connection_table_size: 4096 }),
             addresses: [("10.0.0.1".parse::<IpAddr>().unwrap(), vec!["eth0".to_owned()])]
                 .into_iter()
                 .collect(),

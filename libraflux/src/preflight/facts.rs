@@ -9,19 +9,13 @@ use std::{
 use futures_util::TryStreamExt as _;
 use netlink_packet_route::{address::AddressAttribute, link::LinkAttribute};
 
-/// What IPVS says about itself (GET_INFO).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IpvsInfo {
-    pub version: String,
-    /// Buckets of the connection hash table (not a limit on connections).
-    pub conn_table_size: u32,
-}
+use crate::ipvs::Info;
 
 /// The facts about this node that the checks decide on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFacts {
     /// IPVS's info, or why it could not be had.
-    pub ipvs: Result<IpvsInfo, String>,
+    pub ipvs: Result<Info, String>,
     /// Every local address and the interfaces that hold it.
     pub addresses: BTreeMap<IpAddr, Vec<String>>,
     /// Modules in /proc/modules.
@@ -31,7 +25,7 @@ pub struct NodeFacts {
 }
 
 /// Gathers the facts; `ipvs` is the outcome of asking IPVS for its info.
-pub async fn gather(ipvs: Result<IpvsInfo, String>) -> std::io::Result<NodeFacts> {
+pub async fn gather(ipvs: Result<Info, String>) -> std::io::Result<NodeFacts> {
     Ok(NodeFacts {
         ipvs,
         addresses: local_addresses().await?,

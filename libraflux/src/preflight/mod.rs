@@ -10,7 +10,7 @@ mod facts;
 use std::fmt;
 
 pub use checks::{CheckInput, run_checks};
-pub use facts::{IpvsInfo, NodeFacts, gather};
+pub use facts::{NodeFacts, gather};
 use serde::Serialize;
 
 /// The outcome of one check.

@@ -1,0 +1,162 @@
+//! `libraflux apply`: plan the change, refuse it if a pre-flight check or a change limit says
+//! so, and otherwise carry out exactly the plan that was shown.
+
+use libraflux::{
+    ipvs::{self, ApplyReport, Ipvs as _, IpvsClient, OnFailure, OpOutcome},
+    plan::{self, LimitViolation, Plan},
+    preflight::{CHECK_NAMES, Report},
+};
+use serde_json::json;
+
+use super::common::{
+    ConfigArg, Failure, Output, colour, exit, load_config, preflight, require_passed, runtime,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Show the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Go on even when the plan exceeds a change limit.
+    #[arg(long)]
+    force: bool,
+    /// Skip a pre-flight check by name (repeatable).
+    #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
+    skip: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    runtime()?.block_on(async {
+        let (client, report) = preflight(&config, &args.skip).await?;
+        let mut outcome = Outcome { output: args.output, json: json!({ "dry_run": args.dry_run }) };
+        outcome.preflight(&report);
+        let checks = require_passed(&report);
+        // A dry run still shows the plan when IPVS answers, so the operator sees both problems.
+        let can_plan = args.dry_run && client.is_ok();
+        if checks.is_err() && !can_plan {
+            outcome.finish();
+            return checks;
+        }
+        let mut client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
+        let observed = ipvs::observed(&mut client).await?;
+        let plan = plan::plan(&config.desired, &observed, &config.ignore);
+        outcome.plan(&plan);
+        if let Err(violations) = plan::check_limits(&plan, &config.limits) {
+            outcome.limits(&violations, args.force);
+            if !args.force {
+                outcome.finish();
+                return Err(Failure::new(
+                    exit::REFUSED,
+                    "the plan exceeds a change limit; nothing was changed",
+                )
+                .into());
+            }
+        }
+        if args.dry_run || plan.is_empty() {
+            outcome.finish();
+            return checks;
+        }
+        let ops = plan.ops();
+        let report = client.apply(&ops, OnFailure::Stop).await;
+        outcome.applied(&ops, &report);
+        outcome.finish();
+        if report.is_complete() {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                exit::RUNTIME_FAILURE,
+                format!(
+                    "applied {} of {} operations before the kernel refused one; run apply again to converge",
+                    report.applied(),
+                    ops.len()
+                ),
+            )
+            .into())
+        }
+    })
+}
+
+/// What apply prints: text as it goes, or one JSON document at the end.
+struct Outcome {
+    output: Output,
+    json: serde_json::Value,
+}
+
+impl Outcome {
+    fn preflight(&mut self, report: &Report) {
+        match self.output {
+            Output::Text => print!("Pre-flight checks:\n{}\n", indent(&report.render_text())),
+            Output::Json => self.json["preflight"] = json!(report.checks),
+        }
+    }
+
+    fn plan(&mut self, plan: &Plan) {
+        match self.output {
+            Output::Text => print!("{}", plan::render_text(plan, colour())),
+            Output::Json => {
+                self.json["plan"] =
+                    serde_json::from_str(&plan::render_json(plan)).expect("render_json emits JSON")
+            }
+        }
+    }
+
+    fn limits(&mut self, violations: &[LimitViolation], forced: bool) {
+        let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        match self.output {
+            Output::Text => {
+                let lead = if forced { "over a change limit, applying anyway (--force)" } else { "refused" };
+                for message in &messages {
+                    println!("{lead}: {message}");
+                }
+            }
+            Output::Json => self.json["limits"] = json!({ "violations": messages, "forced": forced }),
+        }
+    }
+
+    fn applied(&mut self, ops: &[ipvs::Op], report: &ApplyReport) {
+        let not_applied = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::NotSent)).count();
+        let unknown = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::Unknown)).count();
+        let refused: Vec<String> = report.refusals().map(|(_, err)| err.to_string()).collect();
+        match self.output {
+            Output::Text => {
+                for message in &refused {
+                    println!("refused by the kernel: {message}");
+                }
+                if let Some(err) = &report.transport_error {
+                    println!("netlink failure: {err}");
+                }
+                println!(
+                    "\nApplied {} of {} operations ({} refused, {not_applied} not sent, {unknown} unknown).",
+                    report.applied(),
+                    ops.len(),
+                    refused.len()
+                );
+            }
+            Output::Json => {
+                self.json["result"] = json!({
+                    "operations": ops.len(),
+                    "applied": report.applied(),
+                    "refused": refused,
+                    "not_sent": not_applied,
+                    "unknown": unknown,
+                    "transport_error": report.transport_error.as_ref().map(ToString::to_string),
+                })
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&self.json).expect("JSON values serialise"));
+        }
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("  {line}\n")).collect()
+}

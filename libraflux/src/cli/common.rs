@@ -1,0 +1,115 @@
+//! What several commands share: loading the config, failing with an exit code, output format.
+
+use std::{io::IsTerminal as _, path::PathBuf};
+
+use libraflux::{
+    config::{self, Config},
+    ipvs::{Ipvs as _, IpvsClient},
+    preflight::{self, CheckInput, Report},
+};
+
+/// Exit codes (PRODUCT.md).
+pub mod exit {
+    pub const RUNTIME_FAILURE: u8 = 1;
+    /// A plan refused by a change limit or a failed pre-flight check.
+    pub const REFUSED: u8 = 3;
+    /// Invalid configuration (sysexits EX_DATAERR).
+    pub const INVALID_CONFIG: u8 = 65;
+}
+
+/// A failure with the exit code it maps to; `message` is printed after `error: `.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file, or a directory of *.yaml (and its config.d/). Default:
+    /// /etc/libraflux/config.yaml plus /etc/libraflux/config.d/*.yaml.
+    #[arg(short = 'c', long = "config")]
+    pub path: Option<PathBuf>,
+}
+
+/// Loads and validates the whole configuration; every error is printed, each as
+/// `file:line:col: message`, and the command fails with exit code 65 before touching anything.
+pub fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    match config::load(arg.path.as_deref()) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(config)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let count = errors.0.len();
+            let noun = if count == 1 { "error" } else { "errors" };
+            Err(Failure::new(
+                exit::INVALID_CONFIG,
+                format!("{count} {noun} in the configuration; nothing was changed"),
+            )
+            .into())
+        }
+    }
+}
+
+/// Colour only when stdout is a terminal and NO_COLOR is unset.
+pub fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// Connects to IPVS and runs the pre-flight checks; the client is `Err` (with the reason) when
+/// IPVS cannot be reached, which the `ipvs_available` check reports.
+pub async fn preflight(
+    config: &Config,
+    skip: &[String],
+) -> anyhow::Result<(Result<IpvsClient, String>, Report)> {
+    let mut client = IpvsClient::connect().await.map_err(|err| err.to_string());
+    let info = match &mut client {
+        Ok(client) => client.info().await.map_err(|err| err.to_string()),
+        Err(why) => Err(why.clone()),
+    };
+    let facts = preflight::gather(info).await?;
+    let input = CheckInput {
+        desired: &config.desired,
+        interfaces: &config.node.interfaces,
+        expected_connections: None,
+        skip,
+    };
+    Ok((client, preflight::run_checks(&input, &facts)))
+}
+
+/// Fails with exit code 3 when a check failed.
+pub fn require_passed(report: &Report) -> anyhow::Result<()> {
+    let failed: Vec<&str> = report.failed().map(|check| check.name).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::REFUSED,
+        format!(
+            "pre-flight check(s) failed: {}; nothing was changed (skip one with --skip-check NAME)",
+            failed.join(", ")
+        ),
+    )
+    .into())
+}

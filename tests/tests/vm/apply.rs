@@ -1,0 +1,190 @@
+//! `libraflux apply` on real IPVS: dry run writes nothing, apply writes exactly what
+//! `ipvsadm-save -n` then shows, a second apply is a no-op, an edit yields the minimal plan, and
+//! limits, failed pre-flight checks and invalid configs leave the table untouched.
+
+use std::path::PathBuf;
+
+use libraflux_tests::{NetNs, Ran, libraflux_bin};
+
+/// A namespace with the VIPs on a dummy interface, and a directory for config files.
+struct Node {
+    netns: NetNs,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn new() -> Self {
+        let netns = NetNs::new("apply");
+        netns.ip(&["link", "add", "lfvip0", "type", "dummy"]);
+        netns.ip(&["addr", "add", "10.220.0.10/32", "dev", "lfvip0"]);
+        netns.ip(&["link", "set", "lfvip0", "up"]);
+        let dir = std::env::temp_dir().join(netns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { netns, dir }
+    }
+
+    fn config(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    fn libraflux(&self, args: &[&str]) -> Ran {
+        self.netns.run(&libraflux_bin(), args)
+    }
+
+    fn saved(&self) -> String {
+        self.netns.exec("ipvsadm-save", &["-n"])
+    }
+}
+
+const HEADER: &str = "node:\n  interface: lfvip0\n";
+
+const TWO_SERVICES: &str = "
+services:
+  - name: web
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: wrr
+    persistence: 300s
+    backends:
+      - address: 10.220.1.1
+        port: 8080
+        weight: 100
+      - address: 10.220.1.2
+        port: 8080
+        weight: 50
+  - name: dns
+    protocol: udp
+    vip: 10.220.0.10
+    port: 53
+    scheduler: rr
+    backends:
+      - address: 10.220.1.1
+      - address: 10.220.1.2
+";
+
+const TWO_SERVICES_SAVED: &str = "\
+-A -t 10.220.0.10:80 -s wrr -p 300
+-a -t 10.220.0.10:80 -r 10.220.1.1:8080 -m -w 100
+-a -t 10.220.0.10:80 -r 10.220.1.2:8080 -m -w 50
+-A -u 10.220.0.10:53 -s rr
+-a -u 10.220.0.10:53 -r 10.220.1.1:53 -m -w 1
+-a -u 10.220.0.10:53 -r 10.220.1.2:53 -m -w 1
+";
+
+fn assert_code(ran: &Ran, code: i32) {
+    assert_eq!(ran.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+}
+
+#[test]
+fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op() {
+    let node = Node::new();
+    let config = node.config("config.yaml", &format!("{HEADER}{TWO_SERVICES}"));
+
+    let dry = node.libraflux(&["apply", "-c", &config, "--dry-run"]);
+    assert_code(&dry, 0);
+    assert!(dry.stdout.contains("Plan: 2 to create, 0 to update, 0 to delete."), "{}", dry.stdout);
+    assert_eq!(node.saved(), "", "a dry run must not touch the kernel");
+
+    let applied = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&applied, 0);
+    assert!(applied.stdout.contains("Applied 6 of 6 operations"), "{}", applied.stdout);
+    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+
+    let again = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&again, 0);
+    assert!(again.stdout.contains("No changes."), "{}", again.stdout);
+    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+}
+
+#[test]
+fn an_edit_yields_the_minimal_plan() {
+    let node = Node::new();
+    let first = node.config("first.yaml", &format!("{HEADER}{TWO_SERVICES}"));
+    assert_code(&node.libraflux(&["apply", "-c", &first]), 0);
+    // web: one backend re-weighted, one added; dns removed.
+    let edited = node.config(
+        "edited.yaml",
+        &format!(
+            "{HEADER}
+services:
+  - name: web
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: wrr
+    persistence: 300s
+    backends:
+      - address: 10.220.1.1
+        port: 8080
+        weight: 100
+      - address: 10.220.1.2
+        port: 8080
+        weight: 10
+      - address: 10.220.1.3
+        port: 8080
+        weight: 50
+"
+        ),
+    );
+    let json = node.libraflux(&["apply", "-c", &edited, "--dry-run", "--output", "json"]);
+    assert_code(&json, 0);
+    let value: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("apply --output json prints JSON");
+    assert_eq!(
+        value["plan"]["summary"],
+        serde_json::json!({"create": 0, "update": 1, "delete": 1}),
+        "{value:#}"
+    );
+
+    let applied = node.libraflux(&["apply", "-c", &edited]);
+    assert_code(&applied, 0);
+    assert!(applied.stdout.contains("Applied 3 of 3 operations"), "{}", applied.stdout);
+    assert_eq!(
+        node.saved(),
+        "\
+-A -t 10.220.0.10:80 -s wrr -p 300
+-a -t 10.220.0.10:80 -r 10.220.1.1:8080 -m -w 100
+-a -t 10.220.0.10:80 -r 10.220.1.2:8080 -m -w 10
+-a -t 10.220.0.10:80 -r 10.220.1.3:8080 -m -w 50
+"
+    );
+}
+
+#[test]
+fn a_plan_over_a_limit_is_refused_untouched_unless_forced() {
+    let node = Node::new();
+    let limited = format!("{HEADER}limits:\n  max_services_created: 1\n{TWO_SERVICES}");
+    let config = node.config("limited.yaml", &limited);
+    let refused = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&refused, 3);
+    assert!(refused.stdout.contains("max_services_created"), "{}", refused.stdout);
+    assert_eq!(node.saved(), "", "a refused plan must not touch the kernel");
+
+    let forced = node.libraflux(&["apply", "-c", &config, "--force"]);
+    assert_code(&forced, 0);
+    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+}
+
+#[test]
+fn a_failed_preflight_check_or_an_invalid_config_leaves_the_table_untouched() {
+    let node = Node::new();
+    node.netns.exec("ipvsadm", &["-A", "-t", "10.220.0.99:22", "-s", "rr"]);
+    let before = node.saved();
+    let missing_vip = TWO_SERVICES.replace("10.220.0.10", "10.220.0.11");
+    let config = node.config("missing-vip.yaml", &format!("{HEADER}{missing_vip}"));
+    let refused = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&refused, 3);
+    assert!(refused.stdout.contains("FAIL    vips_present"), "{}", refused.stdout);
+    assert!(refused.stderr.contains("pre-flight check(s) failed: vips_present"), "{}", refused.stderr);
+    assert_eq!(node.saved(), before);
+
+    let invalid = node
+        .config("invalid.yaml", &format!("{HEADER}{}", TWO_SERVICES.replace("weight: 50", "weight: 70000")));
+    let rejected = node.libraflux(&["apply", "-c", &invalid]);
+    assert_code(&rejected, 65);
+    assert!(rejected.stderr.contains("invalid.yaml:"), "errors name the file: {}", rejected.stderr);
+    assert_eq!(node.saved(), before);
+}
