@@ -4,5 +4,11 @@
 #![cfg(feature = "vm")]
 
 mod vm {
+    mod ipvs_capture;
+    mod ipvs_client;
+    mod ipvs_errors;
+    mod ipvs_scale;
+    mod ipvs_traffic;
     mod smoke;
+    mod support;
 }
