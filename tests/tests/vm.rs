@@ -5,5 +5,11 @@
 
 mod vm {
     mod apply;
+    mod ipvs_capture;
+    mod ipvs_client;
+    mod ipvs_errors;
+    mod ipvs_scale;
+    mod ipvs_traffic;
     mod smoke;
+    mod support;
 }

@@ -438,26 +438,121 @@ fn the_controller_reply_yields_the_family_id_and_tolerates_new_attributes() {
     assert_eq!(family_id_of(&message), Some(0x1c));
 }
 
-/// Fixtures in `fixtures/`: until captured kernel bytes replace them (see the README there),
-/// they hold the hand-derived layouts above, written out by `ipvs_fixtures_are_current`.
-#[test]
-fn fixtures_decode() {
-    let dump = include_bytes!("fixtures/get_dest_dump_reply.bin");
-    let messages = decode_datagram(dump).unwrap();
-    assert!(matches!(messages.last().map(|m| &m.payload), Some(NetlinkPayload::Done(_))), "ends with DONE");
-    let dests = messages.iter().filter(|m| matches!(m.payload, NetlinkPayload::InnerMessage(_))).count();
-    assert_eq!(dests, 2);
-    let error = decode_message(include_bytes!("fixtures/error_eexist.bin")).unwrap();
-    let NetlinkPayload::Error(error) = error.payload else { panic!("not an error") };
-    assert_eq!(error.to_io().raw_os_error(), Some(17));
+/// Replies captured from Debian's 6.1 kernel by the VM test `ipvs_capture` (state and requests
+/// in `fixtures/README.md`).
+fn captured(reply: &[u8], sequence: u32) -> Vec<IpvsMessage> {
+    let messages = decode_datagram(reply).unwrap();
+    assert!(messages.iter().all(|m| m.header.sequence_number == sequence), "all answer request {sequence}");
+    match messages.last().map(|m| &m.payload) {
+        Some(NetlinkPayload::Done(_)) => {}
+        Some(NetlinkPayload::Error(error)) if error.code.is_none() => {}
+        other => panic!("a reply ends in DONE or an ack, not {other:?}"),
+    }
+    messages
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            NetlinkPayload::InnerMessage(genl) => Some(genl.payload),
+            _ => None,
+        })
+        .collect()
 }
 
-/// Keeps the synthetic fixtures equal to what the tests above derive by hand. Delete this test
-/// when the fixtures are replaced by captures from the VM.
 #[test]
-fn ipvs_fixtures_are_current() {
-    let mut dump = kernel_dest_message(3, 2, 7);
-    dump.extend(kernel_dest_message(3, 3, 0));
-    dump.extend(done_message(3));
-    assert_eq!(include_bytes!("fixtures/get_dest_dump_reply.bin").as_slice(), dump.as_slice(), "regenerate");
+fn captured_service_dump_decodes_ipv6_fwmark_and_persistence() {
+    let messages = captured(include_bytes!("fixtures/get_service_dump_reply.bin"), 101);
+    let mut services: Vec<String> = messages
+        .iter()
+        .flat_map(|message| {
+            assert_eq!(message.cmd, IpvsCmd::NewService);
+            &message.attrs
+        })
+        .map(|attr| {
+            let IpvsAttr::Service(attrs) = attr else { panic!("{attr:?}") };
+            assert!(
+                !attrs.iter().any(|a| matches!(a, ServiceAttr::Other(_))),
+                "every attribute known: {attrs:?}"
+            );
+            let status = service_from_attrs(attrs).unwrap();
+            let service = status.service;
+            format!(
+                "{} {} {:?} {:?}",
+                service.key, service.scheduler, service.persistence, service.persistence_netmask
+            )
+        })
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "fwmark:7 rr None None",
+            "fwmark:8:v6 lc Some(30) None",
+            "tcp:10.30.0.1:80 wrr Some(300) Some(24)",
+            "udp:10.30.0.1:53 rr None None",
+            "udp:[fd00:30::1]:53 sh Some(60) Some(64)",
+        ]
+    );
+}
+
+#[test]
+fn captured_dest_dump_decodes_forwarding_thresholds_and_counters() {
+    let messages = captured(include_bytes!("fixtures/get_dest_dump_reply.bin"), 102);
+    let mut dests: Vec<_> = messages
+        .iter()
+        .flat_map(|message| &message.attrs)
+        .map(|attr| {
+            let IpvsAttr::Dest(attrs) = attr else { panic!("{attr:?}") };
+            dest_from_attrs(attrs, Family::V4).unwrap()
+        })
+        .collect();
+    dests.sort_by_key(|status| status.destination.key);
+    let summary: Vec<_> = dests
+        .iter()
+        .map(|status| {
+            let d = status.destination;
+            (d.key.to_string(), d.forwarding, d.weight, d.upper_threshold, d.lower_threshold)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("10.30.0.2:5353".to_owned(), Forwarding::Nat, 3, 100, 10),
+            ("10.30.0.3:53".to_owned(), Forwarding::Dr, 1, 0, 0),
+            ("10.30.0.4:53".to_owned(), Forwarding::Tunnel, 2, 0, 0),
+        ]
+    );
+    // Six one-packet UDP flows of 45-byte IP packets, round robin over the three.
+    for status in &dests {
+        let stats = status.stats;
+        assert_eq!(
+            (stats.connections, stats.packets_in, stats.bytes_in),
+            (2, 2, 90),
+            "{}",
+            status.destination.key
+        );
+        assert_eq!((stats.packets_out, stats.bytes_out), (0, 0));
+        assert_eq!(status.inactive_connections + status.active_connections, 2);
+    }
+}
+
+#[test]
+fn captured_info_and_config_replies_decode() {
+    let info: Vec<IpvsAttr> = captured(include_bytes!("fixtures/get_info_reply.bin"), 103)
+        .into_iter()
+        .flat_map(|m| m.attrs)
+        .collect();
+    assert!(info.contains(&IpvsAttr::InfoVersion(0x01_02_01)), "{info:?}");
+    assert!(info.contains(&IpvsAttr::InfoConnTabSize(4096)), "{info:?}");
+    let config: Vec<IpvsAttr> = captured(include_bytes!("fixtures/get_config_reply.bin"), 104)
+        .into_iter()
+        .flat_map(|m| m.attrs)
+        .collect();
+    assert_eq!(config, [IpvsAttr::TimeoutTcp(900), IpvsAttr::TimeoutTcpFin(120), IpvsAttr::TimeoutUdp(300)]);
+}
+
+#[test]
+fn captured_eexist_error_carries_the_errno_and_request_sequence() {
+    let message = decode_message(include_bytes!("fixtures/error_eexist.bin")).unwrap();
+    assert_eq!(message.header.sequence_number, 105);
+    let NetlinkPayload::Error(error) = message.payload else { panic!("not an error: {message:?}") };
+    assert_eq!(error.to_io().raw_os_error(), Some(libc::EEXIST));
 }

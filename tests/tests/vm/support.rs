@@ -1,0 +1,149 @@
+//! Shared by the IPVS VM tests: running our client inside a namespace, building model values,
+//! and reading the table back with ipvsadm, the independent reader.
+
+use std::{future::Future, io::Write as _, process::Command, process::Stdio};
+
+use libraflux::{
+    ipvs::{IpvsClient, OnFailure, Op},
+    model::{DestKey, Destination, Forwarding, Service, ServiceKey},
+};
+use libraflux_tests::NetNs;
+
+/// Runs `f` with a fresh client on a current-thread runtime inside `netns`.
+pub fn with_client<T, F, Fut>(netns: &NetNs, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(IpvsClient) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    netns.enter(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        runtime.block_on(async move {
+            let client = IpvsClient::connect().await.expect("connecting the IPVS client");
+            f(client).await
+        })
+    })
+}
+
+/// Applies `ops` with our client and panics naming the first op that did not apply.
+pub fn apply_all(netns: &NetNs, ops: Vec<Op>) {
+    with_client(netns, move |mut client| async move {
+        let report = client.apply_ops(&ops, OnFailure::Stop).await;
+        assert!(report.transport_error.is_none(), "transport error: {:?}", report.transport_error);
+        if let Some((index, err)) = report.refusals().next() {
+            panic!("op {index} ({:?}) refused: {err}", ops[index]);
+        }
+        assert_eq!(report.applied(), ops.len(), "every op applied: {report:?}");
+    });
+}
+
+/// Every service with its destinations, as our client lists them.
+pub fn list(netns: &NetNs) -> Vec<Service> {
+    with_client(netns, |mut client| async move {
+        let services = client.list_services().await.expect("listing services");
+        services.into_iter().map(|status| status.service).collect()
+    })
+}
+
+/// `ipvsadm-save -n`: the table as ipvsadm reads it, in its own order.
+pub fn saved(netns: &NetNs) -> String {
+    netns.exec("ipvsadm-save", &["-n"])
+}
+
+/// Feeds `rules` to `ipvsadm -R` inside `netns`. Not the `ipvsadm-restore` wrapper: it pipes
+/// through grep, which the VM lacks, and then exits 0 having restored nothing.
+pub fn restore(netns: &NetNs, rules: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns.name(), "ipvsadm", "-R"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ipvsadm -R");
+    child.stdin.take().expect("stdin").write_all(rules.as_bytes()).expect("writing rules");
+    let output = child.wait_with_output().expect("waiting for ipvsadm -R");
+    assert!(
+        output.status.success(),
+        "ipvsadm -R failed ({}) on:\n{rules}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn key(text: &str) -> ServiceKey {
+    text.parse().unwrap_or_else(|err| panic!("service key {text:?}: {err}"))
+}
+
+pub fn dest_key(text: &str) -> DestKey {
+    text.parse().unwrap_or_else(|err| panic!("destination key {text:?}: {err}"))
+}
+
+pub fn service(text: &str, scheduler: &str) -> Service {
+    Service {
+        key: key(text),
+        scheduler: scheduler.to_owned(),
+        persistence: None,
+        persistence_netmask: None,
+        destinations: Default::default(),
+    }
+}
+
+pub fn dest(text: &str, weight: u32, forwarding: Forwarding) -> Destination {
+    Destination { key: dest_key(text), weight, forwarding, upper_threshold: 0, lower_threshold: 0 }
+}
+
+/// The service with `dests` as its destinations.
+pub fn with_dests(mut service: Service, dests: &[Destination]) -> Service {
+    service.destinations = dests.iter().map(|dest| (dest.key, *dest)).collect();
+    service
+}
+
+/// AddService, then AddDest for each destination, for every service.
+pub fn add_ops(services: &[Service]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for service in services {
+        ops.push(Op::AddService(service.clone()));
+        ops.extend(service.destinations.values().map(|dest| Op::AddDest(service.key, *dest)));
+    }
+    ops
+}
+
+/// A namespace for IPVS tests whose IPv4 destinations are routable: the kernel refuses an
+/// IPv4 destination whose address type is neither local nor unicast (EINVAL), and with only
+/// `lo` every address is unreachable. The dummy link holds 10.0.0.0/8; nothing is sent.
+pub fn director(role: &str) -> NetNs {
+    let netns = NetNs::new(role);
+    netns.ip(&["link", "add", "lfroutes", "type", "dummy"]);
+    netns.ip(&["link", "set", "lfroutes", "up"]);
+    netns.ip(&["addr", "add", "10.255.255.254/8", "dev", "lfroutes"]);
+    netns
+}
+
+/// Sorted by key, as our client lists them.
+pub fn sorted(mut services: Vec<Service>) -> Vec<Service> {
+    services.sort_by_key(|service| service.key);
+    services
+}
+
+/// `ipvsadm -Ln --thresholds` as (destination, upper, lower) for every destination line;
+/// ipvsadm-save does not print thresholds.
+pub fn thresholds(netns: &NetNs) -> Vec<(String, u32, u32)> {
+    netns
+        .exec("ipvsadm", &["-Ln", "--thresholds"])
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                ["->", dest, upper, lower, ..] if dest.contains(':') => Some((
+                    (*dest).to_owned(),
+                    upper.parse().expect("upper threshold"),
+                    lower.parse().expect("lower threshold"),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
