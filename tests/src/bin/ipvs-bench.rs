@@ -244,14 +244,20 @@ async fn program(client: &mut IpvsClient, ops: &[Op], name: &'static str) -> Res
     Ok(Figure { name, items: ops.len(), elapsed })
 }
 
-async fn ours(options: &Options, table: &Table, expected: &[String]) -> Result<Vec<Figure>, String> {
-    fresh_namespace()?;
+/// Our client, with the batch limits the options override.
+async fn connect(options: &Options) -> Result<IpvsClient, String> {
     let mut client = IpvsClient::connect().await.map_err(|err| err.to_string())?;
     let mut limits = client.batch_limits();
     limits.max_requests = options.max_requests.unwrap_or(limits.max_requests);
     limits.max_bytes = options.max_bytes.unwrap_or(limits.max_bytes);
     limits.max_dumps = options.max_dumps.unwrap_or(limits.max_dumps);
     client.set_batch_limits(limits);
+    Ok(client)
+}
+
+async fn ours(options: &Options, table: &Table, expected: &[String]) -> Result<Vec<Figure>, String> {
+    fresh_namespace()?;
+    let mut client = connect(options).await?;
     println!("ours: batch limits {:?}", client.batch_limits());
     let program_ops = table.program_ops();
     let delete_ops = table.delete_ops();
@@ -304,7 +310,12 @@ async fn ours(options: &Options, table: &Table, expected: &[String]) -> Result<V
     let left = client.list_services().await.map_err(|err| err.to_string())?;
     check(left.is_empty(), || format!("{} services left after deleting them all", left.len()))?;
 
-    // FLUSH needs a full table again: programmed (and timed, a second sample) by our client.
+    // FLUSH needs a full table again, in a fresh namespace: the kernel keeps deleted
+    // destinations in a per-namespace trash list for a while and searches it on every add, so
+    // refilling the same namespace would be quadratic. Timed too: a second programming sample.
+    drop(client);
+    fresh_namespace()?;
+    let mut client = connect(options).await?;
     figures.push(program(&mut client, &program_ops, "program (again)").await?);
     let started = Instant::now();
     client.flush().await.map_err(|err| err.to_string())?;
@@ -339,7 +350,9 @@ async fn reference(options: &Options, table: &Table, expected: &[String]) -> Res
         "services left after ipvsadm -R of -D lines".to_owned()
     })?;
 
-    // `ipvsadm -C` needs a full table again: programmed, untimed, by our client (same table).
+    // `ipvsadm -C` needs a full table again: programmed, untimed, by our client (same table),
+    // in a fresh namespace (see the trash list above).
+    fresh_namespace()?;
     let mut client = IpvsClient::connect().await.map_err(|err| err.to_string())?;
     program(&mut client, &table.program_ops(), "refill").await?;
     drop(client);
