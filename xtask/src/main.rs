@@ -1,7 +1,8 @@
 //! `cargo xtask`: what cargo alone cannot do. Installs the toolchain and packages the build and
 //! tests need, boots a throwaway VM with Debian's stock kernel (real IPVS), runs the test tiers,
-//! and runs the end-to-end demo.
+//! runs the end-to-end demo and the benchmarks.
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -28,6 +29,8 @@ enum Command {
     Test(test::TestArgs),
     /// The main job end to end in the VM.
     Demo,
+    /// Benchmarks on the VM's real kernel (`bench ipvs`: our client against ipvsadm).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Vm(args) => vm::run_command(&args),
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(&args),
     }
 }

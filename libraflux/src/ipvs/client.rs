@@ -8,10 +8,17 @@
 //! connect time (SO_RCVBUFFORCE / SO_SNDBUFFORCE, falling back to the rmem_max-capped
 //! SO_RCVBUF / SO_SNDBUF) and the batch limits follow from what the kernel granted.
 //!
-//! Dumps: a netlink socket runs one dump at a time. A dump whose replies fit one skb completes
-//! inside `sendmsg`, so the next dump request in the same datagram can start; one that does
-//! not makes the later ones fail with EBUSY, and those are sent again in the next round. So
-//! listing 10,000 services' destinations takes a few hundred datagrams, not 10,000 exchanges.
+//! Replies are read with `recvmmsg`, up to [`RECV_SLOTS`] datagrams (one ack or dump skb each)
+//! per system call; only when none is queued does the client wait on the socket.
+//!
+//! Dumps: a netlink socket runs one dump at a time. IPVS's GET_DEST dump of a service with
+//! destinations does not finish inside `sendmsg`: its first skb is queued there, and
+//! NLMSG_DONE only when we read that skb, so a second dump request in the same datagram fails
+//! with EBUSY (and costs the kernel a parse and an error ack). Only a dump of an empty service
+//! finishes inside `sendmsg`. So by default each datagram carries one GET_DEST request
+//! (`BatchLimits::max_dumps` = 1); EBUSY ones are sent again in the next round anyway. One
+//! `recvmmsg` then reads the destinations and the NLMSG_DONE their reading queued: a service's
+//! destinations cost two system calls.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -36,10 +43,10 @@ const SOCKET_BUFFER: usize = 8 << 20;
 /// Receive-buffer charge of one ack: a ~36-byte message costs an skb's truesize (well under
 /// 1 KiB on x86_64); doubled for margin, since an overrun loses acks.
 const ACK_COST: usize = 2048;
-/// Receive-buffer charge of one dump's first skb (at most 32 KiB of data plus overhead).
-const DUMP_COST: usize = 64 << 10;
 /// Big enough for the largest skb a dump sends (32 KiB), so nothing is truncated.
 const RECV_BUFFER: usize = 64 << 10;
+/// Datagrams read per `recvmmsg` call (each slot is RECV_BUFFER bytes, allocated on first use).
+const RECV_SLOTS: usize = 32;
 /// How long to wait for the kernel's next datagram before giving up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rounds in which every dump request met EBUSY before listing gives up.
@@ -52,7 +59,9 @@ pub struct BatchLimits {
     pub max_requests: usize,
     /// Bytes per datagram (the kernel refuses more than the send buffer).
     pub max_bytes: usize,
-    /// GET_DEST dump requests per datagram.
+    /// GET_DEST dump requests per datagram. Only the first one of a datagram can run unless the
+    /// services before it have no destinations (see the module documentation), so the default
+    /// is 1.
     pub max_dumps: usize,
 }
 
@@ -62,7 +71,7 @@ impl BatchLimits {
         Self {
             max_requests: (receive / ACK_COST).clamp(1, 4096),
             max_bytes: (send / 2).max(RECV_BUFFER),
-            max_dumps: (receive / DUMP_COST).clamp(1, 256),
+            max_dumps: 1,
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct IpvsClient {
     next_sequence: u32,
     limits: BatchLimits,
     receive: Vec<u8>,
+    /// `recvmmsg` slots, RECV_SLOTS buffers of RECV_BUFFER bytes once the first round ran.
+    slots: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for IpvsClient {
@@ -110,8 +121,14 @@ impl IpvsClient {
             grow_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             grow_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         );
-        let mut client =
-            Self { socket, family_id: 0, next_sequence: 1, limits, receive: Vec::with_capacity(RECV_BUFFER) };
+        let mut client = Self {
+            socket,
+            family_id: 0,
+            next_sequence: 1,
+            limits,
+            receive: Vec::with_capacity(RECV_BUFFER),
+            slots: Vec::new(),
+        };
         client.family_id = client.resolve_family().await?;
         Ok(client)
     }
@@ -407,16 +424,35 @@ impl IpvsClient {
             requests.iter().map(|request| (request.sequence, Vec::new())).collect();
         let mut answers = HashMap::with_capacity(requests.len());
         let mut buffer = std::mem::take(&mut self.receive);
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.is_empty() {
+            slots = (0..RECV_SLOTS).map(|_| vec![0; RECV_BUFFER]).collect();
+        }
+        let fd = self.socket.as_raw_fd();
         let result = async {
             while !pending.is_empty() {
-                self.receive_datagram(&mut buffer).await.map_err(socket_error)?;
-                take_replies(&buffer, &mut pending, &mut answers)
-                    .map_err(|err| IpvsError::decode(operation, err))?;
+                // Everything the kernel queued so far, many datagrams per system call.
+                match receive_queued(fd, &mut slots) {
+                    Ok(lengths) => {
+                        for (slot, length) in slots.iter().zip(lengths) {
+                            take_replies(&slot[..length], &mut pending, &mut answers)
+                                .map_err(|err| IpvsError::decode(operation, err))?;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        // Nothing queued: wait for the next datagram through tokio.
+                        self.receive_datagram(&mut buffer).await.map_err(socket_error)?;
+                        take_replies(&buffer, &mut pending, &mut answers)
+                            .map_err(|err| IpvsError::decode(operation, err))?;
+                    }
+                    Err(err) => return Err(socket_error(err)),
+                }
             }
             Ok(answers)
         }
         .await;
         self.receive = buffer;
+        self.slots = slots;
         result
     }
 
@@ -529,6 +565,40 @@ fn record_answers(
             None => OpOutcome::Unknown,
         };
     }
+}
+
+/// Reads the datagrams already queued on `fd` (without waiting) into `slots`, one per slot, and
+/// returns their lengths; `WouldBlock` when none is queued.
+fn receive_queued(fd: RawFd, slots: &mut [Vec<u8>]) -> io::Result<Vec<usize>> {
+    let mut iovecs: Vec<libc::iovec> = slots
+        .iter_mut()
+        .map(|slot| libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iovec| {
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_iov = iovec;
+            header.msg_iovlen = 1;
+            libc::mmsghdr { msg_hdr: header, msg_len: 0 }
+        })
+        .collect();
+    let count = libc::c_uint::try_from(headers.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: `headers` holds `count` initialised mmsghdrs whose single iovec points into a
+    // slot of `slots`, with that slot's length; both outlive the call, which writes only there.
+    let received =
+        unsafe { libc::recvmmsg(fd, headers.as_mut_ptr(), count, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+    let received = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    headers[..received]
+        .iter()
+        .map(|header| {
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                return Err(io::Error::other("a netlink datagram was larger than the receive buffer"));
+            }
+            Ok(header.msg_len as usize)
+        })
+        .collect()
 }
 
 fn open_socket() -> io::Result<TokioSocket> {
@@ -679,12 +749,12 @@ mod tests {
     fn batch_limits_follow_the_granted_buffers() {
         let forced = BatchLimits::for_buffers(16 << 20, 16 << 20);
         assert_eq!(forced.max_requests, 4096);
-        assert_eq!(forced.max_dumps, 256);
+        assert_eq!(forced.max_dumps, 1, "a second dump in a datagram meets EBUSY");
         assert_eq!(forced.max_bytes, 8 << 20);
         // An unprivileged default: rmem_max 212992, doubled by the kernel.
         let default = BatchLimits::for_buffers(425_984, 425_984);
         assert_eq!(default.max_requests, 208);
-        assert_eq!(default.max_dumps, 6);
+        assert_eq!(default.max_dumps, 1);
         assert_eq!(BatchLimits::for_buffers(0, 0).max_requests, 1, "never zero");
     }
 }
