@@ -244,3 +244,12 @@ pub fn libraflux_bin() -> String {
     std::env::var("LIBRAFLUX_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/libraflux").to_owned())
 }
+
+/// `ipvsadm-save -n` prints services in the kernel's hash-table order, and that hash mixes in
+/// the address of the namespace's IPVS state, so the order differs between namespaces and runs.
+/// Every line names its service, so comparing sorted lines compares the tables faithfully.
+pub fn sorted_lines(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}

@@ -92,7 +92,7 @@ pub async fn preflight(
     let input = CheckInput {
         desired: &config.desired,
         interfaces: &config.node.interfaces,
-        expected_connections: None,
+        expected_connections: config.node.expected_connections,
         skip,
     };
     Ok((client, preflight::run_checks(&input, &facts)))

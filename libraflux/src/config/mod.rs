@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub name: String,
     /// Where the VIPs live and the eBPF programs attach; empty when not configured.
     pub interfaces: Vec<String>,
+    /// Peak connections the node is expected to carry; the pre-flight check compares it with
+    /// the IPVS connection table.
+    pub expected_connections: Option<u64>,
 }
 
 /// Change limits per apply; `--force` overrides them.

@@ -35,6 +35,7 @@ pub(super) struct FileDecl {
 pub(super) struct NodeDecl {
     pub name: Option<String>,
     pub interfaces: Vec<String>,
+    pub expected_connections: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +79,8 @@ pub(super) fn clean<T>(d: &mut Diagnostics<'_>, decode: impl FnOnce(&mut Diagnos
 }
 
 fn node(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<NodeDecl> {
-    let map = d.mapping(field.value, field.position(), "node", &["name", "interface"])?;
+    let map =
+        d.mapping(field.value, field.position(), "node", &["name", "interface", "expected_connections"])?;
     clean(d, |d| {
         let name = map.get("name").and_then(|field| {
             let name = d.string(field)?;
@@ -88,7 +90,9 @@ fn node(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<NodeDecl> {
             Some(name.to_owned())
         });
         let interfaces = map.get("interface").map(|field| interfaces(d, field)).unwrap_or_default();
-        NodeDecl { name, interfaces }
+        let expected_connections =
+            map.get("expected_connections").and_then(|field| d.integer(field, 1, u64::from(u32::MAX)));
+        NodeDecl { name, interfaces, expected_connections }
     })
 }
 

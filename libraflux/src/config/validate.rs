@@ -67,6 +67,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let mut config = Config {
         node: NodeConfig {
             name: node.as_ref().and_then(|node| node.name.clone()).unwrap_or_else(|| hostname.to_owned()),
+            expected_connections: node.as_ref().and_then(|node| node.expected_connections),
             interfaces: node.map(|node| node.interfaces).unwrap_or_default(),
         },
         limits: limits.unwrap_or_else(Limits::default),

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use libraflux_tests::{NetNs, Ran, libraflux_bin};
+use libraflux_tests::{NetNs, Ran, libraflux_bin, sorted_lines};
 
 /// A namespace with the VIPs on a dummy interface, and a directory for config files.
 struct Node {
@@ -33,8 +33,9 @@ impl Node {
         self.netns.run(&libraflux_bin(), args)
     }
 
+    /// The table as `ipvsadm-save -n` prints it, lines sorted (see `sorted_lines`).
     fn saved(&self) -> String {
-        self.netns.exec("ipvsadm-save", &["-n"])
+        sorted_lines(&self.netns.exec("ipvsadm-save", &["-n"]))
     }
 }
 
@@ -91,12 +92,12 @@ fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op()
     let applied = node.libraflux(&["apply", "-c", &config]);
     assert_code(&applied, 0);
     assert!(applied.stdout.contains("Applied 6 of 6 operations"), "{}", applied.stdout);
-    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+    assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 
     let again = node.libraflux(&["apply", "-c", &config]);
     assert_code(&again, 0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
-    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+    assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 }
 
 #[test]
@@ -144,12 +145,14 @@ services:
     assert!(applied.stdout.contains("Applied 3 of 3 operations"), "{}", applied.stdout);
     assert_eq!(
         node.saved(),
-        "\
+        sorted_lines(
+            "\
 -A -t 10.220.0.10:80 -s wrr -p 300
 -a -t 10.220.0.10:80 -r 10.220.1.1:8080 -m -w 100
 -a -t 10.220.0.10:80 -r 10.220.1.2:8080 -m -w 10
 -a -t 10.220.0.10:80 -r 10.220.1.3:8080 -m -w 50
 "
+        )
     );
 }
 
@@ -165,7 +168,7 @@ fn a_plan_over_a_limit_is_refused_untouched_unless_forced() {
 
     let forced = node.libraflux(&["apply", "-c", &config, "--force"]);
     assert_code(&forced, 0);
-    assert_eq!(node.saved(), TWO_SERVICES_SAVED);
+    assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 }
 
 #[test]
@@ -187,4 +190,48 @@ fn a_failed_preflight_check_or_an_invalid_config_leaves_the_table_untouched() {
     assert_code(&rejected, 65);
     assert!(rejected.stderr.contains("invalid.yaml:"), "errors name the file: {}", rejected.stderr);
     assert_eq!(node.saved(), before);
+}
+
+#[test]
+fn a_kernel_refusal_midway_stops_reports_and_the_next_apply_converges() {
+    let node = Node::new();
+    // 10.220.5.255 is the broadcast address of a subnet on this node: the config cannot know
+    // that, but the kernel refuses such a destination (EINVAL).
+    node.netns.ip(&["addr", "add", "10.220.5.1/24", "dev", "lfvip0"]);
+    let services = format!(
+        "{HEADER}{TWO_SERVICES}
+  - name: zz-broadcast
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 9000
+    scheduler: rr
+    backends:
+      - address: 10.220.5.255
+      - address: 10.220.1.1
+"
+    );
+    let config = node.config("refused.yaml", &services);
+    let failed = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&failed, 1);
+    assert!(
+        failed.stdout.contains(
+            "refused by the kernel: creating destination 10.220.5.255:9000 in tcp:10.220.0.10:9000"
+        ),
+        "{}",
+        failed.stdout
+    );
+    assert!(failed.stderr.contains("run apply again to converge"), "{}", failed.stderr);
+    let saved = node.saved();
+    for line in TWO_SERVICES_SAVED.lines() {
+        assert!(saved.lines().any(|have| have == line), "applied before the refusal: {line}\n{saved}");
+    }
+    assert!(!saved.contains("10.220.5.255"), "{saved}");
+
+    // Once the cause is gone, the same config converges, and then there is nothing left to do.
+    node.netns.ip(&["addr", "del", "10.220.5.1/24", "dev", "lfvip0"]);
+    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
+    assert!(node.saved().contains("-a -t 10.220.0.10:9000 -r 10.220.5.255:9000 -m -w 1"), "{}", node.saved());
+    let again = node.libraflux(&["apply", "-c", &config]);
+    assert_code(&again, 0);
+    assert!(again.stdout.contains("No changes."), "{}", again.stdout);
 }

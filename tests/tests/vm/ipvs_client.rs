@@ -93,7 +93,7 @@ fn what_we_write_ipvsadm_save_reads_back_exactly() {
            -a -f 7 -r 10.21.0.9:0 -g -w 1\n\
            -A -f 8 -6 -s lc -p 30\n\
            -a -f 8 -6 -r [fd00::9]:0 -i -w 4 --tun-type ipip\n";
-    assert_eq!(saved(&netns), expected, "ipvsadm-save after adding");
+    assert_eq!(saved(&netns), libraflux_tests::sorted_lines(&expected), "ipvsadm-save after adding");
     let nat_thresholds = ("10.21.0.2:8080".to_owned(), 100, 10);
     assert!(thresholds(&netns).contains(&nat_thresholds), "{:?}", thresholds(&netns));
     assert_eq!(list(&netns), sorted(services.clone()), "our listing after adding");
@@ -129,7 +129,7 @@ fn what_we_write_ipvsadm_save_reads_back_exactly() {
            -a -t 10.11.0.1:80 -r 10.21.0.4:80 -m -w 9\n";
     let rest = expected.split_once("-A --sctp-service").map(|(_, rest)| rest).expect("sctp line");
     let after_update = after_update + "-A --sctp-service" + rest;
-    assert_eq!(saved(&netns), after_update, "ipvsadm-save after updating");
+    assert_eq!(saved(&netns), libraflux_tests::sorted_lines(&after_update), "ipvsadm-save after updating");
     let updated_thresholds = thresholds(&netns);
     assert!(updated_thresholds.contains(&nat_thresholds), "{updated_thresholds:?}");
     assert!(updated_thresholds.contains(&("10.21.0.3:80".to_owned(), 50, 0)), "{updated_thresholds:?}");
@@ -148,7 +148,7 @@ fn what_we_write_ipvsadm_save_reads_back_exactly() {
         .replace("-A -u [fd00::1]:53 -s rr\n-a -u [fd00::1]:53 -r [fd00::3]:53 -g -w 2\n", "")
         .replace("-A -f 7 -s rr\n-a -f 7 -r 10.21.0.9:0 -g -w 1\n", "");
     assert_ne!(after_delete, after_update, "the expectation itself changed");
-    assert_eq!(saved(&netns), after_delete, "ipvsadm-save after deleting");
+    assert_eq!(saved(&netns), libraflux_tests::sorted_lines(&after_delete), "ipvsadm-save after deleting");
     let listed = list(&netns);
     assert_eq!(listed.len(), services.len() - 2);
     let persistent_listed = listed.iter().find(|service| service.key == persistent.key).expect("listed");

@@ -131,10 +131,12 @@ fn a_batch_reports_each_outcome_and_the_table_matches_it() {
     assert_eq!(outcomes, ["applied", "applied", "refused 17", "applied", "applied"]);
     assert_eq!(
         saved(&netns),
-        "-A -t 10.0.1.1:80 -s rr\n\
-         -a -t 10.0.1.1:80 -r 10.0.2.1:80 -m -w 1\n\
-         -a -t 10.0.1.1:80 -r 10.0.2.2:80 -m -w 2\n\
-         -A -t 10.0.1.2:80 -s rr\n"
+        libraflux_tests::sorted_lines(
+            "-A -t 10.0.1.1:80 -s rr\n\
+             -a -t 10.0.1.1:80 -r 10.0.2.1:80 -m -w 1\n\
+             -a -t 10.0.1.1:80 -r 10.0.2.2:80 -m -w 2\n\
+             -A -t 10.0.1.2:80 -s rr\n"
+        )
     );
 
     // Stop, with two requests per datagram: the refusal's datagram partner still applies,
@@ -154,7 +156,12 @@ fn a_batch_reports_each_outcome_and_the_table_matches_it() {
     });
     let outcomes: Vec<String> = report.outcomes.iter().map(outcome).collect();
     assert_eq!(outcomes, ["applied", "applied", "refused 17", "applied", "not sent", "not sent"]);
-    assert_eq!(saved(&netns), "-A -t 10.0.1.1:80 -s rr\n-A -t 10.0.1.2:80 -s rr\n-A -t 10.0.1.3:80 -s rr\n");
+    assert_eq!(
+        saved(&netns),
+        libraflux_tests::sorted_lines(
+            "-A -t 10.0.1.1:80 -s rr\n-A -t 10.0.1.2:80 -s rr\n-A -t 10.0.1.3:80 -s rr\n"
+        )
+    );
 }
 
 fn outcome(outcome: &OpOutcome) -> String {

@@ -48,9 +48,10 @@ pub fn list(netns: &NetNs) -> Vec<Service> {
     })
 }
 
-/// `ipvsadm-save -n`: the table as ipvsadm reads it, in its own order.
+/// `ipvsadm-save -n`: the table as ipvsadm reads it, lines sorted (its own order is the
+/// kernel's hash order, which differs between namespaces: see `sorted_lines`).
 pub fn saved(netns: &NetNs) -> String {
-    netns.exec("ipvsadm-save", &["-n"])
+    libraflux_tests::sorted_lines(&netns.exec("ipvsadm-save", &["-n"]))
 }
 
 /// Feeds `rules` to `ipvsadm -R` inside `netns`. Not the `ipvsadm-restore` wrapper: it pipes
