@@ -5,6 +5,7 @@
 
 mod vm {
     mod apply;
+    mod daemon;
     mod ipvs_capture;
     mod ipvs_client;
     mod ipvs_errors;

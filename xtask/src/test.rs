@@ -18,6 +18,9 @@ pub struct TestArgs {
     /// Skip `cargo xtask setup` (everything is known to be installed).
     #[arg(long)]
     no_setup: bool,
+    /// Passed to the VM tier's test binaries: a test name filter, `--exact`, ...
+    #[arg(last = true)]
+    vm_test_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +45,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         match tier {
             Tier::Lint => lint()?,
             Tier::Host => host()?,
-            Tier::Vm => vm()?,
+            Tier::Vm => vm(&args.vm_test_args)?,
         }
     }
     eprintln!("==> all requested tiers passed");
@@ -69,7 +72,7 @@ fn host() -> anyhow::Result<()> {
     checked(cargo().args(["test", "--workspace", "--exclude", "libraflux-ebpf"]))
 }
 
-fn vm() -> anyhow::Result<()> {
+fn vm(test_args: &[String]) -> anyhow::Result<()> {
     checked(cargo().args(["build", "-p", "libraflux"]))?;
     let binaries = test_binaries()?;
     let libraflux = crate::util::workspace_root().join("target/debug/libraflux");
@@ -77,7 +80,9 @@ fn vm() -> anyhow::Result<()> {
         format!("export LIBRAFLUX_BIN={}\nfailed=0\n", shell_quote(&libraflux.to_string_lossy()));
     for binary in &binaries {
         let binary = shell_quote(&binary.to_string_lossy());
-        script.push_str(&format!("echo \"==> {binary}\"\n{binary} --test-threads=1 || failed=1\n"));
+        let extra: Vec<String> = test_args.iter().map(|arg| shell_quote(arg)).collect();
+        let extra = extra.join(" ");
+        script.push_str(&format!("echo \"==> {binary}\"\n{binary} --test-threads=1 {extra} || failed=1\n"));
     }
     script.push_str("exit $failed\n");
     let status = Vm::default().run(&script)?;

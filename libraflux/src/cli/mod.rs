@@ -2,6 +2,7 @@
 
 mod apply;
 mod common;
+mod daemon;
 mod debug;
 mod preflight;
 mod validate;
@@ -26,6 +27,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Run the pre-flight checks alone.
     Preflight(preflight::PreflightArgs),
+    /// Keep IPVS converged (the systemd service).
+    Daemon(daemon::DaemonArgs),
     /// Low-level tools for checking a node by hand.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -36,6 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Validate(args) => validate::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Preflight(args) => preflight::run(&args),
+        Command::Daemon(args) => daemon::run(&args),
         Command::Debug(command) => debug::run(command),
     }
 }
@@ -49,7 +53,11 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// The error and each of its causes, outermost first: `a: b: c`.

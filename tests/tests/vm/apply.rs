@@ -2,42 +2,9 @@
 //! `ipvsadm-save -n` then shows, a second apply is a no-op, an edit yields the minimal plan, and
 //! limits, failed pre-flight checks and invalid configs leave the table untouched.
 
-use std::path::PathBuf;
+use libraflux_tests::{Ran, sorted_lines};
 
-use libraflux_tests::{NetNs, Ran, libraflux_bin, sorted_lines};
-
-/// A namespace with the VIPs on a dummy interface, and a directory for config files.
-struct Node {
-    netns: NetNs,
-    dir: PathBuf,
-}
-
-impl Node {
-    fn new() -> Self {
-        let netns = NetNs::new("apply");
-        netns.ip(&["link", "add", "lfvip0", "type", "dummy"]);
-        netns.ip(&["addr", "add", "10.220.0.10/32", "dev", "lfvip0"]);
-        netns.ip(&["link", "set", "lfvip0", "up"]);
-        let dir = std::env::temp_dir().join(netns.name());
-        std::fs::create_dir_all(&dir).unwrap();
-        Self { netns, dir }
-    }
-
-    fn config(&self, name: &str, text: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_string_lossy().into_owned()
-    }
-
-    fn libraflux(&self, args: &[&str]) -> Ran {
-        self.netns.run(&libraflux_bin(), args)
-    }
-
-    /// The table as `ipvsadm-save -n` prints it, lines sorted (see `sorted_lines`).
-    fn saved(&self) -> String {
-        sorted_lines(&self.netns.exec("ipvsadm-save", &["-n"]))
-    }
-}
+use super::support::Node;
 
 const HEADER: &str = "node:\n  interface: lfvip0\n";
 

@@ -1,13 +1,13 @@
 //! Shared by the IPVS VM tests: running our client inside a namespace, building model values,
 //! and reading the table back with ipvsadm, the independent reader.
 
-use std::{future::Future, io::Write as _, process::Command, process::Stdio};
+use std::{future::Future, io::Write as _, path::PathBuf, process::Command, process::Stdio};
 
 use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
     model::{DestKey, Destination, Forwarding, Service, ServiceKey},
 };
-use libraflux_tests::NetNs;
+use libraflux_tests::{NetNs, Ran};
 
 /// Runs `f` with a fresh client on a current-thread runtime inside `netns`.
 pub fn with_client<T, F, Fut>(netns: &NetNs, f: F) -> T
@@ -147,4 +147,37 @@ pub fn thresholds(netns: &NetNs) -> Vec<(String, u32, u32)> {
             }
         })
         .collect()
+}
+
+/// A namespace with the VIPs on a dummy interface, and a directory for config files.
+pub struct Node {
+    pub netns: NetNs,
+    pub dir: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let netns = NetNs::new("apply");
+        netns.ip(&["link", "add", "lfvip0", "type", "dummy"]);
+        netns.ip(&["addr", "add", "10.220.0.10/32", "dev", "lfvip0"]);
+        netns.ip(&["link", "set", "lfvip0", "up"]);
+        let dir = std::env::temp_dir().join(netns.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { netns, dir }
+    }
+
+    pub fn config(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    pub fn libraflux(&self, args: &[&str]) -> Ran {
+        self.netns.run(&libraflux_tests::libraflux_bin(), args)
+    }
+
+    /// The table as `ipvsadm-save -n` prints it, lines sorted (see `sorted_lines`).
+    pub fn saved(&self) -> String {
+        libraflux_tests::sorted_lines(&self.netns.exec("ipvsadm-save", &["-n"]))
+    }
 }

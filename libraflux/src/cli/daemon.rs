@@ -1,0 +1,34 @@
+//! `libraflux daemon`: the systemd service.
+
+use std::time::Duration;
+
+use libraflux::{daemon, ipvs::IpvsClient, preflight::CHECK_NAMES};
+
+use super::common::{ConfigArg, Failure, exit, load_config, preflight, require_passed, runtime};
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How often to reconcile when nothing else asks; this also repairs drift.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    reconcile_interval: Duration,
+    /// Skip a pre-flight check by name (repeatable).
+    #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
+    skip: Vec<String>,
+}
+
+pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    runtime()?.block_on(async {
+        let (client, report) = preflight(&config, &args.skip).await?;
+        for check in &report.checks {
+            tracing::info!(check = check.name, verdict = %check.verdict, reason = %check.reason, "pre-flight");
+        }
+        require_passed(&report)?;
+        let client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
+        let options =
+            daemon::Options { config_path: args.config.path.clone(), reconcile_interval: args.reconcile_interval };
+        daemon::run(options, config, client).await
+    })
+}

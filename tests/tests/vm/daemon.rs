@@ -1,0 +1,155 @@
+//! `libraflux daemon` on real IPVS: it tells systemd it is ready after the first reconcile,
+//! repairs drift made with ipvsadm, keeps the running config when a reload is invalid, applies a
+//! valid reload, and exits on SIGTERM without flushing the table.
+
+use std::{
+    fs::File,
+    os::unix::net::UnixDatagram,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use libraflux_tests::{libraflux_bin, sorted_lines};
+
+use super::support::Node;
+
+const CONFIG: &str = "node:\n  interface: lfvip0\nservices:
+  - name: web
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: wrr
+    backends:
+      - address: 10.220.1.1
+        weight: 5
+      - address: 10.220.1.2
+        weight: 5
+";
+
+const SAVED: &str = "\
+-A -t 10.220.0.10:80 -s wrr
+-a -t 10.220.0.10:80 -r 10.220.1.1:80 -m -w 5
+-a -t 10.220.0.10:80 -r 10.220.1.2:80 -m -w 5
+";
+
+/// The daemon process, killed if the test ends early.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon in `node`'s namespace with NOTIFY_SOCKET set, and waits for READY=1.
+    fn start(node: &Node, config: &str) -> Self {
+        let notify_path = node.dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let log = node.dir.join("daemon.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", node.netns.name(), &libraflux_bin(), "daemon", "-c", config])
+            .args(["--reconcile-interval", "1s"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start the daemon");
+        let daemon = Self { child, log };
+        let mut buf = [0u8; 256];
+        let len = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|err| panic!("no READY=1 within 30 s ({err}):\n{}", daemon.log()));
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..len]).trim_end(),
+            "READY=1",
+            "first notification:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ipvsadm-save` until it equals `want` (sorted) or `within` passes.
+fn wait_for_table(node: &Node, want: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if node.saved() == sorted_lines(want) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_exit() {
+    let node = Node::new();
+    let config = node.config("config.yaml", CONFIG);
+    let mut daemon = Daemon::start(&node, &config);
+    assert_eq!(node.saved(), sorted_lines(SAVED), "READY comes after the first reconcile:\n{}", daemon.log());
+
+    // Drift: someone removes a backend by hand; the next interval puts it back.
+    node.netns.exec("ipvsadm", &["-d", "-t", "10.220.0.10:80", "-r", "10.220.1.2:80"]);
+    assert!(wait_for_table(&node, SAVED, Duration::from_secs(10)), "drift not repaired:\n{}", daemon.log());
+    assert!(daemon.log().contains("drift repaired"), "{}", daemon.log());
+
+    // A reload with a broken config is rejected; the running config stays in force.
+    std::fs::write(
+        &config,
+        CONFIG.replace("weight: 5\n      - address: 10.220.1.2", "weight: -1\n      - address: 10.220.1.2"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("config reload rejected") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.log().contains("config reload rejected"), "{}", daemon.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node.saved(), sorted_lines(SAVED), "a rejected reload must not change IPVS");
+
+    // A valid reload applies.
+    std::fs::write(
+        &config,
+        CONFIG.replace("weight: 5\n      - address: 10.220.1.2", "weight: 9\n      - address: 10.220.1.2"),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    let reweighted = SAVED.replace("10.220.1.1:80 -m -w 5", "10.220.1.1:80 -m -w 9");
+    assert!(
+        wait_for_table(&node, &reweighted, Duration::from_secs(10)),
+        "reload not applied:\n{}",
+        daemon.log()
+    );
+
+    // SIGTERM: a clean exit that leaves the table, so traffic keeps flowing.
+    daemon.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit on SIGTERM:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status}:\n{}", daemon.log());
+    assert_eq!(node.saved(), sorted_lines(&reweighted), "SIGTERM must not flush IPVS");
+}
