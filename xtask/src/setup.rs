@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use crate::util::{checked, output};
 
 /// Debian packages: qemu and the guest userland (busybox, ip/tc, ipvsadm), module tools, the
-/// systemd unit checker (systemd-analyze),
-/// kernel image extractor (xz, cpio).
+/// kernel image extractor (xz, cpio), and systemd-analyze to verify the unit file.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
