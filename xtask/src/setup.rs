@@ -7,9 +7,19 @@ use anyhow::Context as _;
 use crate::util::{checked, output};
 
 /// Debian packages: qemu and the guest userland (busybox, ip/tc, ipvsadm), module tools, the
-/// kernel image extractor (xz, cpio).
-const APT_PACKAGES: &[&str] =
-    &["qemu-system-x86", "busybox-static", "ipvsadm", "kmod", "iproute2", "xz-utils", "cpio", "file"];
+/// kernel image extractor (xz, cpio), and `prometheus` for `promtool check metrics` in the host
+/// metrics test (about 20 MB to download; its JS dependencies unpack to some 300 MB on disk).
+const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "ipvsadm",
+    "kmod",
+    "iproute2",
+    "xz-utils",
+    "cpio",
+    "file",
+    "prometheus",
+];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-20";
