@@ -199,8 +199,9 @@ fn a_backend_that_leaves_and_returns_starts_a_new_series() {
 fn daemon_metrics_start_at_zero_and_count() {
     let metrics = Metrics::new("lb-a", 1000);
     let text = metrics.encode(Format::PrometheusText);
+    let build_info = format!("libraflux_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(text.lines().any(|l| l == build_info), "missing {build_info:?} in\n{text}");
     for line in [
-        "libraflux_build_info{version=\"0.1.0\"} 1",
         "libraflux_reconcile_runs_total{result=\"ok\"} 0",
         "libraflux_reconcile_runs_total{result=\"error\"} 0",
         "libraflux_reconcile_runs_total{result=\"refused\"} 0",
