@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod ipvs;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -1,0 +1,309 @@
+//! Prometheus metrics (PRODUCT feature 7): the registry and the typed calls the daemon makes,
+//! the per-backend IPVS collector ([`ipvs`]), the collection task ([`collect`]) and the HTTP
+//! endpoint ([`http`]). Every name, label and limit is described in `docs/metrics.md`.
+//!
+//! Series are encoded in key order (service key, then backend key), like everything else
+//! LibraFlux prints.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
+    time::{Duration, Instant, SystemTime},
+};
+
+use prometheus_client::{
+    encoding::{prometheus_text, text},
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{
+    config::Check,
+    ipvs::{Op, ServiceStatus},
+    model::{DestKey, ServiceKey},
+};
+
+mod collect;
+mod family;
+pub mod http;
+mod ipvs;
+mod labels;
+#[cfg(test)]
+mod tests;
+
+pub use collect::collect_ipvs;
+pub use ipvs::SERIES_PER_BACKEND;
+pub use labels::{CheckOutcome, CheckType, ReconcileResult};
+
+use family::SortedFamily;
+use ipvs::IpvsCollector;
+use labels::{
+    BackendLabels, CheckLabels, LatencyLabels, OperationKind, OperationLabels, ReconcileLabels, ReloadLabels,
+    ReloadResult, ServiceLabels, VersionLabels,
+};
+
+/// Health check latency buckets, seconds: 1 ms to 5 s (the longest sensible check timeout).
+const CHECK_LATENCY_BUCKETS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Reconcile duration buckets, seconds: an idle tick takes milliseconds, a large apply seconds.
+const RECONCILE_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The exposition formats `/metrics` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, what Prometheus asks for first.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for every other client (curl, promtool).
+    PrometheusText,
+}
+
+impl Format {
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::PrometheusText => prometheus_text::CONTENT_TYPE,
+        }
+    }
+
+    /// The format a request's `Accept` header asks for: OpenMetrics only when named.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::PrometheusText,
+        }
+    }
+}
+
+/// The daemon's metrics. Share it behind an `Arc`: every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    ipvs: Arc<IpvsCollector>,
+    backend_healthy: SortedFamily<BackendLabels, Gauge>,
+    health_checks: SortedFamily<CheckLabels, Counter>,
+    check_latency: SortedFamily<LatencyLabels, Histogram>,
+    fail_open: SortedFamily<ServiceLabels, Gauge>,
+    reconcile_runs: SortedFamily<ReconcileLabels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_operations: SortedFamily<OperationLabels, Counter>,
+    drift_repairs: Counter,
+    config_reloads: SortedFamily<ReloadLabels, Counter>,
+    last_success: Gauge<f64, AtomicU64>,
+    ebpf_attached: Gauge,
+    /// When the daemon loop last finished a reconcile (any result), or when this was created.
+    last_reconcile: Mutex<Instant>,
+}
+
+impl Metrics {
+    /// The registry for this node; per-backend IPVS series are capped at `max_series`.
+    pub fn new(node: &str, max_series: u64) -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            ipvs: Arc::new(IpvsCollector::new(node, max_series)),
+            backend_healthy: SortedFamily::default(),
+            health_checks: SortedFamily::default(),
+            check_latency: SortedFamily::new(|| Histogram::new(CHECK_LATENCY_BUCKETS)),
+            fail_open: SortedFamily::default(),
+            reconcile_runs: SortedFamily::default(),
+            reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
+            reconcile_operations: SortedFamily::default(),
+            drift_repairs: Counter::default(),
+            config_reloads: SortedFamily::default(),
+            last_success: Gauge::default(),
+            ebpf_attached: Gauge::default(),
+            last_reconcile: Mutex::new(Instant::now()),
+        };
+        metrics.with_registrations()
+    }
+
+    fn with_registrations(mut self) -> Self {
+        // Closed label sets start at zero, so rate() and absent() work from the first scrape.
+        for result in [ReconcileResult::Ok, ReconcileResult::Error, ReconcileResult::Refused] {
+            self.reconcile_runs.with(ReconcileLabels { result }, |_| {});
+        }
+        for result in [ReloadResult::Ok, ReloadResult::Failed] {
+            self.config_reloads.with(ReloadLabels { result }, |_| {});
+        }
+        for kind in [
+            OperationKind::AddService,
+            OperationKind::UpdateService,
+            OperationKind::DeleteService,
+            OperationKind::AddBackend,
+            OperationKind::UpdateBackend,
+            OperationKind::DeleteBackend,
+        ] {
+            self.reconcile_operations.with(OperationLabels { kind }, |_| {});
+        }
+        let build_info = SortedFamily::<VersionLabels, Gauge>::default();
+        build_info.with(VersionLabels { version: env!("CARGO_PKG_VERSION") }, |gauge| {
+            gauge.set(1);
+        });
+
+        let registry = &mut self.registry;
+        registry.register("libraflux_build_info", "LibraFlux build; always 1", build_info);
+        registry.register(
+            "libraflux_reconcile_runs",
+            "Reconcile runs by result (ok, error, refused by a limit or pre-flight check)",
+            self.reconcile_runs.clone(),
+        );
+        registry.register(
+            "libraflux_reconcile_duration_seconds",
+            "Time a reconcile run took, observe to apply",
+            self.reconcile_duration.clone(),
+        );
+        registry.register(
+            "libraflux_reconcile_operations",
+            "IPVS changes applied by reconcile runs, by kind",
+            self.reconcile_operations.clone(),
+        );
+        registry.register(
+            "libraflux_drift_repairs",
+            "Changes made because IPVS had drifted from the desired state",
+            self.drift_repairs.clone(),
+        );
+        registry.register(
+            "libraflux_config_reloads",
+            "Configuration reloads by result",
+            self.config_reloads.clone(),
+        );
+        registry.register(
+            "libraflux_last_successful_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile run that succeeded; 0 before the first",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "libraflux_ebpf_attached",
+            "1 while the eBPF flow counters are attached to the node's interfaces",
+            self.ebpf_attached.clone(),
+        );
+        registry.register(
+            "libraflux_backend_healthy",
+            "1 if the backend passes its health check, 0 if not",
+            self.backend_healthy.clone(),
+        );
+        registry.register(
+            "libraflux_health_checks",
+            "Health checks run, by backend and outcome",
+            self.health_checks.clone(),
+        );
+        registry.register(
+            "libraflux_health_check_latency_seconds",
+            "Time from sending a health check to its outcome",
+            self.check_latency.clone(),
+        );
+        registry.register(
+            "libraflux_service_fail_open",
+            "1 if every backend of the service is unhealthy and all are kept in service (fail open)",
+            self.fail_open.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
+        self
+    }
+
+    /// One reconcile run: its result, how long it took and the IPVS changes it applied.
+    pub fn record_reconcile(&self, result: ReconcileResult, duration: Duration, applied: &[Op]) {
+        self.reconcile_runs.with(ReconcileLabels { result }, |counter| {
+            counter.inc();
+        });
+        self.reconcile_duration.observe(duration.as_secs_f64());
+        for op in applied {
+            self.reconcile_operations.with(OperationLabels { kind: op.into() }, |counter| {
+                counter.inc();
+            });
+        }
+        if result == ReconcileResult::Ok {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            self.last_success.set(now.as_secs_f64());
+        }
+        *self.last_reconcile.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// `changes` IPVS changes were made to repair drift (someone else changed the table).
+    pub fn record_drift_repair(&self, changes: u64) {
+        self.drift_repairs.inc_by(changes);
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { ReloadResult::Ok } else { ReloadResult::Failed };
+        self.config_reloads.with(ReloadLabels { result }, |counter| {
+            counter.inc();
+        });
+    }
+
+    /// One health check of `backend` and how long it took.
+    pub fn record_health(
+        &self,
+        service: ServiceKey,
+        backend: DestKey,
+        check: &Check,
+        outcome: CheckOutcome,
+        latency: Duration,
+    ) {
+        self.health_checks.with(CheckLabels { service, backend, outcome }, |counter| {
+            counter.inc();
+        });
+        self.check_latency.with(LatencyLabels { check_type: check.into(), outcome }, |histogram| {
+            histogram.observe(latency.as_secs_f64());
+        });
+    }
+
+    pub fn set_backend_healthy(&self, service: ServiceKey, backend: DestKey, healthy: bool) {
+        self.backend_healthy.with(BackendLabels { service, backend }, |gauge| {
+            gauge.set(i64::from(healthy));
+        });
+    }
+
+    pub fn set_fail_open(&self, service: ServiceKey, fail_open: bool) {
+        self.fail_open.with(ServiceLabels { service }, |gauge| {
+            gauge.set(i64::from(fail_open));
+        });
+    }
+
+    /// Drops the health series of a backend that left the configuration.
+    pub fn forget_backend(&self, service: ServiceKey, backend: DestKey) {
+        self.backend_healthy.retain(|labels| (labels.service, labels.backend) != (service, backend));
+        self.health_checks.retain(|labels| (labels.service, labels.backend) != (service, backend));
+    }
+
+    /// Drops the health series of a service that left the configuration, and its backends'.
+    pub fn forget_service(&self, service: ServiceKey) {
+        self.backend_healthy.retain(|labels| labels.service != service);
+        self.health_checks.retain(|labels| labels.service != service);
+        self.fail_open.retain(|labels| labels.service != service);
+    }
+
+    /// Caches the IPVS table read by the collection task; scrapes encode this copy.
+    pub fn set_ipvs_snapshot(&self, services: &[ServiceStatus]) {
+        // Logged when the number changes, not on every collection.
+        match self.ipvs.set_snapshot(services) {
+            (before, now) if now == before => {}
+            (_, 0) => tracing::info!("metrics.max_series: every per-backend IPVS series is exported again"),
+            (_, dropped) => tracing::warn!(
+                dropped,
+                "metrics.max_series reached: {dropped} per-backend IPVS series are not exported \
+                 (the backends after the limit, in service and backend key order)"
+            ),
+        }
+    }
+
+    pub fn set_ebpf_attached(&self, attached: bool) {
+        self.ebpf_attached.set(i64::from(attached));
+    }
+
+    /// True while the daemon loop has finished a reconcile within `staleness` (counting from
+    /// start-up before the first one).
+    pub fn is_alive(&self, staleness: Duration) -> bool {
+        self.last_reconcile.lock().unwrap_or_else(PoisonError::into_inner).elapsed() <= staleness
+    }
+
+    /// Every metric, in `format`.
+    pub fn encode(&self, format: Format) -> String {
+        let mut out = String::new();
+        let encoded = match format {
+            Format::OpenMetrics => text::encode(&mut out, &self.registry),
+            Format::PrometheusText => prometheus_text::encode(&mut out, &self.registry),
+        };
+        // Only the writer can fail, and writing to a String does not.
+        encoded.expect("encoding metrics into a String");
+        out
+    }
+}

@@ -1,0 +1,270 @@
+//! Host tier: the metrics endpoint on loopback, scraped over real TCP, and its text checked by
+//! `promtool check metrics` (Debian package `prometheus`, installed by `cargo xtask setup`).
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use libraflux::{
+    config::Check,
+    ipvs::{DestinationStatus, ServiceStatus, Stats64},
+    metrics::{
+        CheckOutcome, Metrics, ReconcileResult,
+        http::{Endpoint, EndpointError, Server},
+    },
+    model::{Destination, Forwarding, Service},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    sync::{oneshot, watch},
+};
+
+/// A response as read off the socket.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection, read until the server closes it.
+async fn request(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
+    let accept = accept.map(|accept| format!("Accept: {accept}\r\n")).unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers within 10 s")
+        .expect("read response");
+    let raw = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end in {raw:?}"));
+    let mut lines = head.split("\r\n");
+    let status =
+        lines.next().unwrap().split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status code");
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    Reply { status, headers, body: body.to_owned() }
+}
+
+/// Runs `promtool check metrics` on `text`; returns what it printed, panics if it objects.
+fn promtool_check(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run promtool ({err}): install the Debian package `prometheus` \
+                 (`apt-get install --no-install-recommends prometheus`, or `cargo xtask setup`)"
+            )
+        });
+    child.stdin.take().unwrap().write_all(text.as_bytes()).expect("feed promtool");
+    let output = child.wait_with_output().expect("wait for promtool");
+    let printed =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed ({}):\n{printed}\non:\n{text}",
+        output.status
+    );
+    printed
+}
+
+fn snapshot() -> Vec<ServiceStatus> {
+    let mut status = ServiceStatus {
+        service: Service {
+            key: "tcp:192.168.94.250:443".parse().unwrap(),
+            scheduler: "wrr".to_owned(),
+            persistence: None,
+            persistence_netmask: None,
+            destinations: BTreeMap::new(),
+        },
+        flags: 0,
+        persistence_engine: None,
+        stats: Stats64::default(),
+        destinations: BTreeMap::new(),
+    };
+    for (address, active) in [("192.168.94.22:443", 12), ("[2001:db8::22]:443", 3)] {
+        status.insert_destination(DestinationStatus {
+            destination: Destination {
+                key: address.parse().unwrap(),
+                weight: 100,
+                forwarding: Forwarding::Nat,
+                upper_threshold: 0,
+                lower_threshold: 0,
+            },
+            active_connections: active,
+            inactive_connections: 1,
+            persistent_connections: 0,
+            stats: Stats64 {
+                connections: 40,
+                packets_in: 400,
+                packets_out: 380,
+                bytes_in: 4096,
+                bytes_out: 65536,
+                ..Stats64::default()
+            },
+        });
+    }
+    vec![status]
+}
+
+/// Metrics with every family populated, so promtool sees each one.
+fn populated_metrics() -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new("lb-a", 50_000));
+    let services = snapshot();
+    metrics.set_ipvs_snapshot(&services);
+    let service = services[0].service.key;
+    for backend in services[0].destinations.keys() {
+        metrics.set_backend_healthy(service, *backend, true);
+        metrics.record_health(
+            service,
+            *backend,
+            &Check::Tcp,
+            CheckOutcome::Success,
+            Duration::from_millis(3),
+        );
+    }
+    metrics.set_fail_open(service, false);
+    metrics.record_reconcile(ReconcileResult::Ok, Duration::from_millis(12), &[]);
+    metrics.record_drift_repair(1);
+    metrics.record_reload(true);
+    metrics.set_ebpf_attached(true);
+    metrics
+}
+
+async fn start(
+    metrics: Arc<Metrics>,
+    staleness: Duration,
+) -> (SocketAddr, watch::Sender<serde_json::Value>, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (status_tx, status) = watch::channel(serde_json::json!({"node": "lb-a", "services": []}));
+    let endpoint = Endpoint { metrics, status, staleness };
+    let server =
+        Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), endpoint).await.expect("bind on loopback");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    (addr, status_tx, stop, serving)
+}
+
+#[tokio::test]
+async fn serves_metrics_that_promtool_accepts() {
+    let (addr, _status, stop, serving) = start(populated_metrics(), Duration::from_secs(60)).await;
+
+    let reply = request(addr, "GET", "/metrics", None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    for name in [
+        "libraflux_ipvs_connections_total",
+        "libraflux_ipvs_connections_active",
+        "libraflux_ipvs_connections_inactive",
+        "libraflux_ipvs_packets_in_total",
+        "libraflux_ipvs_packets_out_total",
+        "libraflux_ipvs_bytes_in_total",
+        "libraflux_ipvs_bytes_out_total",
+        "libraflux_backend_healthy",
+        "libraflux_health_checks_total",
+        "libraflux_health_check_latency_seconds",
+        "libraflux_service_fail_open",
+        "libraflux_reconcile_runs_total",
+        "libraflux_reconcile_duration_seconds",
+        "libraflux_reconcile_operations_total",
+        "libraflux_drift_repairs_total",
+        "libraflux_config_reloads_total",
+        "libraflux_last_successful_reconcile_timestamp_seconds",
+        "libraflux_build_info",
+        "libraflux_ebpf_attached",
+        "libraflux_metrics_series_dropped",
+    ] {
+        assert!(reply.body.contains(&format!("# TYPE {name} ")), "no family {name} in:\n{}", reply.body);
+    }
+    assert!(reply.body.contains(
+        r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:192.168.94.250:443",backend="[2001:db8::22]:443"} 3"#
+    ));
+    let printed = promtool_check(&reply.body);
+    eprintln!("promtool check metrics: exit 0, printed {:?}", printed.trim());
+
+    let open =
+        request(addr, "GET", "/metrics", Some("application/openmetrics-text;version=1.0.0,*/*;q=0.1")).await;
+    assert_eq!(open.status, 200);
+    assert_eq!(
+        open.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(open.body.ends_with("# EOF\n"), "{}", open.body);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving).await.expect("shuts down promptly").unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "still listening on {addr} after shutdown");
+}
+
+#[tokio::test]
+async fn serves_health_status_and_refuses_the_rest() {
+    let (addr, status, stop, serving) = start(populated_metrics(), Duration::from_secs(60)).await;
+
+    let health = request(addr, "GET", "/healthz", None).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+
+    let first = request(addr, "GET", "/status", None).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    let document: serde_json::Value = serde_json::from_str(&first.body).expect("JSON status");
+    assert_eq!(document, serde_json::json!({"node": "lb-a", "services": []}));
+    status.send(serde_json::json!({"node": "lb-a", "services": ["tcp:192.168.94.250:443"]})).unwrap();
+    let second: serde_json::Value =
+        serde_json::from_str(&request(addr, "GET", "/status", None).await.body).unwrap();
+    assert_eq!(second["services"][0], "tcp:192.168.94.250:443", "the latest document is served");
+
+    assert_eq!(request(addr, "GET", "/", None).await.status, 404);
+    assert_eq!(request(addr, "GET", "/metricsx", None).await.status, 404);
+    let refused = request(addr, "POST", "/metrics", None).await;
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("allow"), Some("GET"));
+    assert_eq!(request(addr, "DELETE", "/status", None).await.status, 405);
+
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}
+
+#[tokio::test]
+async fn healthz_is_503_once_reconcile_is_stale() {
+    let (addr, _status, stop, serving) =
+        start(Arc::new(Metrics::new("lb-a", 10)), Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stale = request(addr, "GET", "/healthz", None).await;
+    assert_eq!(stale.status, 503, "{stale:?}");
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_taken_address_is_named_in_the_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (_, status) = watch::channel(serde_json::Value::Null);
+    let endpoint =
+        Endpoint { metrics: Arc::new(Metrics::new("lb-a", 10)), status, staleness: Duration::from_secs(1) };
+    let err = Server::bind(addr, endpoint).await.expect_err("the port is taken");
+    assert!(matches!(err, EndpointError::Bind { addr: named, .. } if named == addr), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
