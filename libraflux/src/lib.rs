@@ -5,6 +5,7 @@
 //! [`preflight`]'s fact gathering.
 
 pub mod config;
+pub mod health;
 pub mod ipvs;
 pub mod model;
 pub mod observe;
