@@ -1,0 +1,192 @@
+//! One probe of one backend: the [`Checker`] trait, why a probe failed ([`CheckFailure`]), and
+//! the checker for each configured check type.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use humantime::format_duration;
+use tokio::time::Instant;
+
+use super::{http::HttpCheck, tcp::TcpCheck, type_name};
+use crate::config::Check;
+
+/// One probe of one backend.
+///
+/// The future is boxed so the trait stays dyn-compatible: the scheduler holds checkers of several
+/// types side by side, and its tests hand it fakes.
+pub trait Checker: std::fmt::Debug + Send + Sync {
+    /// Probes `target` once: the latency of the exchange, or why it failed. Implementations do not
+    /// bound their own time; [`probe_bounded`] does, so a hanging backend costs one timeout.
+    fn probe(&self, target: SocketAddr) -> BoxFuture<'_, Result<Duration, CheckFailure>>;
+}
+
+/// Why a probe failed, in a few words an operator can act on. Its `Display` is the reason logged
+/// and shown by `status`; [`CheckFailure::outcome`] is the bounded label for metrics.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckFailure {
+    /// The backend answered the SYN with a reset: nothing listens on the port.
+    #[error("connection refused")]
+    Refused,
+    /// No answer within the check's timeout.
+    #[error("timed out after {}", format_duration(*.0))]
+    TimedOut(Duration),
+    /// Any other socket error, at the step where it happened.
+    #[error("{step}: {message}")]
+    Io { step: Step, kind: io::ErrorKind, message: String },
+    #[error("HTTP status {got}, expected {expected}")]
+    HttpStatus { got: u16, expected: u16 },
+    #[error("connection closed before a complete HTTP response head ({received} bytes received)")]
+    HttpClosed { received: usize },
+    #[error("HTTP response head longer than {limit} bytes")]
+    HttpHeadTooLong { limit: usize },
+    #[error("malformed HTTP response: {0}")]
+    HttpMalformed(httparse::Error),
+}
+
+/// The step of a probe at which a socket error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Connect,
+    SendRequest,
+    ReadResponse,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect",
+            Self::SendRequest => "send request",
+            Self::ReadResponse => "read response",
+        })
+    }
+}
+
+impl CheckFailure {
+    /// Classifies a socket error at `step`.
+    pub fn io(step: Step, err: &io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => Self::Refused,
+            kind => Self::Io { step, kind, message: err.to_string() },
+        }
+    }
+
+    /// A short, bounded label for metrics (`outcome` of `libraflux_health_check_latency_seconds`);
+    /// a successful probe is [`SUCCESS`].
+    pub const fn outcome(&self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::TimedOut(_) => "timeout",
+            Self::Io { .. } => "error",
+            Self::HttpStatus { .. } => "bad_status",
+            Self::HttpClosed { .. } | Self::HttpHeadTooLong { .. } | Self::HttpMalformed(_) => "bad_response",
+        }
+    }
+}
+
+/// The metrics outcome label of a successful probe.
+pub const SUCCESS: &str = "success";
+
+/// A check type this build cannot probe yet (the UDP protocols). The daemon treats such a service
+/// as having no check: its backends stay as configured, and the daemon warns once per service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("health check type {check_type} is not supported yet; its backends are not checked")]
+pub struct Unsupported {
+    pub check_type: &'static str,
+}
+
+/// The checker for `check`: `None` for `type: none`.
+pub fn checker_for(check: &Check) -> Result<Option<Arc<dyn Checker>>, Unsupported> {
+    match check {
+        Check::None => Ok(None),
+        Check::Tcp => Ok(Some(Arc::new(TcpCheck))),
+        Check::Http { path, expect_status } => Ok(Some(Arc::new(HttpCheck::new(path, *expect_status)))),
+        Check::Dns { .. } | Check::Sip { .. } | Check::Ntp { .. } | Check::Echo { .. } => {
+            Err(Unsupported { check_type: type_name(check) })
+        }
+    }
+}
+
+/// What one bounded probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub result: Result<(), CheckFailure>,
+    /// The checker's own latency on success; the time spent (at most about the timeout) on failure.
+    pub latency: Duration,
+}
+
+impl ProbeOutcome {
+    /// The metrics outcome label: [`SUCCESS`] or [`CheckFailure::outcome`].
+    pub fn outcome(&self) -> &'static str {
+        match &self.result {
+            Ok(()) => SUCCESS,
+            Err(failure) => failure.outcome(),
+        }
+    }
+}
+
+/// Runs one probe, bounded by `timeout`: a backend that never answers costs exactly one timeout.
+pub async fn probe_bounded(checker: &dyn Checker, target: SocketAddr, timeout: Duration) -> ProbeOutcome {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, checker.probe(target)).await {
+        Ok(Ok(latency)) => ProbeOutcome { result: Ok(()), latency },
+        Ok(Err(failure)) => ProbeOutcome { result: Err(failure), latency: started.elapsed() },
+        Err(_elapsed) => {
+            ProbeOutcome { result: Err(CheckFailure::TimedOut(timeout)), latency: started.elapsed() }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Hangs;
+
+    impl Checker for Hangs {
+        fn probe(&self, _: SocketAddr) -> BoxFuture<'_, Result<Duration, CheckFailure>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_probe_costs_exactly_one_timeout() {
+        let outcome = probe_bounded(&Hangs, "192.0.2.1:80".parse().unwrap(), Duration::from_secs(1)).await;
+        assert_eq!(outcome.result, Err(CheckFailure::TimedOut(Duration::from_secs(1))));
+        assert_eq!(outcome.latency, Duration::from_secs(1));
+        assert_eq!(outcome.outcome(), "timeout");
+    }
+
+    #[test]
+    fn failures_read_as_operators_expect() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(CheckFailure::io(Step::Connect, &refused).to_string(), "connection refused");
+        assert_eq!(CheckFailure::TimedOut(Duration::from_secs(1)).to_string(), "timed out after 1s");
+        assert_eq!(
+            CheckFailure::TimedOut(Duration::from_millis(1500)).to_string(),
+            "timed out after 1s 500ms"
+        );
+        assert_eq!(
+            CheckFailure::HttpStatus { got: 503, expected: 200 }.to_string(),
+            "HTTP status 503, expected 200"
+        );
+        let unreachable = io::Error::from_raw_os_error(libc::ENETUNREACH);
+        let failure = CheckFailure::io(Step::Connect, &unreachable);
+        assert!(failure.to_string().starts_with("connect: Network is unreachable"), "{failure}");
+        assert_eq!(failure.outcome(), "error");
+    }
+
+    #[test]
+    fn udp_checks_are_unsupported_and_none_has_no_checker() {
+        assert!(checker_for(&Check::None).unwrap().is_none());
+        assert!(checker_for(&Check::Tcp).unwrap().is_some());
+        let ntp = checker_for(&Check::Ntp { max_offset: None }).unwrap_err();
+        assert_eq!(ntp, Unsupported { check_type: "udp_ntp" });
+        assert_eq!(
+            ntp.to_string(),
+            "health check type udp_ntp is not supported yet; its backends are not checked"
+        );
+        let echo = Check::Echo { payload: "ping".into(), expect: "pong".into() };
+        assert_eq!(checker_for(&echo).unwrap_err().check_type, "udp_echo");
+    }
+}
