@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use crate::util::{checked, output};
 
 /// Debian packages: qemu and the guest userland (busybox, ip/tc, ipvsadm), module tools, the
-/// kernel image extractor (xz, cpio), systemd-analyze to verify the unit file, and `prometheus` for `promtool check metrics` in the host
-/// metrics test (about 20 MB to download; its JS dependencies unpack to some 300 MB on disk).
+/// kernel image extractor (xz, cpio), systemd-analyze to verify the unit file, and `prometheus`
+/// for `promtool check metrics` in the host metrics test (about 20 MB to download; its JS
+/// dependencies unpack to some 300 MB on disk).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",

@@ -7,7 +7,8 @@ pub mod reconcile;
 
 use std::{
     path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::json;
@@ -16,7 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use self::reconcile::{Outcome, Trigger};
 use crate::{
     config::{self, Config},
+    health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
+    metrics::{self, CheckOutcome, Metrics, ReconcileResult},
+    model::ServiceKey,
 };
 
 /// How the daemon runs, from the command line.
@@ -43,16 +47,37 @@ struct Daemon {
     config: Config,
     ipvs: IpvsClient,
     record: Record,
+    metrics: Arc<Metrics>,
+    health: Scheduler,
+    /// Services kept whole although every backend is unhealthy, as of the last reconcile.
+    fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
 }
+
+/// `/healthz` fails when no reconcile finished for this many intervals.
+const STALE_INTERVALS: u32 = 3;
 
 /// Runs until SIGTERM or SIGINT. `config` is the validated configuration the CLI loaded.
 pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let (status, _) = tokio::sync::watch::channel(serde_json::Value::Null);
-    let mut daemon = Daemon { options, config, ipvs, record: Record::default(), status };
+    let (status, status_reader) = tokio::sync::watch::channel(serde_json::Value::Null);
+    let metrics = Arc::new(Metrics::new(&config.node.name, config.metrics.max_series));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = spawn_background(&config, &options, &metrics, status_reader, &stopped).await?;
+    let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
+    let mut daemon = Daemon {
+        options,
+        config,
+        ipvs,
+        record: Record::default(),
+        metrics,
+        health,
+        fail_open: Default::default(),
+        status,
+    };
+    daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -67,30 +92,134 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
         tokio::select! {
             _ = hangup.recv() => daemon.reload().await,
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
+            Some(event) = health_events.recv() => daemon.health_event(event).await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
+    stop.send_replace(true);
+    for task in background {
+        if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
+            tracing::warn!("a background task did not stop within 10 s");
+        }
+    }
     Ok(())
+}
+
+/// Starts the metrics endpoint and the IPVS statistics collector (on its own netlink socket,
+/// on `metrics.collect_interval`, so scrapes never touch the kernel).
+async fn spawn_background(
+    config: &Config,
+    options: &Options,
+    metrics: &Arc<Metrics>,
+    status: tokio::sync::watch::Receiver<serde_json::Value>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let endpoint = metrics::http::Endpoint {
+        metrics: Arc::clone(metrics),
+        status,
+        staleness: options.reconcile_interval * STALE_INTERVALS,
+    };
+    let server = metrics::http::Server::bind(config.metrics.listen, endpoint).await?;
+    tracing::info!(listen = %server.local_addr(), "serving /metrics, /healthz and /status");
+    let serve = tokio::spawn(server.serve(until_stopped(stopped.clone())));
+    let mut collector_ipvs = IpvsClient::connect().await?;
+    let collector_metrics = Arc::clone(metrics);
+    let interval = config.metrics.collect_interval;
+    let collect_stopped = stopped.clone();
+    let collect = tokio::spawn(async move {
+        metrics::collect_ipvs(
+            &mut collector_ipvs,
+            &collector_metrics,
+            interval,
+            until_stopped(collect_stopped),
+        )
+        .await;
+    });
+    Ok(vec![serve, collect])
 }
 
 impl Daemon {
     async fn reconcile(&mut self, trigger: Trigger) {
+        let started = Instant::now();
+        let config = &self.config;
+        let (desired, fail_open) =
+            health::effective(&config.desired, &config.settings, &self.health.snapshot());
+        self.set_fail_open(fail_open);
         let config = &self.config;
         let result =
-            reconcile::reconcile(&mut self.ipvs, &config.desired, &config.ignore, &config.limits, trigger)
-                .await;
+            reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, &config.limits, trigger).await;
         self.record.reconciles += 1;
         match result {
-            Ok(outcome) => self.log_outcome(trigger, &outcome),
+            Ok(outcome) => {
+                self.log_outcome(trigger, &outcome);
+                self.record_metrics(&outcome, started.elapsed());
+            }
             Err(err) => {
                 tracing::error!(?trigger, error = %err, "reconcile failed: cannot read IPVS");
                 self.record.last_outcome = Some((trigger, "error", 0));
+                self.metrics.record_reconcile(ReconcileResult::Error, started.elapsed(), &[]);
             }
         }
         self.publish_status();
+    }
+
+    /// Every probe result is counted; a change of verdict re-plans the weights.
+    async fn health_event(&mut self, event: HealthEvent) {
+        let Some(settings) = self.config.settings.get(&event.service) else { return };
+        let outcome = match &event.result {
+            Ok(()) => CheckOutcome::Success,
+            Err(CheckFailure::TimedOut(_)) => CheckOutcome::Timeout,
+            Err(_) => CheckOutcome::Failure,
+        };
+        self.metrics.record_health(
+            event.service,
+            event.backend,
+            &settings.health.check,
+            outcome,
+            event.latency,
+        );
+        self.metrics.set_backend_healthy(event.service, event.backend, event.healthy);
+        if event.transition.is_some() {
+            let state = if event.healthy { "healthy" } else { "unhealthy" };
+            tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason, "backend is now {state}");
+            self.reconcile(Trigger::HealthChange).await;
+        }
+    }
+
+    /// Starts, keeps or stops probes to match the config; says which services go unchecked.
+    fn update_health_checks(&mut self) {
+        let summary = self.health.update(&self.config.desired, &self.config.settings);
+        tracing::info!(?summary, "health checks updated");
+        for (service, unsupported) in self.health.unsupported() {
+            tracing::warn!(%service, check = unsupported.check_type, "check type not supported yet: backends stay unchecked");
+        }
+    }
+
+    /// Logs loudly and exports every service that fails open: all backends are unhealthy, so
+    /// they all stay in service rather than dropping the VIP's traffic.
+    fn set_fail_open(&mut self, fail_open: Vec<health::FailOpen>) {
+        let now: std::collections::BTreeSet<ServiceKey> = fail_open.iter().map(|f| f.service).collect();
+        for failing in &fail_open {
+            tracing::error!(
+                service = %failing.service,
+                unhealthy = failing.unhealthy.len(),
+                "every backend is unhealthy: failing open, all stay in service"
+            );
+        }
+        for service in self.fail_open.difference(&now) {
+            tracing::warn!(%service, "no longer failing open");
+            self.metrics.set_fail_open(*service, false);
+        }
+        for service in &now {
+            self.metrics.set_fail_open(*service, true);
+        }
+        self.fail_open = now;
     }
 
     fn log_outcome(&mut self, trigger: Trigger, outcome: &Outcome) {
@@ -131,17 +260,36 @@ impl Daemon {
         self.record.last_outcome = Some((trigger, outcome.result_label(), operations));
     }
 
+    fn record_metrics(&self, outcome: &Outcome, duration: Duration) {
+        let (result, applied) = match outcome {
+            Outcome::NoChanges => (ReconcileResult::Ok, &[][..]),
+            Outcome::Applied { ops, drift } => {
+                if *drift {
+                    self.metrics.record_drift_repair(ops.len() as u64);
+                }
+                (ReconcileResult::Ok, &ops[..])
+            }
+            Outcome::Refused { .. } => (ReconcileResult::Refused, &[][..]),
+            // Which of the ops went through is in the log; the kinds are not counted here.
+            Outcome::Failed { .. } => (ReconcileResult::Error, &[][..]),
+        };
+        self.metrics.record_reconcile(result, duration, applied);
+    }
+
     /// SIGHUP: a config that fails validation is rejected and the running one stays in force.
     async fn reload(&mut self) {
         match config::load(self.options.config_path.as_deref()) {
             Ok(config) => {
                 self.record.reloads_ok += 1;
+                self.metrics.record_reload(true);
                 tracing::info!(services = config.desired.len(), "config reloaded");
                 self.config = config;
+                self.update_health_checks();
                 self.reconcile(Trigger::ConfigReload).await;
             }
             Err(errors) => {
                 self.record.reloads_failed += 1;
+                self.metrics.record_reload(false);
                 for error in &errors.0 {
                     tracing::error!(%error, "config reload rejected; the running config stays in force");
                 }
@@ -160,6 +308,8 @@ impl Daemon {
             "drift_repairs": record.drift_repairs,
             "reloads": { "ok": record.reloads_ok, "failed": record.reloads_failed },
             "last_successful_reconcile_unix": record.last_success.map(unix),
+            "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "health": self.health.snapshot(),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
                 "result": result,

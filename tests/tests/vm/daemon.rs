@@ -33,14 +33,14 @@ const SAVED: &str = "\
 ";
 
 /// The daemon process, killed if the test ends early.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     log: std::path::PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon in `node`'s namespace with NOTIFY_SOCKET set, and waits for READY=1.
-    fn start(node: &Node, config: &str) -> Self {
+    pub fn start(node: &Node, config: &str) -> Self {
         let notify_path = node.dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
@@ -69,13 +69,13 @@ impl Daemon {
         daemon
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: plain kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

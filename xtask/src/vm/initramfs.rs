@@ -53,13 +53,17 @@ const PROGRAMS: &[&str] = &[
     "/usr/sbin/ipvsadm",
     "/usr/sbin/ipvsadm-save",
     "/usr/sbin/ipvsadm-restore",
+    // The metrics tests lint /metrics with promtool inside the VM too.
+    "/usr/bin/promtool",
+    // ipvsadm-restore and other scripts need grep.
+    "/usr/bin/grep",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
 const EXTRA_LIBRARIES: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 
 /// Bump when the layout below changes, so cached images are rebuilt.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 
 const INIT: &str = r#"#!/busybox/bin/busybox sh
 # LibraFlux test VM init: mount, load modules, mount the host share, run the job, power off.

@@ -1,0 +1,222 @@
+//! The daemon's health checks on real IPVS, with real listeners (busybox httpd) in a backend
+//! namespace: `quiesce` sets weight 0 and restores it, `remove` deletes and re-adds, all
+//! backends down fails open, and `/metrics` reports it all and passes `promtool check metrics`.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use libraflux_tests::{NetNs, sorted_lines};
+
+use super::{daemon::Daemon, support::Node};
+
+const CONFIG: &str = "node:
+  interface: lfvip0
+metrics:
+  listen: 127.0.0.1:19469
+  collect_interval: 1s
+services:
+  - name: quiesce
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: rr
+    health:
+      type: tcp
+      interval: 500ms
+      timeout: 250ms
+      rise: 2
+      fall: 2
+    on_unhealthy: quiesce
+    backends:
+      - address: 10.200.0.2
+        port: 8080
+        weight: 3
+      - address: 10.200.0.2
+        port: 8081
+        weight: 3
+  - name: remove
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 81
+    scheduler: rr
+    health:
+      type: tcp
+      interval: 500ms
+      timeout: 250ms
+      rise: 2
+      fall: 2
+    on_unhealthy: remove
+    backends:
+      - address: 10.200.0.2
+        port: 8082
+      - address: 10.200.0.2
+        port: 8083
+";
+
+const ALL_UP: &str = "\
+-A -t 10.220.0.10:80 -s rr
+-a -t 10.220.0.10:80 -r 10.200.0.2:8080 -m -w 3
+-a -t 10.220.0.10:80 -r 10.200.0.2:8081 -m -w 3
+-A -t 10.220.0.10:81 -s rr
+-a -t 10.220.0.10:81 -r 10.200.0.2:8082 -m -w 1
+-a -t 10.220.0.10:81 -r 10.200.0.2:8083 -m -w 1
+";
+
+/// busybox httpd listeners in the backend namespace, one per port, stopped on drop.
+struct Backends {
+    netns: NetNs,
+    servers: Vec<(u16, Child)>,
+    root: std::path::PathBuf,
+}
+
+impl Backends {
+    /// A namespace joined to the director's by veth: director 10.200.0.1, backends 10.200.0.2.
+    fn new(director: &NetNs, dir: &std::path::Path) -> Self {
+        let netns = NetNs::new("backends");
+        director.ip(&["link", "add", "lf-d", "type", "veth", "peer", "name", "lf-b", "netns", netns.name()]);
+        director.ip(&["addr", "add", "10.200.0.1/24", "dev", "lf-d"]);
+        director.ip(&["link", "set", "lf-d", "up"]);
+        netns.ip(&["addr", "add", "10.200.0.2/24", "dev", "lf-b"]);
+        netns.ip(&["link", "set", "lf-b", "up"]);
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "ok\n").unwrap();
+        Self { netns, servers: Vec::new(), root }
+    }
+
+    fn start(&mut self, port: u16) {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.netns.name(),
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                &port.to_string(),
+                "-h",
+            ])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start busybox httpd");
+        self.servers.push((port, child));
+    }
+
+    fn stop(&mut self, port: u16) {
+        let index = self.servers.iter().position(|(p, _)| *p == port).expect("a running server");
+        let (_, mut child) = self.servers.remove(index);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(node: &Node, daemon: &Daemon, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if node.saved() == sorted_lines(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: IPVS never became\n{want}\nit is\n{}\ndaemon log:\n{}", node.saved(), daemon.log());
+}
+
+/// GET /metrics from inside the director's namespace.
+fn scrape(node: &Node) -> String {
+    node.netns.enter(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:19469").expect("connect to /metrics");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    })
+}
+
+fn gauge(metrics: &str, name: &str, label: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .and_then(|line| line.rsplit(' ').next())
+        .map(str::to_owned)
+}
+
+#[test]
+fn health_checks_quiesce_remove_restore_and_fail_open() {
+    let node = Node::new();
+    let mut backends = Backends::new(&node.netns, &node.dir);
+    for port in [8080, 8081, 8082, 8083] {
+        backends.start(port);
+    }
+    let config = node.config("config.yaml", CONFIG);
+    let daemon = Daemon::start(&node, &config);
+    wait_for(&node, &daemon, ALL_UP, "start");
+
+    backends.stop(8081);
+    backends.stop(8082);
+    let degraded = ALL_UP
+        .replace("10.200.0.2:8081 -m -w 3", "10.200.0.2:8081 -m -w 0")
+        .replace("-a -t 10.220.0.10:81 -r 10.200.0.2:8082 -m -w 1\n", "");
+    wait_for(&node, &daemon, &degraded, "quiesce 8081, remove 8082");
+
+    let metrics = scrape(&node);
+    assert_eq!(
+        gauge(&metrics, "libraflux_backend_healthy", "10.200.0.2:8081").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        gauge(&metrics, "libraflux_backend_healthy", "10.200.0.2:8080").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("libraflux_ipvs_connections_total{"), "{metrics}");
+    let path = node.dir.join("metrics.txt");
+    std::fs::write(&path, &metrics).unwrap();
+    let lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output();
+    let lint = lint.expect("promtool in the VM");
+    let said = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(lint.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
+
+    backends.start(8081);
+    backends.start(8082);
+    wait_for(&node, &daemon, ALL_UP, "restore after recovery");
+
+    // Every backend of tcp:10.220.0.10:80 down: fail open, both keep their weight.
+    backends.stop(8080);
+    backends.stop(8081);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon.log().contains("failing open") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.log().contains("every backend is unhealthy: failing open"), "{}", daemon.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node.saved(), sorted_lines(ALL_UP), "fail open keeps every backend in service");
+    let metrics = scrape(&node);
+    assert_eq!(
+        gauge(&metrics, "libraflux_service_fail_open", "tcp:10.220.0.10:80").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+}
