@@ -5,6 +5,7 @@ mod common;
 mod daemon;
 mod debug;
 mod preflight;
+mod status;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Run the pre-flight checks alone.
     Preflight(preflight::PreflightArgs),
+    /// The live IPVS table with the daemon's health view, when a daemon answers.
+    Status(status::StatusArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Low-level tools for checking a node by hand.
@@ -39,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Validate(args) => validate::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Preflight(args) => preflight::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Debug(command) => debug::run(command),
     }

@@ -65,6 +65,14 @@ fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op()
     assert_code(&again, 0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
     assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
+
+    // No daemon runs: status says so and still shows the kernel's table.
+    let status = node.libraflux(&["status", "-c", &config, "--output", "json"]);
+    assert_code(&status, 0);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --output json");
+    assert_eq!(value["daemon"], serde_json::Value::Null);
+    assert_eq!(value["services"].as_array().map(Vec::len), Some(2), "{value:#}");
+    assert_eq!(value["services"][0]["service"], "tcp:10.220.0.10:80", "ordered by key: {value:#}");
 }
 
 #[test]
