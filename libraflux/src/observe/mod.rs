@@ -5,5 +5,5 @@ mod ebpf;
 mod source;
 
 pub use ebpf::{AttachMode, Direction, FlowCounter, Limits, ObserveError};
-pub use libraflux_common::{DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP};
+pub use libraflux_common::{COUNT_PROGRAM, DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP};
 pub use source::{FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};
