@@ -20,7 +20,6 @@ const UNWATCHED_UDP_PORT: u16 = 5399;
 const DATAGRAMS: u64 = 100;
 const PAYLOAD: usize = 64;
 const SYNS: u64 = 20;
-/// Nothing listens here: datagrams are counted at the right's ingress all the same.
 const FLOW_PORT: u16 = 5302;
 const FLOW_SOCKETS: u64 = 12;
 const REPEATS: u64 = 5;
@@ -56,21 +55,37 @@ fn counter_on_right_ingress(pair: &VethPair, watched: Vec<DestKey>) -> FlowCount
     })
 }
 
-/// From the left namespace: `sockets` UDP sockets (so as many source ports, all open at once),
-/// each sending `repeats` datagrams to `target:port`. Returns the sockets, to send again from
-/// the same 5-tuples.
-fn udp_flows(pair: &VethPair, target: IpAddr, port: u16, sockets: u64, repeats: u64) -> Vec<UdpSocket> {
-    let sockets: Vec<UdpSocket> = pair.left.enter(move || {
-        (0..sockets).map(|_| UdpSocket::bind(SocketAddr::new(unspecified(target), 0)).unwrap()).collect()
-    });
-    resend(&sockets, target, port, repeats);
-    sockets
+/// UDP flows from the left namespace to `target:port`, bound in the right one: `sockets`
+/// sockets (so as many source ports, all open at once) sending again and again.
+struct UdpFlows {
+    sockets: Vec<UdpSocket>,
+    receiver: UdpSocket,
+    to: SocketAddr,
 }
 
-fn resend(sockets: &[UdpSocket], target: IpAddr, port: u16, repeats: u64) {
-    for socket in sockets {
-        for _ in 0..repeats {
-            socket.send_to(&[0x5a; PAYLOAD], SocketAddr::new(target, port)).unwrap();
+impl UdpFlows {
+    fn new(pair: &VethPair, target: IpAddr, port: u16, sockets: u64) -> Self {
+        let to = SocketAddr::new(target, port);
+        let receiver = pair.right.enter(move || UdpSocket::bind(to).unwrap());
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let sockets = pair.left.enter(move || {
+            (0..sockets).map(|_| UdpSocket::bind(SocketAddr::new(unspecified(target), 0)).unwrap()).collect()
+        });
+        Self { sockets, receiver, to }
+    }
+
+    /// Sends `repeats` datagrams from each socket and returns once all arrived: tc ingress runs
+    /// before delivery, so the counts are final then (a veth's receive side may run in softirq
+    /// after the send returned).
+    fn send(&self, repeats: u64) {
+        for socket in &self.sockets {
+            for _ in 0..repeats {
+                socket.send_to(&[0x5a; PAYLOAD], self.to).unwrap();
+            }
+        }
+        let mut buf = [0u8; 2048];
+        for n in 0..self.sockets.len() as u64 * repeats {
+            self.receiver.recv(&mut buf).unwrap_or_else(|err| panic!("datagram {n} not received: {err}"));
         }
     }
 }
@@ -164,14 +179,15 @@ fn counts_udp_new_flows_per_5_tuple(target: IpAddr) {
     let pair = VethPair::new();
     let watched = key(target, FLOW_PORT, IPPROTO_UDP);
     let counter = counter_on_right_ingress(&pair, vec![watched]);
-    let sockets = udp_flows(&pair, target, FLOW_PORT, FLOW_SOCKETS, REPEATS);
+    let flows = UdpFlows::new(&pair, target, FLOW_PORT, FLOW_SOCKETS);
+    flows.send(REPEATS);
     let counts = counter.counters().expect("read counters")[&watched];
     assert_eq!(
         (counts.packets, counts.new_flows),
         (FLOW_SOCKETS * REPEATS, FLOW_SOCKETS),
         "{FLOW_SOCKETS} source ports x {REPEATS} datagrams"
     );
-    resend(&sockets, target, FLOW_PORT, REPEATS);
+    flows.send(REPEATS);
     let counts = counter.counters().expect("read counters")[&watched];
     assert_eq!(
         (counts.packets, counts.new_flows),
@@ -199,13 +215,14 @@ fn last_seen_advances_only_with_traffic(target: IpAddr) {
     let last_seen = || counter.counters().expect("read counters")[&watched].last_seen_ns;
     assert_eq!(last_seen(), 0, "no packet yet");
 
-    let sockets = udp_flows(&pair, target, FLOW_PORT, 1, 1);
+    let flow = UdpFlows::new(&pair, target, FLOW_PORT, 1);
+    flow.send(1);
     let first = last_seen();
     assert!(first > 0, "set by the first packet");
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(last_seen(), first, "no traffic, no change");
 
-    resend(&sockets, target, FLOW_PORT, 1);
+    flow.send(1);
     let second = last_seen();
     assert!(second >= first + 50_000_000, "advanced by at least the 50 ms slept: {first} -> {second}");
 
@@ -232,8 +249,8 @@ fn sync_makes_the_watched_set_equal_and_keeps_counts() {
     let mut counter = counter_on_right_ingress(&pair, Vec::new());
     let report = counter.sync(&BTreeSet::from([a, b])).expect("sync");
     assert_eq!(report, SyncReport { added: 2, removed: 0 });
-    udp_flows(&pair, target, a.port, 1, 3);
-    udp_flows(&pair, target, b.port, 1, 3);
+    UdpFlows::new(&pair, target, a.port, 1).send(3);
+    UdpFlows::new(&pair, target, b.port, 1).send(3);
 
     let report = counter.sync(&BTreeSet::from([a, c])).expect("sync");
     assert_eq!(report, SyncReport { added: 1, removed: 1 });

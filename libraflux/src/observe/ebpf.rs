@@ -105,6 +105,8 @@ pub enum ObserveError {
     Attach { interface: String, direction: Direction, source: ProgramError },
     #[error("detaching {COUNT_PROGRAM} from {interface} ({direction:?})")]
     Detach { interface: String, direction: Direction, source: ProgramError },
+    #[error("opening or entering the network namespace of a netlink filter")]
+    Netns(#[source] std::io::Error),
     #[error("{operation} in map {map}")]
     Map { operation: &'static str, map: &'static str, source: MapError },
     #[error("building per-CPU map values")]
@@ -118,6 +120,52 @@ struct Attachment {
     interface: String,
     direction: Direction,
     link: SchedClassifierLinkId,
+    /// netlink only: the namespace the filter was added in. Netlink removes a filter by
+    /// interface index in the caller's namespace, so detaching from another thread (another
+    /// namespace) must enter this one first. tcx links are fds and need nothing.
+    netns: Option<NetNs>,
+}
+
+/// A handle on a network namespace: kept open, so the namespace lives as long as the filter in
+/// it is ours to remove.
+#[derive(Debug)]
+struct NetNs {
+    file: std::fs::File,
+}
+
+impl NetNs {
+    const SELF: &str = "/proc/thread-self/ns/net";
+
+    fn current() -> std::io::Result<Self> {
+        Ok(Self { file: std::fs::File::open(Self::SELF)? })
+    }
+
+    fn is_current(&self) -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt as _;
+        let (ours, current) = (self.file.metadata()?, std::fs::metadata(Self::SELF)?);
+        Ok((ours.dev(), ours.ino()) == (current.dev(), current.ino()))
+    }
+
+    /// Runs `f` in this namespace: here if the calling thread is in it, else on a scoped thread
+    /// that enters it (setns needs CAP_SYS_ADMIN then).
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+        use std::os::fd::AsRawFd as _;
+        if self.is_current()? {
+            return Ok(f());
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: a valid namespace fd; setns changes only this (scoped) thread.
+                    if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(f())
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
 }
 
 /// The per-destination counter program, loaded and possibly attached.
@@ -155,35 +203,35 @@ impl FlowCounter {
         let program = classifier(&mut self.ebpf)?;
         let attach_error =
             |source| ObserveError::Attach { interface: interface.to_owned(), direction, source };
-        let link = match AttachMode::current() {
-            AttachMode::Tcx => program.attach(interface, direction.attach_type()).map_err(attach_error)?,
+        let (link, netns) = match AttachMode::current() {
+            AttachMode::Tcx => {
+                (program.attach(interface, direction.attach_type()).map_err(attach_error)?, None)
+            }
             AttachMode::NetlinkClsact => {
                 add_clsact(interface)?;
                 remove_stale_filters(interface, direction)?;
                 let options =
                     NlOptions { priority: NETLINK_PRIORITY, handle: NETLINK_HANDLE, ..Default::default() };
-                program
+                let netns = NetNs::current().map_err(ObserveError::Netns)?;
+                let link = program
                     .attach_with_options(
                         interface,
                         direction.attach_type(),
                         TcAttachOptions::Netlink(options),
                     )
-                    .map_err(attach_error)?
+                    .map_err(attach_error)?;
+                (link, Some(netns))
             }
         };
-        self.attachments.push(Attachment { interface: interface.to_owned(), direction, link });
+        self.attachments.push(Attachment { interface: interface.to_owned(), direction, link, netns });
         Ok(())
     }
 
     /// Detaches the counter from `interface` in `direction`; nothing if it is not attached there.
     pub fn detach(&mut self, interface: &str, direction: Direction) -> Result<(), ObserveError> {
         let Some(index) = self.position(interface, direction) else { return Ok(()) };
-        let Attachment { interface, direction, link } = self.attachments.swap_remove(index);
-        classifier(&mut self.ebpf)?.detach(link).map_err(|source| ObserveError::Detach {
-            interface,
-            direction,
-            source,
-        })
+        let attachment = self.attachments.swap_remove(index);
+        detach_from(classifier(&mut self.ebpf)?, attachment)
     }
 
     /// The kernel's id of the loaded program (as `tc filter show` and `bpftool` print it).
@@ -303,12 +351,21 @@ impl Drop for FlowCounter {
                 return;
             }
         };
-        for Attachment { interface, direction, link } in attachments {
-            if let Err(err) = program.detach(link) {
-                tracing::warn!(error = %err, interface, ?direction, "detaching the flow counter failed");
+        for attachment in attachments {
+            if let Err(err) = detach_from(program, attachment) {
+                tracing::warn!(error = %err, "detaching the flow counter failed");
             }
         }
     }
+}
+
+fn detach_from(program: &mut SchedClassifier, attachment: Attachment) -> Result<(), ObserveError> {
+    let Attachment { interface, direction, link, netns } = attachment;
+    let detached = match &netns {
+        None => program.detach(link),
+        Some(netns) => netns.run(|| program.detach(link)).map_err(ObserveError::Netns)?,
+    };
+    detached.map_err(|source| ObserveError::Detach { interface, direction, source })
 }
 
 fn add_clsact(interface: &str) -> Result<(), ObserveError> {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use libraflux::observe::{COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_UDP, Limits};
-use libraflux_tests::{NetNs, VethPair};
+use libraflux_tests::{NetNs, VethPair, libraflux_bin};
 
 const PAYLOAD: usize = 64;
 const ETH: u64 = 14;
@@ -41,18 +41,22 @@ fn load_and_attach(
     })
 }
 
-/// Netlink detaches by interface index in the calling thread's namespace: drop it there.
-fn drop_in(netns: &NetNs, counter: FlowCounter) {
-    netns.enter(move || drop(counter));
-}
-
-fn send_datagrams(netns: &NetNs, target: SocketAddr, count: u64) {
-    netns.enter(move || {
+/// Sends `count` datagrams from `from` to `target`, a port bound in `to`, and returns once all
+/// arrived: tc ingress runs before delivery, so the counts are final then (the receive side of a
+/// veth may run later, in softirq, than the send returns).
+fn send_datagrams(from: &NetNs, to: &NetNs, target: SocketAddr, count: u64) {
+    let receiver = to.enter(move || UdpSocket::bind(target).expect("bind the receiver"));
+    from.enter(move || {
         let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
         for _ in 0..count {
             socket.send_to(&[0x5a; PAYLOAD], target).expect("send");
         }
     });
+    receiver.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buffer = [0; 2048];
+    for index in 0..count {
+        receiver.recv(&mut buffer).unwrap_or_else(|err| panic!("datagram {index} not received: {err}"));
+    }
 }
 
 #[test]
@@ -83,7 +87,7 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
         "the one filter is the new process's program (id {program_id}): {filters:?}"
     );
 
-    send_datagrams(&pair.left, SocketAddr::new(right, watched.port), DATAGRAMS);
+    send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
     let counts = counter.counters().expect("read counters")[&watched];
     assert_eq!(
         (counts.packets, counts.new_flows),
@@ -91,9 +95,48 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
         "counted once per datagram: no stale program in front, nothing stacked"
     );
 
-    drop_in(&pair.right, counter);
+    // Dropped on this thread, outside the namespace: the counter enters the filter's namespace
+    // to remove it (netlink removes by interface index in the caller's namespace).
+    drop(counter);
     let left = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert!(left.is_empty(), "dropping the counter detaches its filter: {left:?}");
+}
+
+/// The crash for real: `libraflux debug count-flows` attaches, is killed with SIGKILL (no
+/// destructor runs), and the next process finds its filter and replaces it.
+#[test]
+fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
+    const DATAGRAMS: u64 = 10;
+    let pair = VethPair::new();
+    let right: IpAddr = VethPair::RIGHT_V4.parse().expect("address");
+    let watched = DestKey::new(right, 5401, IPPROTO_UDP);
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", pair.right.name(), &libraflux_bin(), "debug", "count-flows"])
+        .args(["--interface", VethPair::RIGHT_IF, "--watch", &format!("udp:{right}:{}", watched.port)])
+        .args(["--duration", "60s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run libraflux debug count-flows");
+    // `ip netns exec` execs the program: the child's pid is libraflux's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "count-flows never attached");
+        assert!(child.try_wait().expect("poll child").is_none(), "count-flows exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}");
+
+    let mut counter = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    let program_id = counter.program_id().expect("program id");
+    let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
+    assert!(filters[0].contains(&format!(" id {program_id} ")), "it is the new program: {filters:?}");
+    send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
+    assert_eq!(counter.counters().expect("read counters")[&watched].packets, DATAGRAMS);
+    drop(counter);
 }
 
 const VIP: &str = "10.60.0.100";
@@ -282,5 +325,5 @@ fn per_backend_counts_behind_ipvs_nat_equal_ipvsadm() {
     );
     assert_eq!(observed.bytes, in_bytes + ETH * in_packets, "VIP bytes\n{stats}");
     assert_eq!(counter.parse_errors().expect("parse errors"), 0);
-    drop_in(&lab.director, counter);
+    drop(counter);
 }
