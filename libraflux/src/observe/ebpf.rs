@@ -21,7 +21,10 @@ use aya::{
 };
 use libraflux_common::{COUNT_PROGRAM, COUNTERS_MAP, DestKey, FlowCounters, UDP_FLOWS_MAP};
 
-use super::source::{FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns};
+use super::{
+    netns::NetNs,
+    source::{FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
+};
 
 /// The object built from `libraflux-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/libraflux"));
@@ -124,48 +127,6 @@ struct Attachment {
     /// interface index in the caller's namespace, so detaching from another thread (another
     /// namespace) must enter this one first. tcx links are fds and need nothing.
     netns: Option<NetNs>,
-}
-
-/// A handle on a network namespace: kept open, so the namespace lives as long as the filter in
-/// it is ours to remove.
-#[derive(Debug)]
-struct NetNs {
-    file: std::fs::File,
-}
-
-impl NetNs {
-    const SELF: &str = "/proc/thread-self/ns/net";
-
-    fn current() -> std::io::Result<Self> {
-        Ok(Self { file: std::fs::File::open(Self::SELF)? })
-    }
-
-    fn is_current(&self) -> std::io::Result<bool> {
-        use std::os::unix::fs::MetadataExt as _;
-        let (ours, current) = (self.file.metadata()?, std::fs::metadata(Self::SELF)?);
-        Ok((ours.dev(), ours.ino()) == (current.dev(), current.ino()))
-    }
-
-    /// Runs `f` in this namespace: here if the calling thread is in it, else on a scoped thread
-    /// that enters it (setns needs CAP_SYS_ADMIN then).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
-        use std::os::fd::AsRawFd as _;
-        if self.is_current()? {
-            return Ok(f());
-        }
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // SAFETY: a valid namespace fd; setns changes only this (scoped) thread.
-                    if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
 }
 
 /// The per-destination counter program, loaded and possibly attached.

@@ -2,6 +2,7 @@
 //! What is counted where, per kernel, is described in docs/observer.md.
 
 mod ebpf;
+mod netns;
 mod source;
 
 pub use ebpf::{AttachMode, Direction, FlowCounter, Limits, ObserveError};
