@@ -1,13 +1,17 @@
 //! Host tier: the eBPF per-destination counter on the host kernel (tcx attach), with real
-//! traffic between two network namespaces. Counts must be exact.
+//! traffic between two network namespaces. Counts must be exact. The VM tier runs these again on
+//! 6.1, where the counter attaches as a netlink clsact filter.
 
 use std::{
+    collections::BTreeSet,
     io::ErrorKind,
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use libraflux::observe::{DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_TCP, IPPROTO_UDP};
+use libraflux::observe::{
+    DestKey, Direction, FlowCounter, FlowSource as _, IPPROTO_TCP, IPPROTO_UDP, Limits, SyncReport,
+};
 use libraflux_tests::VethPair;
 
 const UDP_PORT: u16 = 5300;
@@ -16,11 +20,73 @@ const UNWATCHED_UDP_PORT: u16 = 5399;
 const DATAGRAMS: u64 = 100;
 const PAYLOAD: usize = 64;
 const SYNS: u64 = 20;
+const FLOW_PORT: u16 = 5302;
+const FLOW_SOCKETS: u64 = 12;
+const REPEATS: u64 = 5;
 
 fn key(addr: IpAddr, port: u16, proto: u8) -> DestKey {
-    match addr {
-        IpAddr::V4(v4) => DestKey::ipv4(v4.octets(), port, proto),
-        IpAddr::V6(v6) => DestKey::ipv6(v6.octets(), port, proto),
+    DestKey::new(addr, port, proto)
+}
+
+fn v4() -> IpAddr {
+    VethPair::RIGHT_V4.parse().unwrap()
+}
+
+fn v6() -> IpAddr {
+    VethPair::RIGHT_V6.parse().unwrap()
+}
+
+fn unspecified(target: IpAddr) -> IpAddr {
+    if target.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() }
+}
+
+/// A counter loaded in the right namespace, attached at its ingress and watching `watched`.
+fn counter_on_right_ingress(pair: &VethPair, watched: Vec<DestKey>) -> FlowCounter {
+    pair.right.enter(move || {
+        let mut counter = FlowCounter::load(Limits::destinations(16)).expect("load the eBPF counter");
+        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach at ingress");
+        // Attaching again where it is attached must change nothing: the counts the tests check
+        // would double if it stacked a second program.
+        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach again");
+        for key in watched {
+            counter.watch(key).expect("watch");
+        }
+        counter
+    })
+}
+
+/// UDP flows from the left namespace to `target:port`, bound in the right one: `sockets`
+/// sockets (so as many source ports, all open at once) sending again and again.
+struct UdpFlows {
+    sockets: Vec<UdpSocket>,
+    receiver: UdpSocket,
+    to: SocketAddr,
+}
+
+impl UdpFlows {
+    fn new(pair: &VethPair, target: IpAddr, port: u16, sockets: u64) -> Self {
+        let to = SocketAddr::new(target, port);
+        let receiver = pair.right.enter(move || UdpSocket::bind(to).unwrap());
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let sockets = pair.left.enter(move || {
+            (0..sockets).map(|_| UdpSocket::bind(SocketAddr::new(unspecified(target), 0)).unwrap()).collect()
+        });
+        Self { sockets, receiver, to }
+    }
+
+    /// Sends `repeats` datagrams from each socket and returns once all arrived: tc ingress runs
+    /// before delivery, so the counts are final then (a veth's receive side may run in softirq
+    /// after the send returned).
+    fn send(&self, repeats: u64) {
+        for socket in &self.sockets {
+            for _ in 0..repeats {
+                socket.send_to(&[0x5a; PAYLOAD], self.to).unwrap();
+            }
+        }
+        let mut buf = [0u8; 2048];
+        for n in 0..self.sockets.len() as u64 * repeats {
+            self.receiver.recv(&mut buf).unwrap_or_else(|err| panic!("datagram {n} not received: {err}"));
+        }
     }
 }
 
@@ -29,9 +95,7 @@ fn key(addr: IpAddr, port: u16, proto: u8) -> DestKey {
 fn send_traffic(pair: &VethPair, target: IpAddr) {
     let receiver = pair.right.enter(move || UdpSocket::bind(SocketAddr::new(target, UDP_PORT)).unwrap());
     pair.left.enter(move || {
-        let unspecified: IpAddr =
-            if target.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
-        let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).unwrap();
+        let socket = UdpSocket::bind(SocketAddr::new(unspecified(target), 0)).unwrap();
         for _ in 0..DATAGRAMS {
             socket.send_to(&[0x5a; PAYLOAD], SocketAddr::new(target, UDP_PORT)).unwrap();
             socket.send_to(&[0x5a; PAYLOAD], SocketAddr::new(target, UNWATCHED_UDP_PORT)).unwrap();
@@ -58,15 +122,7 @@ fn count_on_right_ingress(target: IpAddr) -> (FlowCounter, [DestKey; 3]) {
         key(target, CLOSED_TCP_PORT, IPPROTO_TCP),
         key(target, UNWATCHED_UDP_PORT, IPPROTO_UDP),
     ];
-    let watched = [keys[0], keys[1]];
-    let counter = pair.right.enter(move || {
-        let mut counter = FlowCounter::load(16).expect("load the eBPF counter");
-        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach at ingress");
-        for key in watched {
-            counter.watch(key).expect("watch");
-        }
-        counter
-    });
+    let counter = counter_on_right_ingress(&pair, vec![keys[0], keys[1]]);
     send_traffic(&pair, target);
     (counter, keys)
 }
@@ -79,19 +135,19 @@ fn assert_counts(counter: &FlowCounter, keys: [DestKey; 3], ip_header: u64) {
     const SYN_HEADER: u64 = 40;
     let counts = counter.counters().expect("read counters");
     let [udp, tcp, unwatched] = keys;
+    let udp_counts = counts.get(&udp).copied().expect("the watched UDP destination has an entry");
     assert_eq!(
-        counts.get(&udp).copied(),
-        Some(FlowCounters {
-            packets: DATAGRAMS,
-            bytes: DATAGRAMS * (ETH + ip_header + UDP_HEADER + PAYLOAD as u64)
-        }),
-        "UDP datagrams to the watched port"
+        (udp_counts.packets, udp_counts.bytes, udp_counts.new_flows),
+        (DATAGRAMS, DATAGRAMS * (ETH + ip_header + UDP_HEADER + PAYLOAD as u64), 1),
+        "UDP datagrams to the watched port, all from one socket: one new flow"
     );
+    let tcp_counts = counts.get(&tcp).copied().expect("the watched TCP destination has an entry");
     assert_eq!(
-        counts.get(&tcp).copied(),
-        Some(FlowCounters { packets: SYNS, bytes: SYNS * (ETH + ip_header + SYN_HEADER) }),
-        "TCP SYNs to the watched closed port"
+        (tcp_counts.packets, tcp_counts.bytes, tcp_counts.new_flows),
+        (SYNS, SYNS * (ETH + ip_header + SYN_HEADER), SYNS),
+        "TCP SYNs to the watched closed port: each a new flow"
     );
+    assert!(udp_counts.last_seen_ns > 0 && tcp_counts.last_seen_ns > 0, "last_seen is set: {counts:?}");
     assert!(!counts.contains_key(&unwatched), "an unwatched destination must not get a map entry");
     assert_eq!(counts.len(), 2, "only watched destinations are in the map: {counts:?}");
     assert_eq!(counter.parse_errors().expect("read parse errors"), 0);
@@ -99,22 +155,108 @@ fn assert_counts(counter: &FlowCounter, keys: [DestKey; 3], ip_header: u64) {
 
 #[test]
 fn counts_ipv4_udp_and_tcp_exactly() {
-    let (counter, keys) = count_on_right_ingress(VethPair::RIGHT_V4.parse().unwrap());
+    let (counter, keys) = count_on_right_ingress(v4());
     assert_counts(&counter, keys, 20);
 }
 
 #[test]
 fn counts_ipv6_udp_and_tcp_exactly() {
-    let (counter, keys) = count_on_right_ingress(VethPair::RIGHT_V6.parse().unwrap());
+    let (counter, keys) = count_on_right_ingress(v6());
     assert_counts(&counter, keys, 40);
 }
 
 #[test]
 fn watching_twice_keeps_counts_and_unwatch_forgets() {
-    let target: IpAddr = VethPair::RIGHT_V4.parse().unwrap();
-    let (mut counter, keys) = count_on_right_ingress(target);
+    let (mut counter, keys) = count_on_right_ingress(v4());
     counter.watch(keys[0]).expect("watch again");
     assert_eq!(counter.counters().unwrap()[&keys[0]].packets, DATAGRAMS, "re-watching must not reset counts");
     counter.unwatch(&keys[0]).expect("unwatch");
     assert!(!counter.counters().unwrap().contains_key(&keys[0]));
+}
+
+/// N source ports -> N new flows; more datagrams on those 5-tuples -> no new flow.
+fn counts_udp_new_flows_per_5_tuple(target: IpAddr) {
+    let pair = VethPair::new();
+    let watched = key(target, FLOW_PORT, IPPROTO_UDP);
+    let counter = counter_on_right_ingress(&pair, vec![watched]);
+    let flows = UdpFlows::new(&pair, target, FLOW_PORT, FLOW_SOCKETS);
+    flows.send(REPEATS);
+    let counts = counter.counters().expect("read counters")[&watched];
+    assert_eq!(
+        (counts.packets, counts.new_flows),
+        (FLOW_SOCKETS * REPEATS, FLOW_SOCKETS),
+        "{FLOW_SOCKETS} source ports x {REPEATS} datagrams"
+    );
+    flows.send(REPEATS);
+    let counts = counter.counters().expect("read counters")[&watched];
+    assert_eq!(
+        (counts.packets, counts.new_flows),
+        (2 * FLOW_SOCKETS * REPEATS, FLOW_SOCKETS),
+        "the same 5-tuples again are not new flows"
+    );
+    assert_eq!(counter.parse_errors().expect("read parse errors"), 0);
+}
+
+#[test]
+fn counts_ipv4_udp_new_flows_per_5_tuple() {
+    counts_udp_new_flows_per_5_tuple(v4());
+}
+
+#[test]
+fn counts_ipv6_udp_new_flows_per_5_tuple() {
+    counts_udp_new_flows_per_5_tuple(v6());
+}
+
+/// last_seen is 0 before any packet, stands still without traffic, and advances with it.
+fn last_seen_advances_only_with_traffic(target: IpAddr) {
+    let pair = VethPair::new();
+    let watched = key(target, FLOW_PORT, IPPROTO_UDP);
+    let counter = counter_on_right_ingress(&pair, vec![watched]);
+    let last_seen = || counter.counters().expect("read counters")[&watched].last_seen_ns;
+    assert_eq!(last_seen(), 0, "no packet yet");
+
+    let flow = UdpFlows::new(&pair, target, FLOW_PORT, 1);
+    flow.send(1);
+    let first = last_seen();
+    assert!(first > 0, "set by the first packet");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(last_seen(), first, "no traffic, no change");
+
+    flow.send(1);
+    let second = last_seen();
+    assert!(second >= first + 50_000_000, "advanced by at least the 50 ms slept: {first} -> {second}");
+
+    let snapshot = counter.snapshot().expect("snapshot")[&watched];
+    let idle = snapshot.idle_for(Instant::now()).expect("seen");
+    assert!(idle < Duration::from_secs(5), "the last packet was just now: idle {idle:?}");
+}
+
+#[test]
+fn ipv4_last_seen_advances_only_with_traffic() {
+    last_seen_advances_only_with_traffic(v4());
+}
+
+#[test]
+fn ipv6_last_seen_advances_only_with_traffic() {
+    last_seen_advances_only_with_traffic(v6());
+}
+
+#[test]
+fn sync_makes_the_watched_set_equal_and_keeps_counts() {
+    let pair = VethPair::new();
+    let target = v4();
+    let [a, b, c] = [5310, 5311, 5312].map(|port| key(target, port, IPPROTO_UDP));
+    let mut counter = counter_on_right_ingress(&pair, Vec::new());
+    let report = counter.sync(&BTreeSet::from([a, b])).expect("sync");
+    assert_eq!(report, SyncReport { added: 2, removed: 0 });
+    UdpFlows::new(&pair, target, a.port, 1).send(3);
+    UdpFlows::new(&pair, target, b.port, 1).send(3);
+
+    let report = counter.sync(&BTreeSet::from([a, c])).expect("sync");
+    assert_eq!(report, SyncReport { added: 1, removed: 1 });
+    let snapshot = counter.snapshot().expect("snapshot");
+    assert_eq!(snapshot.keys().copied().collect::<Vec<_>>(), [a, c], "b removed, c added");
+    assert_eq!((snapshot[&a].packets, snapshot[&a].new_flows), (3, 1), "a keeps its counts");
+    assert_eq!((snapshot[&c].packets, snapshot[&c].last_seen), (0, None), "c starts at zero");
+    assert_eq!(counter.sync(&BTreeSet::from([a, c])).expect("sync"), SyncReport::default());
 }

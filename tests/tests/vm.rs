@@ -12,6 +12,7 @@ mod vm {
     mod ipvs_errors;
     mod ipvs_scale;
     mod ipvs_traffic;
+    mod observer;
     mod smoke;
     mod support;
 }

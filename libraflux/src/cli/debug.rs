@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use libraflux::{
     model::ServiceKey,
-    observe::{DestKey, Direction, FlowCounter},
+    observe::{DestKey, Direction, FlowCounter, FlowSource as _, Limits},
 };
 
 #[derive(Debug, Subcommand)]
@@ -51,7 +51,7 @@ fn count_flows(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let max = u32::try_from(watch.len()).context("too many destinations")?;
-        let mut counter = FlowCounter::load(max).context("loading the eBPF counter")?;
+        let mut counter = FlowCounter::load(Limits::destinations(max)).context("loading the eBPF counter")?;
         let direction = match direction {
             DirectionArg::Ingress => Direction::Ingress,
             DirectionArg::Egress => Direction::Egress,
@@ -63,11 +63,26 @@ fn count_flows(
             counter.watch(ebpf_key(key)?)?;
         }
         tokio::time::sleep(duration).await;
-        let counts = counter.counters()?;
-        println!("{:<40} {:>12} {:>14}", "DESTINATION", "PACKETS", "BYTES");
+        let counts = counter.snapshot()?;
+        let now = std::time::Instant::now();
+        println!(
+            "{:<40} {:>12} {:>14} {:>10} {:>10}",
+            "DESTINATION", "PACKETS", "BYTES", "NEW_FLOWS", "IDLE"
+        );
         for key in watch {
             let value = counts.get(&ebpf_key(key)?).copied().unwrap_or_default();
-            println!("{:<40} {:>12} {:>14}", key.to_string(), value.packets, value.bytes);
+            let idle = match value.idle_for(now) {
+                Some(idle) => format!("{:.1}s", idle.as_secs_f64()),
+                None => "-".to_owned(),
+            };
+            println!(
+                "{:<40} {:>12} {:>14} {:>10} {:>10}",
+                key.to_string(),
+                value.packets,
+                value.bytes,
+                value.new_flows,
+                idle
+            );
         }
         Ok(())
     })
@@ -77,8 +92,5 @@ fn ebpf_key(key: &ServiceKey) -> anyhow::Result<DestKey> {
     let ServiceKey::Addr { protocol, addr, port } = *key else {
         anyhow::bail!("{key}: only address services can be counted, not firewall marks");
     };
-    Ok(match addr {
-        std::net::IpAddr::V4(v4) => DestKey::ipv4(v4.octets(), port, protocol.number()),
-        std::net::IpAddr::V6(v6) => DestKey::ipv6(v6.octets(), port, protocol.number()),
-    })
+    Ok(DestKey::new(addr, port, protocol.number()))
 }

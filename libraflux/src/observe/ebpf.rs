@@ -1,14 +1,30 @@
 //! Loads the counting program embedded at build time, attaches it at TC and reads its maps.
+//!
+//! Attach modes: on Linux 6.6+ aya attaches a tcx link. A tcx link is a file descriptor of this
+//! process, so the kernel detaches it when the process exits, however it exits: nothing is left
+//! behind after a crash. Before 6.6 the program is a netlink `clsact` filter, which outlives the
+//! process; so every LibraFlux filter sits at one fixed priority and handle, and attaching first
+//! removes the filters named [`COUNT_PROGRAM`] that an earlier (crashed) process left, instead of
+//! stacking a second one. One LibraFlux process per node is assumed: a second one would replace
+//! the first one's filters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle},
+    },
     util::KernelVersion,
 };
-use libraflux_common::{COUNT_PROGRAM, COUNTERS_MAP, DestKey, FlowCounters};
+use libraflux_common::{COUNT_PROGRAM, COUNTERS_MAP, DestKey, FlowCounters, UDP_FLOWS_MAP};
+
+use super::{
+    netns::NetNs,
+    source::{FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
+};
 
 /// The object built from `libraflux-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/libraflux"));
@@ -16,6 +32,10 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const PARSE_ERRORS_MAP: &str = "PARSE_ERRORS";
 /// `BPF_NOEXIST`: insert only if the key is absent, so watching twice keeps the counts.
 const BPF_NOEXIST: u64 = 1;
+/// The netlink filter's fixed place: priority 0x4c46 ("LF") runs before filters that let the
+/// kernel pick a priority (49152 and down); the handle is unique to LibraFlux at that priority.
+const NETLINK_PRIORITY: u16 = 0x4c46;
+const NETLINK_HANDLE: TcHandle = TcHandle::new(0, 0x4c46);
 
 /// Which way through the interface the program sees packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +53,43 @@ impl Direction {
     }
 }
 
+/// How the program is attached on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// tcx links (Linux 6.6+): owned by the process, gone when it exits.
+    Tcx,
+    /// netlink `clsact` filters: outlive the process; replaced on the next attach.
+    NetlinkClsact,
+}
+
+impl AttachMode {
+    /// The mode the running kernel supports; aya makes the same choice.
+    pub fn current() -> Self {
+        let tcx = KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0));
+        if tcx { Self::Tcx } else { Self::NetlinkClsact }
+    }
+}
+
+/// Sizes of the kernel maps, fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How many destinations can be watched at once.
+    pub max_destinations: u32,
+    /// How many UDP 5-tuples are remembered for new-flow counting; beyond it the least recently
+    /// used is forgotten and counts as new if it comes back. The LRU map is preallocated,
+    /// about 100 bytes per entry.
+    pub max_udp_flows: u32,
+}
+
+impl Limits {
+    pub const DEFAULT_UDP_FLOWS: u32 = 65_536;
+
+    /// `max_destinations` with the default UDP flow table.
+    pub const fn destinations(max_destinations: u32) -> Self {
+        Self { max_destinations, max_udp_flows: Self::DEFAULT_UDP_FLOWS }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     #[error("loading the eBPF object (verifier or missing CAP_BPF/CAP_PERFMON)")]
@@ -41,10 +98,18 @@ pub enum ObserveError {
     Missing { kind: &'static str, name: &'static str },
     #[error("loading program {COUNT_PROGRAM} into the kernel")]
     LoadProgram(#[source] ProgramError),
+    #[error("reading the kernel's information on program {COUNT_PROGRAM}")]
+    ProgramInfo(#[source] ProgramError),
     #[error("adding the clsact qdisc to {interface}")]
     Clsact { interface: String, source: tc::TcError },
+    #[error("removing stale {COUNT_PROGRAM} filters from {interface} ({direction:?})")]
+    RemoveStale { interface: String, direction: Direction, source: tc::TcError },
     #[error("attaching {COUNT_PROGRAM} to {interface} ({direction:?})")]
     Attach { interface: String, direction: Direction, source: ProgramError },
+    #[error("detaching {COUNT_PROGRAM} from {interface} ({direction:?})")]
+    Detach { interface: String, direction: Direction, source: ProgramError },
+    #[error("opening or entering the network namespace of a netlink filter")]
+    Netns(#[source] std::io::Error),
     #[error("{operation} in map {map}")]
     Map { operation: &'static str, map: &'static str, source: MapError },
     #[error("building per-CPU map values")]
@@ -53,20 +118,32 @@ pub enum ObserveError {
     Cpus { path: &'static str, source: std::io::Error },
 }
 
+#[derive(Debug)]
+struct Attachment {
+    interface: String,
+    direction: Direction,
+    link: SchedClassifierLinkId,
+    /// netlink only: the namespace the filter was added in. Netlink removes a filter by
+    /// interface index in the caller's namespace, so detaching from another thread (another
+    /// namespace) must enter this one first. tcx links are fds and need nothing.
+    netns: Option<NetNs>,
+}
+
 /// The per-destination counter program, loaded and possibly attached.
 ///
-/// Dropping it detaches every attachment it made.
+/// Dropping it detaches every attachment it made (failures are logged).
 #[derive(Debug)]
 pub struct FlowCounter {
     ebpf: Ebpf,
+    attachments: Vec<Attachment>,
 }
 
 impl FlowCounter {
-    /// Loads the programs and maps; `max_destinations` bounds how many destinations can be
-    /// watched at once.
-    pub fn load(max_destinations: u32) -> Result<Self, ObserveError> {
+    /// Loads the programs and maps, sized by `limits`.
+    pub fn load(limits: Limits) -> Result<Self, ObserveError> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(COUNTERS_MAP, max_destinations.max(1))
+            .map_max_entries(COUNTERS_MAP, limits.max_destinations.max(1))
+            .map_max_entries(UDP_FLOWS_MAP, limits.max_udp_flows.max(1))
             .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
         let program = classifier(&mut ebpf)?;
@@ -74,19 +151,54 @@ impl FlowCounter {
         // After the load: the loaded program holds its own reference to the log map, so the
         // logger may be dropped (no runtime) without breaking it.
         forward_ebpf_logs(&mut ebpf);
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, attachments: Vec::new() })
     }
 
-    /// Attaches the counter to `interface`: tcx on kernels that have it (6.6+), a netlink clsact
-    /// filter otherwise.
+    /// Attaches the counter to `interface` in `direction` ([`AttachMode::current`]). Attaching
+    /// where this counter is already attached does nothing; a filter left by an earlier process
+    /// (netlink clsact) is replaced.
     pub fn attach(&mut self, interface: &str, direction: Direction) -> Result<(), ObserveError> {
-        if !uses_tcx() {
-            add_clsact(interface)?;
+        if self.position(interface, direction).is_some() {
+            return Ok(());
         }
-        classifier(&mut self.ebpf)?
-            .attach(interface, direction.attach_type())
-            .map_err(|source| ObserveError::Attach { interface: interface.to_owned(), direction, source })?;
+        let program = classifier(&mut self.ebpf)?;
+        let attach_error =
+            |source| ObserveError::Attach { interface: interface.to_owned(), direction, source };
+        let (link, netns) = match AttachMode::current() {
+            AttachMode::Tcx => {
+                (program.attach(interface, direction.attach_type()).map_err(attach_error)?, None)
+            }
+            AttachMode::NetlinkClsact => {
+                add_clsact(interface)?;
+                remove_stale_filters(interface, direction)?;
+                let options =
+                    NlOptions { priority: NETLINK_PRIORITY, handle: NETLINK_HANDLE, ..Default::default() };
+                let netns = NetNs::current().map_err(ObserveError::Netns)?;
+                let link = program
+                    .attach_with_options(
+                        interface,
+                        direction.attach_type(),
+                        TcAttachOptions::Netlink(options),
+                    )
+                    .map_err(attach_error)?;
+                (link, Some(netns))
+            }
+        };
+        self.attachments.push(Attachment { interface: interface.to_owned(), direction, link, netns });
         Ok(())
+    }
+
+    /// Detaches the counter from `interface` in `direction`; nothing if it is not attached there.
+    pub fn detach(&mut self, interface: &str, direction: Direction) -> Result<(), ObserveError> {
+        let Some(index) = self.position(interface, direction) else { return Ok(()) };
+        let attachment = self.attachments.swap_remove(index);
+        detach_from(classifier(&mut self.ebpf)?, attachment)
+    }
+
+    /// The kernel's id of the loaded program (as `tc filter show` and `bpftool` print it).
+    pub fn program_id(&mut self) -> Result<u32, ObserveError> {
+        let info = classifier(&mut self.ebpf)?.info().map_err(ObserveError::ProgramInfo)?;
+        Ok(info.id())
     }
 
     /// Starts counting traffic to `key`. Watching an already watched key keeps its counts.
@@ -111,13 +223,18 @@ impl FlowCounter {
         }
     }
 
-    /// The counters of every watched destination, summed over CPUs, ordered by key.
+    /// The destinations being watched, ordered.
+    pub fn watched(&self) -> Result<BTreeSet<DestKey>, ObserveError> {
+        self.counters_map()?
+            .keys()
+            .map(|key| key.map_err(|source| map_error("listing keys", source)))
+            .collect()
+    }
+
+    /// The counters of every watched destination, combined over CPUs, ordered by key.
     pub fn counters(&self) -> Result<BTreeMap<DestKey, FlowCounters>, ObserveError> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(missing_map(COUNTERS_MAP))?;
-        let map = PerCpuHashMap::<_, DestKey, FlowCounters>::try_from(map)
-            .map_err(|source| map_error("opening", source))?;
         let mut out = BTreeMap::new();
-        for entry in map.iter() {
+        for entry in self.counters_map()?.iter() {
             let (key, values) = entry.map_err(|source| map_error("reading", source))?;
             let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(*cpu));
             out.insert(key, total);
@@ -141,6 +258,17 @@ impl FlowCounter {
         Ok(values.iter().sum())
     }
 
+    fn position(&self, interface: &str, direction: Direction) -> Option<usize> {
+        self.attachments.iter().position(|at| at.interface == interface && at.direction == direction)
+    }
+
+    fn counters_map(
+        &self,
+    ) -> Result<PerCpuHashMap<&aya::maps::MapData, DestKey, FlowCounters>, ObserveError> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or(missing_map(COUNTERS_MAP))?;
+        PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", source))
+    }
+
     fn counters_map_mut(
         &mut self,
     ) -> Result<PerCpuHashMap<&mut aya::maps::MapData, DestKey, FlowCounters>, ObserveError> {
@@ -149,16 +277,81 @@ impl FlowCounter {
     }
 }
 
-/// tcx links exist from Linux 6.6; aya picks them itself there.
-fn uses_tcx() -> bool {
-    KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(6, 6, 0))
+impl FlowSource for FlowCounter {
+    fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
+        let counters = self.counters()?;
+        let (now_ns, now) = monotonic_now_ns();
+        Ok(counters
+            .into_iter()
+            .map(|(key, value)| (key, FlowSnapshot::from_kernel(value, now_ns, now)))
+            .collect())
+    }
+
+    fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError> {
+        let current = self.watched()?;
+        let mut report = SyncReport::default();
+        for gone in current.difference(watched) {
+            self.unwatch(gone)?;
+            report.removed += 1;
+        }
+        for new in watched.difference(&current) {
+            self.watch(*new)?;
+            report.added += 1;
+        }
+        Ok(report)
+    }
+}
+
+impl Drop for FlowCounter {
+    fn drop(&mut self) {
+        let attachments = std::mem::take(&mut self.attachments);
+        let program = match classifier(&mut self.ebpf) {
+            Ok(program) => program,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot detach the flow counter");
+                return;
+            }
+        };
+        for attachment in attachments {
+            if let Err(err) = detach_from(program, attachment) {
+                tracing::warn!(error = %err, "detaching the flow counter failed");
+            }
+        }
+    }
+}
+
+fn detach_from(program: &mut SchedClassifier, attachment: Attachment) -> Result<(), ObserveError> {
+    let Attachment { interface, direction, link, netns } = attachment;
+    let detached = match &netns {
+        None => program.detach(link),
+        Some(netns) => netns.run(|| program.detach(link)).map_err(ObserveError::Netns)?,
+    };
+    detached.map_err(|source| ObserveError::Detach { interface, direction, source })
 }
 
 fn add_clsact(interface: &str) -> Result<(), ObserveError> {
     match tc::qdisc_add_clsact(interface) {
         Ok(()) => Ok(()),
         Err(tc::TcError::IoError(err)) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(tc::TcError::NetlinkError(err)) if err.raw_os_error() == Some(libc::EEXIST) => Ok(()),
         Err(source) => Err(ObserveError::Clsact { interface: interface.to_owned(), source }),
+    }
+}
+
+/// Removes every netlink filter named [`COUNT_PROGRAM`] at this hook: left by a process that
+/// exited without detaching (crash, SIGKILL).
+fn remove_stale_filters(interface: &str, direction: Direction) -> Result<(), ObserveError> {
+    match tc::qdisc_detach_program(interface, direction.attach_type(), COUNT_PROGRAM) {
+        Ok(()) => {
+            tracing::info!(
+                interface,
+                ?direction,
+                "removed {COUNT_PROGRAM} filters left by an earlier process"
+            );
+            Ok(())
+        }
+        Err(tc::TcError::IoError(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ObserveError::RemoveStale { interface: interface.to_owned(), direction, source }),
     }
 }
 
@@ -175,7 +368,6 @@ fn missing_map(name: &'static str) -> ObserveError {
 fn map_error(operation: &'static str, source: MapError) -> ObserveError {
     ObserveError::Map { operation, map: COUNTERS_MAP, source }
 }
-
 /// Forwards the programs' aya-log records to `log` (and so to tracing) from a tokio task.
 /// Without a runtime, or if the object has no log map, the records are not read; that is logged.
 fn forward_ebpf_logs(ebpf: &mut Ebpf) {

@@ -1,6 +1,10 @@
 //! Observing the data plane: eBPF programs at TC count traffic per watched destination.
+//! What is counted where, per kernel, is described in docs/observer.md.
 
 mod ebpf;
+mod netns;
+mod source;
 
-pub use ebpf::{Direction, FlowCounter, ObserveError};
-pub use libraflux_common::{DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP};
+pub use ebpf::{AttachMode, Direction, FlowCounter, Limits, ObserveError};
+pub use libraflux_common::{COUNT_PROGRAM, DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP};
+pub use source::{FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};

@@ -1,0 +1,188 @@
+//! The seam between the data-plane observer and its users (drain, metrics): a snapshot of
+//! per-destination counters, and keeping the watched set equal to what the daemon wants.
+//! [`super::FlowCounter`] reads the kernel maps; [`FakeFlowSource`] is the in-memory stand-in
+//! for unit tests.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use libraflux_common::{DestKey, FlowCounters};
+
+use super::ObserveError;
+
+/// What was observed for one destination since it was first watched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSnapshot {
+    pub packets: u64,
+    /// Includes the 14-byte Ethernet header of every packet (counted at TC).
+    pub bytes: u64,
+    /// TCP connection attempts (SYN without ACK); UDP 5-tuples seen for the first time.
+    pub new_flows: u64,
+    /// When the last packet was seen; `None` if none was since it was watched.
+    pub last_seen: Option<Instant>,
+}
+
+impl FlowSnapshot {
+    /// How long the destination has been quiet at `now`; `None` if it never saw a packet.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        self.last_seen.map(|seen| now.saturating_duration_since(seen))
+    }
+
+    /// Converts the kernel's counters: `last_seen_ns` is CLOCK_MONOTONIC, turned into an
+    /// [`Instant`] by its age at (`now_ns`, `now`), two readings of the same instant.
+    pub fn from_kernel(counters: FlowCounters, now_ns: u64, now: Instant) -> Self {
+        let last_seen = match counters.last_seen_ns {
+            0 => None,
+            seen_ns => now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(seen_ns))),
+        };
+        Self { packets: counters.packets, bytes: counters.bytes, new_flows: counters.new_flows, last_seen }
+    }
+}
+
+/// How [`FlowSource::sync`] changed the watched set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Per-destination traffic counters, as the kernel observes them.
+pub trait FlowSource {
+    /// The counters of every watched destination, ordered by key.
+    fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError>;
+
+    /// Makes the watched destinations equal `watched`: new ones start at zero, gone ones are
+    /// forgotten, the others keep their counts. The daemon calls it on every reconcile.
+    fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError>;
+}
+
+/// CLOCK_MONOTONIC (the clock of `bpf_ktime_get_ns`) in nanoseconds, and the [`Instant`] read
+/// right after it.
+pub(super) fn monotonic_now_ns() -> (u64, Instant) {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out pointer; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    debug_assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
+    let ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0);
+    (ns, Instant::now())
+}
+
+/// An in-memory [`FlowSource`]: tests feed it traffic with [`FakeFlowSource::record`]. Like the
+/// kernel program, it counts only watched destinations.
+#[derive(Clone, Debug, Default)]
+pub struct FakeFlowSource {
+    flows: BTreeMap<DestKey, FlowSnapshot>,
+}
+
+impl FakeFlowSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records traffic to `key` seen at `at`; ignored unless `key` is watched.
+    pub fn record(&mut self, key: DestKey, packets: u64, bytes: u64, new_flows: u64, at: Instant) {
+        if let Some(flow) = self.flows.get_mut(&key) {
+            flow.packets += packets;
+            flow.bytes += bytes;
+            flow.new_flows += new_flows;
+            flow.last_seen = flow.last_seen.max(Some(at));
+        }
+    }
+
+    /// The destinations being watched, ordered.
+    pub fn watched(&self) -> BTreeSet<DestKey> {
+        self.flows.keys().copied().collect()
+    }
+}
+
+impl FlowSource for FakeFlowSource {
+    fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
+        Ok(self.flows.clone())
+    }
+
+    fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError> {
+        let before = self.flows.len();
+        self.flows.retain(|key, _| watched.contains(key));
+        let removed = before - self.flows.len();
+        let mut added = 0;
+        for key in watched {
+            self.flows.entry(*key).or_insert_with(|| {
+                added += 1;
+                FlowSnapshot::default()
+            });
+        }
+        Ok(SyncReport { added, removed })
+    }
+}
+
+/// The fake and the real reader implement the same seam; this fails to compile if they drift.
+const _: fn() = || {
+    fn is_flow_source<T: FlowSource>() {}
+    is_flow_source::<FakeFlowSource>();
+    is_flow_source::<super::FlowCounter>();
+};
+
+#[cfg(test)]
+mod tests {
+    use libraflux_common::{IPPROTO_TCP, IPPROTO_UDP};
+
+    use super::*;
+
+    fn key(port: u16) -> DestKey {
+        DestKey::ipv4([192, 0, 2, 1], port, IPPROTO_UDP)
+    }
+
+    #[test]
+    fn sync_adds_zeroed_removes_gone_and_keeps_the_rest() {
+        let mut fake = FakeFlowSource::new();
+        let at = Instant::now();
+        assert_eq!(fake.sync(&[key(1), key(2)].into()).unwrap(), SyncReport { added: 2, removed: 0 });
+        fake.record(key(1), 3, 300, 1, at);
+        fake.record(key(9), 5, 500, 5, at);
+        assert_eq!(fake.sync(&[key(1), key(3)].into()).unwrap(), SyncReport { added: 1, removed: 1 });
+        let snapshot = fake.snapshot().unwrap();
+        assert_eq!(snapshot.keys().copied().collect::<Vec<_>>(), [key(1), key(3)]);
+        assert_eq!(
+            snapshot[&key(1)],
+            FlowSnapshot { packets: 3, bytes: 300, new_flows: 1, last_seen: Some(at) },
+            "kept with its counts"
+        );
+        assert_eq!(snapshot[&key(3)], FlowSnapshot::default(), "new ones start at zero");
+        assert_eq!(fake.sync(&[key(1), key(3)].into()).unwrap(), SyncReport::default(), "idempotent");
+    }
+
+    #[test]
+    fn record_keeps_the_latest_time_and_ignores_unwatched() {
+        let mut fake = FakeFlowSource::new();
+        let tcp = DestKey::ipv4([192, 0, 2, 1], 1, IPPROTO_TCP);
+        fake.sync(&[tcp].into()).unwrap();
+        let early = Instant::now();
+        let late = early + Duration::from_secs(5);
+        fake.record(tcp, 1, 60, 1, late);
+        fake.record(tcp, 1, 60, 0, early);
+        let flow = fake.snapshot().unwrap()[&tcp];
+        assert_eq!(flow.last_seen, Some(late));
+        assert_eq!(flow.idle_for(late + Duration::from_secs(2)), Some(Duration::from_secs(2)));
+        assert_eq!(FlowSnapshot::default().idle_for(late), None);
+    }
+
+    #[test]
+    fn kernel_time_becomes_an_instant_by_its_age() {
+        let now = Instant::now();
+        let counters = FlowCounters { packets: 1, bytes: 2, new_flows: 3, last_seen_ns: 7_000_000_000 };
+        let snapshot = FlowSnapshot::from_kernel(counters, 10_000_000_000, now);
+        assert_eq!(snapshot.idle_for(now), Some(Duration::from_secs(3)));
+        assert_eq!((snapshot.packets, snapshot.bytes, snapshot.new_flows), (1, 2, 3));
+        let never = FlowSnapshot::from_kernel(FlowCounters::default(), 10, now);
+        assert_eq!(never.last_seen, None);
+    }
+
+    #[test]
+    fn monotonic_clock_reads_and_advances() {
+        let (first, _) = monotonic_now_ns();
+        let (second, _) = monotonic_now_ns();
+        assert!(first > 0 && second >= first);
+    }
+}

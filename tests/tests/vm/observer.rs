@@ -1,0 +1,329 @@
+//! The data-plane observer on the VM's 6.1 kernel, where it attaches as a netlink clsact filter:
+//! a restart after a crash replaces the stale filter instead of stacking a second one, dropping
+//! the counter detaches it, and behind a real IPVS NAT director its per-backend counts equal
+//! IPVS's own.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use libraflux::observe::{COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_UDP, Limits};
+use libraflux_tests::{NetNs, VethPair, libraflux_bin};
+
+const PAYLOAD: usize = 64;
+const ETH: u64 = 14;
+
+/// The BPF filters `tc filter show dev IF ingress|egress` lists in `netns`: one line each
+/// (the line with the handle; tc also prints a header line per priority).
+fn bpf_filters(netns: &NetNs, interface: &str, direction: &str) -> Vec<String> {
+    netns
+        .exec("tc", &["filter", "show", "dev", interface, direction])
+        .lines()
+        .filter(|line| line.contains(" bpf ") && line.contains(" handle "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn load_and_attach(
+    netns: &NetNs,
+    interface: &'static str,
+    direction: Direction,
+    watched: Vec<DestKey>,
+) -> FlowCounter {
+    netns.enter(move || {
+        let mut counter = FlowCounter::load(Limits::destinations(8)).expect("load the eBPF counter");
+        counter.attach(interface, direction).expect("attach");
+        for key in watched {
+            counter.watch(key).expect("watch");
+        }
+        counter
+    })
+}
+
+/// Sends `count` datagrams from `from` to `target`, a port bound in `to`, and returns once all
+/// arrived: tc ingress runs before delivery, so the counts are final then (the receive side of a
+/// veth may run later, in softirq, than the send returns).
+fn send_datagrams(from: &NetNs, to: &NetNs, target: SocketAddr, count: u64) {
+    let receiver = to.enter(move || UdpSocket::bind(target).expect("bind the receiver"));
+    from.enter(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..count {
+            socket.send_to(&[0x5a; PAYLOAD], target).expect("send");
+        }
+    });
+    receiver.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buffer = [0; 2048];
+    for index in 0..count {
+        receiver.recv(&mut buffer).unwrap_or_else(|err| panic!("datagram {index} not received: {err}"));
+    }
+}
+
+#[test]
+fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
+    const DATAGRAMS: u64 = 30;
+    let pair = VethPair::new();
+    let right: IpAddr = VethPair::RIGHT_V4.parse().expect("address");
+    let watched = DestKey::new(right, 5400, IPPROTO_UDP);
+
+    // A first process attaches, then dies without detaching: its netlink filter stays.
+    let crashed = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    std::mem::forget(crashed);
+    let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(stale.len(), 1, "the crashed process's filter stays: {stale:?}");
+    assert!(stale[0].contains(COUNT_PROGRAM), "named {COUNT_PROGRAM}: {stale:?}");
+
+    // The restarted process attaches (twice, as a reconcile loop might) to the same hook.
+    let mut counter = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    counter = pair.right.enter(move || {
+        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach again");
+        counter
+    });
+    let program_id = counter.program_id().expect("program id");
+    let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
+    assert!(
+        filters[0].contains(COUNT_PROGRAM) && filters[0].contains(&format!(" id {program_id} ")),
+        "the one filter is the new process's program (id {program_id}): {filters:?}"
+    );
+
+    send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
+    let counts = counter.counters().expect("read counters")[&watched];
+    assert_eq!(
+        (counts.packets, counts.new_flows),
+        (DATAGRAMS, 1),
+        "counted once per datagram: no stale program in front, nothing stacked"
+    );
+
+    // Dropped on this thread, outside the namespace: the counter enters the filter's namespace
+    // to remove it (netlink removes by interface index in the caller's namespace).
+    drop(counter);
+    let left = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert!(left.is_empty(), "dropping the counter detaches its filter: {left:?}");
+}
+
+/// The crash for real: `libraflux debug count-flows` attaches, is killed with SIGKILL (no
+/// destructor runs), and the next process finds its filter and replaces it.
+#[test]
+fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
+    const DATAGRAMS: u64 = 10;
+    let pair = VethPair::new();
+    let right: IpAddr = VethPair::RIGHT_V4.parse().expect("address");
+    let watched = DestKey::new(right, 5401, IPPROTO_UDP);
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", pair.right.name(), &libraflux_bin(), "debug", "count-flows"])
+        .args(["--interface", VethPair::RIGHT_IF, "--watch", &format!("udp:{right}:{}", watched.port)])
+        .args(["--duration", "60s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run libraflux debug count-flows");
+    // `ip netns exec` execs the program: the child's pid is libraflux's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "count-flows never attached");
+        assert!(child.try_wait().expect("poll child").is_none(), "count-flows exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}");
+
+    let mut counter = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    let program_id = counter.program_id().expect("program id");
+    let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
+    assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
+    assert!(filters[0].contains(&format!(" id {program_id} ")), "it is the new program: {filters:?}");
+    send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
+    assert_eq!(counter.counters().expect("read counters")[&watched].packets, DATAGRAMS);
+    drop(counter);
+}
+
+const VIP: &str = "10.60.0.100";
+const VIP_PORT: u16 = 5000;
+const BACKEND_PORT: u16 = 6000;
+const CLIENT_PORTS: u64 = 8;
+const DATAGRAMS_PER_PORT: u64 = 10;
+
+/// client (10.60.1.2) -- lfc | director: VIP on a dummy, IPVS NAT | lfb1 -- backend 10.60.2.2
+///                                                                 | lfb2 -- backend 10.60.3.2
+/// Fixed MACs and permanent neighbour entries: no ARP queue can drop a datagram that IPVS
+/// already counted.
+struct NatLab {
+    client: NetNs,
+    director: NetNs,
+    backends: [NetNs; 2],
+}
+
+impl NatLab {
+    const BACKENDS: [&str; 2] = ["10.60.2.2", "10.60.3.2"];
+    const BACKEND_IFS: [&str; 2] = ["lfb1", "lfb2"];
+
+    fn new() -> Self {
+        let lab = Self {
+            client: NetNs::new("client"),
+            director: NetNs::new("director"),
+            backends: [NetNs::new("backend1"), NetNs::new("backend2")],
+        };
+        lab.link(&lab.client, "lfc", ["10.60.1.1", "10.60.1.2"], 1);
+        for (index, backend) in lab.backends.iter().enumerate() {
+            let gateway = format!("10.60.{}.1", index + 2);
+            lab.link(backend, Self::BACKEND_IFS[index], [&gateway, Self::BACKENDS[index]], index + 2);
+        }
+        lab.director.ip(&["link", "add", "lfvip", "type", "dummy"]);
+        lab.director.ip(&["link", "set", "lfvip", "up"]);
+        lab.director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lfvip"]);
+        lab.director.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        let service = format!("{VIP}:{VIP_PORT}");
+        lab.director.exec("ipvsadm", &["-A", "-u", &service, "-s", "rr"]);
+        for backend in Self::BACKENDS {
+            let real = format!("{backend}:{BACKEND_PORT}");
+            lab.director.exec("ipvsadm", &["-a", "-u", &service, "-r", &real, "-m"]);
+        }
+        lab
+    }
+
+    /// A veth `name` (director side, `addresses[0]`) to `peer` (`addresses[1]`, routing
+    /// everything through the director).
+    fn link(&self, peer: &NetNs, name: &str, [gateway, address]: [&str; 2], id: usize) {
+        let inside = format!("{name}0");
+        let (outer_mac, inner_mac) = (format!("02:00:00:60:{id:02x}:01"), format!("02:00:00:60:{id:02x}:02"));
+        self.director.ip(&[
+            "link",
+            "add",
+            name,
+            "address",
+            &outer_mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inside,
+            "address",
+            &inner_mac,
+            "netns",
+            peer.name(),
+        ]);
+        self.director.ip(&["addr", "add", &format!("{gateway}/24"), "dev", name]);
+        self.director.ip(&["link", "set", name, "up"]);
+        self.director.ip(&[
+            "neigh",
+            "replace",
+            address,
+            "lladdr",
+            &inner_mac,
+            "dev",
+            name,
+            "nud",
+            "permanent",
+        ]);
+        peer.ip(&["addr", "add", &format!("{address}/24"), "dev", &inside]);
+        peer.ip(&["link", "set", &inside, "up"]);
+        peer.ip(&["neigh", "replace", gateway, "lladdr", &outer_mac, "dev", &inside, "nud", "permanent"]);
+        peer.ip(&["route", "add", "default", "via", gateway]);
+    }
+}
+
+/// `[conns, inpkts, outpkts, inbytes, outbytes]` of the line whose address is `address`
+/// in `ipvsadm -Ln --stats --exact`.
+fn ipvsadm_line(text: &str, address: &str) -> [u64; 5] {
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().any(|field| field == address))
+        .unwrap_or_else(|| panic!("no line for {address}:\n{text}"));
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip_while(|field| *field != address)
+        .skip(1)
+        .map(|field| field.parse().unwrap_or_else(|err| panic!("counter {field:?} in {line:?}: {err}")))
+        .collect();
+    fields.try_into().unwrap_or_else(|fields| panic!("five counters in {line:?}: {fields:?}"))
+}
+
+/// Each backend counts the datagrams it receives until 2 s pass without one.
+fn receive_all(backends: &[NetNs; 2]) -> Vec<std::thread::JoinHandle<u64>> {
+    backends
+        .iter()
+        .zip(NatLab::BACKENDS)
+        .map(|(netns, address)| {
+            let socket = netns
+                .enter(move || UdpSocket::bind(format!("{address}:{BACKEND_PORT}")).expect("backend bind"));
+            std::thread::spawn(move || {
+                socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+                let mut buffer = [0; 2048];
+                let mut received = 0;
+                while socket.recv(&mut buffer).is_ok() {
+                    received += 1;
+                }
+                received
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn per_backend_counts_behind_ipvs_nat_equal_ipvsadm() {
+    let lab = NatLab::new();
+    let vip: IpAddr = VIP.parse().expect("VIP");
+    let vip_key = DestKey::new(vip, VIP_PORT, IPPROTO_UDP);
+    let backend_keys = NatLab::BACKENDS
+        .map(|backend| DestKey::new(backend.parse().expect("address"), BACKEND_PORT, IPPROTO_UDP));
+    let counter = lab.director.enter(move || {
+        let mut counter = FlowCounter::load(Limits::destinations(8)).expect("load the eBPF counter");
+        // The client-facing side sees the VIP (before DNAT), the backend-facing sides at
+        // egress see each backend (after DNAT).
+        counter.attach("lfc", Direction::Ingress).expect("attach lfc ingress");
+        for interface in NatLab::BACKEND_IFS {
+            counter.attach(interface, Direction::Egress).expect("attach backend egress");
+        }
+        for key in [vip_key].into_iter().chain(backend_keys) {
+            counter.watch(key).expect("watch");
+        }
+        counter
+    });
+
+    let receivers = receive_all(&lab.backends);
+    lab.client.enter(|| {
+        // Distinct source ports, all open at once: each a new IPVS connection and a new flow.
+        let sockets: Vec<UdpSocket> =
+            (0..CLIENT_PORTS).map(|_| UdpSocket::bind("10.60.1.2:0").expect("client bind")).collect();
+        for socket in &sockets {
+            for _ in 0..DATAGRAMS_PER_PORT {
+                socket.send_to(&[0x5a; PAYLOAD], (VIP, VIP_PORT)).expect("send to the VIP");
+            }
+        }
+    });
+    let received: u64 = receivers.into_iter().map(|receiver| receiver.join().expect("receiver")).sum();
+    let sent = CLIENT_PORTS * DATAGRAMS_PER_PORT;
+    assert_eq!(received, sent, "every datagram reached a backend");
+    // IPVS's totals are exact at once; its estimator (rates) runs every 2 s.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let stats = lab.director.exec("ipvsadm", &["-Ln", "--stats", "--exact"]);
+    let counts = counter.counters().expect("read counters");
+    let ours =
+        |key: &DestKey| -> FlowCounters { counts.get(key).copied().expect("watched key has an entry") };
+    for (backend, key) in NatLab::BACKENDS.iter().zip(&backend_keys) {
+        let [conns, in_packets, _, in_bytes, _] = ipvsadm_line(&stats, &format!("{backend}:{BACKEND_PORT}"));
+        let observed = ours(key);
+        assert!(in_packets > 0, "rr sends to both backends:\n{stats}");
+        assert_eq!(
+            (observed.packets, observed.new_flows),
+            (in_packets, conns),
+            "backend {backend}: eBPF at egress vs ipvsadm InPkts/Conns\n{stats}"
+        );
+        // IPVS counts IP packets; TC's skb->len also has the Ethernet header.
+        assert_eq!(observed.bytes, in_bytes + ETH * in_packets, "backend {backend} bytes\n{stats}");
+    }
+    let [conns, in_packets, _, in_bytes, _] = ipvsadm_line(&stats, &format!("{VIP}:{VIP_PORT}"));
+    let observed = ours(&vip_key);
+    assert_eq!((in_packets, conns), (sent, CLIENT_PORTS), "ipvsadm saw every datagram and flow\n{stats}");
+    assert_eq!(
+        (observed.packets, observed.new_flows),
+        (in_packets, conns),
+        "VIP at the client-facing ingress"
+    );
+    assert_eq!(observed.bytes, in_bytes + ETH * in_packets, "VIP bytes\n{stats}");
+    assert_eq!(counter.parse_errors().expect("parse errors"), 0);
+    drop(counter);
+}
