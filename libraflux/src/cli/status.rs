@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use libraflux::{
     config::{self, Metrics},
     ipvs::{Ipvs as _, IpvsClient, ServiceStatus},
+    model::ServiceKey,
 };
 use serde_json::{Value, json};
 
@@ -74,6 +75,17 @@ fn daemon_status(listen: SocketAddr) -> Result<Value, String> {
     serde_json::from_str(body).map_err(|err| format!("the daemon's /status is not JSON: {err}"))
 }
 
+/// `, last packet 3.2s ago` from the daemon's eBPF view of one destination; empty if unwatched.
+fn last_traffic(flows: &Value) -> String {
+    if flows.is_null() {
+        return String::new();
+    }
+    match flows["idle_seconds"].as_f64() {
+        Some(idle) => format!(", last packet {idle:.1}s ago"),
+        None => ", no packet seen".to_owned(),
+    }
+}
+
 fn service_json(status: &ServiceStatus) -> Value {
     let backends: Vec<Value> = status
         .destinations
@@ -117,14 +129,22 @@ fn render_text(listen: SocketAddr, daemon: Result<&Value, &String>, table: &[Ser
     for status in table {
         let key = status.service.key.to_string();
         out.push_str(&format!("\n{key}  {}\n", status.service.scheduler));
+        let protocol = match status.service.key {
+            ServiceKey::Addr { protocol, .. } => Some(protocol),
+            ServiceKey::Fwmark { .. } => None,
+        };
         for dest in status.destinations.values() {
             let backend = dest.destination.key.to_string();
             let health = daemon
                 .ok()
                 .and_then(|status| status["health"][&key][&backend]["healthy"].as_bool())
                 .map_or("unchecked", |healthy| if healthy { "healthy" } else { "UNHEALTHY" });
+            let traffic = protocol
+                .zip(daemon.ok())
+                .map(|(protocol, status)| last_traffic(&status["traffic"][format!("{protocol}:{backend}")]))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {backend:<28} weight {:<5} active {:<6} inactive {:<6} {health}\n",
+                "  {backend:<28} weight {:<5} active {:<6} inactive {:<6} {health}{traffic}\n",
                 dest.destination.weight, dest.active_connections, dest.inactive_connections
             ));
         }

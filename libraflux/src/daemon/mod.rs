@@ -3,6 +3,7 @@
 //! then reconciles on config reload (SIGHUP) and on an interval that also repairs drift.
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down.
 
+mod observer;
 pub mod reconcile;
 
 use std::{
@@ -14,7 +15,10 @@ use std::{
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::reconcile::{Outcome, Trigger};
+use self::{
+    observer::Observer,
+    reconcile::{Outcome, Trigger},
+};
 use crate::{
     config::{self, Config},
     health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
@@ -49,6 +53,7 @@ struct Daemon {
     record: Record,
     metrics: Arc<Metrics>,
     health: Scheduler,
+    observer: Observer,
     /// Services kept whole although every backend is unhealthy, as of the last reconcile.
     fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
@@ -69,6 +74,7 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let mut daemon = Daemon {
         options,
+        observer: Observer::start(&config),
         config,
         ipvs,
         record: Record::default(),
@@ -77,6 +83,7 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
         fail_open: Default::default(),
         status,
     };
+    daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
     notify(&[sd_notify::NotifyState::Ready]);
@@ -151,6 +158,7 @@ impl Daemon {
         let (desired, fail_open) =
             health::effective(&config.desired, &config.settings, &self.health.snapshot());
         self.set_fail_open(fail_open);
+        self.observer.sync(&self.config);
         let config = &self.config;
         let result =
             reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, &config.limits, trigger).await;
@@ -310,6 +318,8 @@ impl Daemon {
             "last_successful_reconcile_unix": record.last_success.map(unix),
             "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "health": self.health.snapshot(),
+            "ebpf_attached": self.observer.attached(),
+            "traffic": self.observer.traffic(),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
                 "result": result,

@@ -189,6 +189,10 @@ fn health_checks_quiesce_remove_restore_and_fail_open() {
         "{metrics}"
     );
     assert!(metrics.contains("libraflux_ipvs_connections_total{"), "{metrics}");
+    assert!(
+        metrics.lines().any(|line| line == "libraflux_ebpf_attached 1"),
+        "the observer attaches to lfvip0:\n{metrics}"
+    );
     let path = node.dir.join("metrics.txt");
     std::fs::write(&path, &metrics).unwrap();
     let lint = Command::new("promtool")
