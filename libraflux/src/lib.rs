@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod drain;
 pub mod health;
 pub mod ipvs;
 pub mod metrics;

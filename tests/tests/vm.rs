@@ -7,6 +7,7 @@ mod vm {
     mod apply;
     mod daemon;
     mod daemon_health;
+    mod drain;
     mod ipvs_capture;
     mod ipvs_client;
     mod ipvs_errors;

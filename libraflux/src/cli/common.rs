@@ -8,6 +8,9 @@ use libraflux::{
     preflight::{self, CheckInput, Report},
 };
 
+/// Where state lives: `snapshots/`, `bundles/`, `state/` (PRODUCT.md).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/libraflux";
+
 /// Exit codes (PRODUCT.md).
 pub mod exit {
     pub const RUNTIME_FAILURE: u8 = 1;

@@ -13,6 +13,9 @@ pub struct DaemonArgs {
     /// How often to reconcile when nothing else asks; this also repairs drift.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reconcile_interval: Duration,
+    /// State directory: drains are kept in STATE_DIR/state/drains.json.
+    #[arg(long, default_value = super::common::DEFAULT_STATE_DIR)]
+    state_dir: std::path::PathBuf,
     /// Skip a pre-flight check by name (repeatable).
     #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
     skip: Vec<String>,
@@ -27,8 +30,11 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
         }
         require_passed(&report)?;
         let client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
-        let options =
-            daemon::Options { config_path: args.config.path.clone(), reconcile_interval: args.reconcile_interval };
+        let options = daemon::Options {
+            config_path: args.config.path.clone(),
+            state_dir: args.state_dir.join("state"),
+            reconcile_interval: args.reconcile_interval,
+        };
         daemon::run(options, config, client).await
     })
 }

@@ -4,6 +4,7 @@ mod apply;
 mod common;
 mod daemon;
 mod debug;
+mod drain;
 mod preflight;
 mod status;
 mod validate;
@@ -30,6 +31,10 @@ pub enum Command {
     Preflight(preflight::PreflightArgs),
     /// The live IPVS table with the daemon's health view, when a daemon answers.
     Status(status::StatusArgs),
+    /// Drain a backend: weight 0, then wait for its connections (TCP) or for quiet (UDP).
+    Drain(drain::DrainArgs),
+    /// Undo a drain: the daemon restores the backend's configured weight.
+    Undrain(drain::UndrainArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Low-level tools for checking a node by hand.
@@ -43,6 +48,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&args),
         Command::Preflight(args) => preflight::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Drain(args) => drain::run(&args),
+        Command::Undrain(args) => drain::undrain(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Debug(command) => debug::run(command),
     }

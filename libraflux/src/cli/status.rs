@@ -56,7 +56,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
 }
 
 /// GET /status from the daemon, bounded in time and size.
-fn daemon_status(listen: SocketAddr) -> Result<Value, String> {
+pub(super) fn daemon_status(listen: SocketAddr) -> Result<Value, String> {
     let fetch = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&listen, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;

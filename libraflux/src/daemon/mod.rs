@@ -21,6 +21,7 @@ use self::{
 };
 use crate::{
     config::{self, Config},
+    drain::{self, DrainEntry, DrainStore, Ended, Signal},
     health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
     metrics::{self, CheckOutcome, Metrics, ReconcileResult},
@@ -31,6 +32,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_path: Option<PathBuf>,
+    /// Where drains are kept (`drains.json`).
+    pub state_dir: PathBuf,
     /// How often to reconcile when nothing else asks for it; this is what repairs drift.
     pub reconcile_interval: Duration,
 }
@@ -54,10 +57,16 @@ struct Daemon {
     metrics: Arc<Metrics>,
     health: Scheduler,
     observer: Observer,
+    drains: DrainStore,
+    /// The drains as last read from the store.
+    drain_entries: Vec<DrainEntry>,
     /// Services kept whole although every backend is unhealthy, as of the last reconcile.
     fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
 }
+
+/// How often drains are looked for and evaluated.
+const DRAIN_TICK: Duration = Duration::from_millis(500);
 
 /// `/healthz` fails when no reconcile finished for this many intervals.
 const STALE_INTERVALS: u32 = 3;
@@ -72,9 +81,12 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let background = spawn_background(&config, &options, &metrics, status_reader, &stopped).await?;
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
+    let drains = DrainStore::new(&options.state_dir);
     let mut daemon = Daemon {
         options,
         observer: Observer::start(&config),
+        drains,
+        drain_entries: Vec::new(),
         config,
         ipvs,
         record: Record::default(),
@@ -85,6 +97,7 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.update_health_checks();
+    daemon.load_drains();
     daemon.reconcile(Trigger::Startup).await;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -95,11 +108,14 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     let mut tick = tokio::time::interval(daemon.options.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut drain_tick = tokio::time::interval(DRAIN_TICK);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hangup.recv() => daemon.reload().await,
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
             Some(event) = health_events.recv() => daemon.health_event(event).await,
+            _ = drain_tick.tick() => daemon.drain_tick().await,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -158,6 +174,8 @@ impl Daemon {
         let (desired, fail_open) =
             health::effective(&config.desired, &config.settings, &self.health.snapshot());
         self.set_fail_open(fail_open);
+        let mut desired = desired;
+        drain::apply_to(&mut desired, &self.drain_entries);
         self.observer.sync(&self.config);
         let config = &self.config;
         let result =
@@ -175,6 +193,85 @@ impl Daemon {
             }
         }
         self.publish_status();
+    }
+
+    /// Reads the drains; true if they changed since the last read.
+    fn load_drains(&mut self) -> bool {
+        match self.drains.load() {
+            Ok(entries) if entries != self.drain_entries => {
+                self.drain_entries = entries;
+                true
+            }
+            Ok(_) => false,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the drain state; keeping the last one");
+                false
+            }
+        }
+    }
+
+    /// Picks up drains asked for or undone, and ends the running ones whose rule is met.
+    async fn drain_tick(&mut self) {
+        if self.load_drains() {
+            self.reconcile(Trigger::Drain).await;
+        }
+        if drain::running(&self.drain_entries).next().is_none() {
+            return;
+        }
+        let table = match self.ipvs.list_services().await {
+            Ok(table) => table,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read IPVS to evaluate drains");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let mut endings = Vec::new();
+        for entry in drain::running(&self.drain_entries) {
+            let Some(signal) = self.drain_signal(entry, &table) else { continue };
+            if let Some(ending) = drain::evaluate(&entry.rules, entry.elapsed(now), signal) {
+                tracing::warn!(service = %entry.service, backend = %entry.backend, "{}", ending.describe());
+                endings.push((entry.service, entry.backend, ending));
+            }
+        }
+        if endings.is_empty() {
+            return;
+        }
+        let at_unix_ms = drain::unix_ms(now);
+        let recorded = self.drains.update(|drains| {
+            for drain in drains.iter_mut() {
+                if let Some((_, _, ending)) =
+                    endings.iter().find(|(s, b, _)| (*s, *b) == (drain.service, drain.backend))
+                {
+                    drain.ended.get_or_insert(Ended { ending: *ending, at_unix_ms });
+                }
+            }
+        });
+        if let Err(err) = recorded {
+            tracing::error!(error = %err, "cannot record the end of a drain");
+        }
+        if self.load_drains() {
+            self.reconcile(Trigger::Drain).await;
+        }
+    }
+
+    /// The protocol's signal for one drain: IPVS connections for TCP, eBPF quiet for UDP.
+    fn drain_signal(&self, entry: &DrainEntry, table: &[crate::ipvs::ServiceStatus]) -> Option<Signal> {
+        let ServiceKey::Addr { protocol, .. } = entry.service else {
+            // Firewall-mark services: the connection counts are still IPVS's.
+            return connections(entry, table);
+        };
+        match protocol {
+            crate::model::Protocol::Udp => {
+                let key =
+                    crate::observe::DestKey::new(entry.backend.addr, entry.backend.port, protocol.number());
+                Some(match self.observer.idle(&key) {
+                    Some(idle) => Signal::Udp { idle, observed: true },
+                    None => Signal::Udp { idle: None, observed: false },
+                })
+            }
+            crate::model::Protocol::Tcp | crate::model::Protocol::Sctp => connections(entry, table),
+        }
     }
 
     /// Every probe result is counted; a change of verdict re-plans the weights.
@@ -319,6 +416,7 @@ impl Daemon {
             "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "health": self.health.snapshot(),
             "ebpf_attached": self.observer.attached(),
+            "drains": self.drain_entries,
             "traffic": self.observer.traffic(),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
@@ -328,6 +426,18 @@ impl Daemon {
         });
         self.status.send_replace(status);
     }
+}
+
+/// IPVS's connection counts for a drain's backend; a backend gone from the table has none.
+fn connections(entry: &DrainEntry, table: &[crate::ipvs::ServiceStatus]) -> Option<Signal> {
+    let dest = table
+        .iter()
+        .find(|status| status.service.key == entry.service)
+        .and_then(|status| status.destinations.get(&entry.backend));
+    Some(match dest {
+        Some(dest) => Signal::Tcp { active: dest.active_connections, inactive: dest.inactive_connections },
+        None => Signal::Tcp { active: 0, inactive: 0 },
+    })
 }
 
 /// Tells systemd (Type=notify) about the daemon's state; a no-op outside systemd.

@@ -54,6 +54,13 @@ impl Observer {
         }
     }
 
+    /// How long since the last packet to `key`: `Some(None)` if watched and none seen yet,
+    /// `None` if it is not watched or no observer runs (no traffic signal).
+    pub fn idle(&self, key: &DestKey) -> Option<Option<std::time::Duration>> {
+        let snapshot = self.counter.as_ref()?.snapshot().ok()?;
+        snapshot.get(key).map(|flows| flows.idle_for(Instant::now()))
+    }
+
     /// Per watched destination: packets, bytes, new flows and seconds since the last packet.
     pub fn traffic(&self) -> Value {
         let Some(counter) = &self.counter else { return Value::Null };

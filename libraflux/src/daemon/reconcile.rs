@@ -14,6 +14,8 @@ pub enum Trigger {
     Startup,
     ConfigReload,
     HealthChange,
+    /// A drain was asked for, undone, or ended.
+    Drain,
     /// The periodic run; if it finds anything to do, the kernel drifted (someone ran ipvsadm).
     Interval,
 }

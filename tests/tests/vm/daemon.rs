@@ -34,7 +34,7 @@ const SAVED: &str = "\
 
 /// The daemon process, killed if the test ends early.
 pub struct Daemon {
-    child: Child,
+    pub child: Child,
     log: std::path::PathBuf,
 }
 
@@ -48,7 +48,8 @@ impl Daemon {
         let log = node.dir.join("daemon.log");
         let child = Command::new("ip")
             .args(["netns", "exec", node.netns.name(), &libraflux_bin(), "daemon", "-c", config])
-            .args(["--reconcile-interval", "1s"])
+            .args(["--reconcile-interval", "1s", "--state-dir"])
+            .arg(&node.dir)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
