@@ -4,6 +4,7 @@ mod apply;
 mod common;
 mod daemon;
 mod debug;
+mod docs;
 mod drain;
 mod preflight;
 mod status;
@@ -37,6 +38,10 @@ pub enum Command {
     Undrain(drain::UndrainArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
+    /// Shell completions on stdout (bash, zsh, fish, ...).
+    Completions(docs::CompletionsArgs),
+    /// The man page (roff, section 8) on stdout.
+    Manpage,
     /// Low-level tools for checking a node by hand.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -51,6 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Drain(args) => drain::run(&args),
         Command::Undrain(args) => drain::undrain(&args),
         Command::Daemon(args) => daemon::run(&args),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Manpage => docs::manpage(),
         Command::Debug(command) => debug::run(command),
     }
 }
