@@ -226,6 +226,33 @@ pub struct Destination {
     pub lower_threshold: u32,
 }
 
+impl Service {
+    /// A service without persistence or destinations.
+    pub fn new(key: ServiceKey, scheduler: &str) -> Self {
+        Self {
+            key,
+            scheduler: scheduler.to_owned(),
+            persistence: None,
+            persistence_netmask: None,
+            destinations: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// This service with `destinations` added (by key).
+    #[must_use]
+    pub fn with_destinations(mut self, destinations: impl IntoIterator<Item = Destination>) -> Self {
+        self.destinations.extend(destinations.into_iter().map(|dest| (dest.key, dest)));
+        self
+    }
+}
+
+impl Destination {
+    /// A destination without connection thresholds.
+    pub const fn new(key: DestKey, weight: u32, forwarding: Forwarding) -> Self {
+        Self { key, weight, forwarding, upper_threshold: 0, lower_threshold: 0 }
+    }
+}
+
 /// A key that does not parse; the message says what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -87,33 +87,13 @@ mod tests {
     use super::*;
     use crate::{
         ipvs::MemoryIpvs,
-        model::{DestKey, Destination, Forwarding, Service, ServiceKey},
+        model::{Destination, Forwarding, Service, ServiceKey},
     };
 
     fn desired(backends: &[&str]) -> DesiredState {
         let key: ServiceKey = "tcp:10.0.0.1:80".parse().unwrap();
-        let destinations = backends
-            .iter()
-            .map(|text| {
-                let key: DestKey = text.parse().unwrap();
-                let dest = Destination {
-                    key,
-                    weight: 1,
-                    forwarding: Forwarding::Nat,
-                    upper_threshold: 0,
-                    lower_threshold: 0,
-                };
-                (key, dest)
-            })
-            .collect();
-        let service = Service {
-            key,
-            scheduler: "rr".to_owned(),
-            persistence: None,
-            persistence_netmask: None,
-            destinations,
-        };
-        BTreeMap::from([(key, service)])
+        let dests = backends.iter().map(|text| Destination::new(text.parse().unwrap(), 1, Forwarding::Nat));
+        BTreeMap::from([(key, Service::new(key, "rr").with_destinations(dests))])
     }
 
     async fn run(

@@ -207,33 +207,13 @@ mod tests {
     use super::*;
     use crate::{
         ipvs::Info,
-        model::{DestKey, Destination, Forwarding},
+        model::{Destination, Forwarding},
     };
 
     fn service(key: &str, scheduler: &str, backends: &[&str]) -> (ServiceKey, Service) {
         let key: ServiceKey = key.parse().unwrap();
-        let destinations = backends
-            .iter()
-            .map(|text| {
-                let dest: DestKey = text.parse().unwrap();
-                let destination = Destination {
-                    key: dest,
-                    weight: 1,
-                    forwarding: Forwarding::Nat,
-                    upper_threshold: 0,
-                    lower_threshold: 0,
-                };
-                (dest, destination)
-            })
-            .collect();
-        let service = Service {
-            key,
-            scheduler: scheduler.to_owned(),
-            persistence: None,
-            persistence_netmask: None,
-            destinations,
-        };
-        (key, service)
+        let dests = backends.iter().map(|text| Destination::new(text.parse().unwrap(), 1, Forwarding::Nat));
+        (key, Service::new(key, scheduler).with_destinations(dests))
     }
 
     fn healthy_node() -> NodeFacts {
