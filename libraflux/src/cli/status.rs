@@ -75,6 +75,18 @@ pub(super) fn daemon_status(listen: SocketAddr) -> Result<Value, String> {
     serde_json::from_str(body).map_err(|err| format!("the daemon's /status is not JSON: {err}"))
 }
 
+/// `, DRAINING` or `, drained (rule)` from the daemon's drains for this backend.
+fn drain_state(status: &Value, service: &str, backend: &str) -> String {
+    let Some(drains) = status["drains"].as_array() else { return String::new() };
+    let Some(drain) = drains.iter().find(|d| d["service"] == service && d["backend"] == backend) else {
+        return String::new();
+    };
+    match drain["ended"]["ending"].as_str() {
+        None => ", DRAINING".to_owned(),
+        Some(ending) => format!(", drained ({ending})"),
+    }
+}
+
 /// `, last packet 3.2s ago` from the daemon's eBPF view of one destination; empty if unwatched.
 fn last_traffic(flows: &Value) -> String {
     if flows.is_null() {
@@ -139,12 +151,13 @@ fn render_text(listen: SocketAddr, daemon: Result<&Value, &String>, table: &[Ser
                 .ok()
                 .and_then(|status| status["health"][&key][&backend]["healthy"].as_bool())
                 .map_or("unchecked", |healthy| if healthy { "healthy" } else { "UNHEALTHY" });
+            let drain = daemon.ok().map(|status| drain_state(status, &key, &backend)).unwrap_or_default();
             let traffic = protocol
                 .zip(daemon.ok())
                 .map(|(protocol, status)| last_traffic(&status["traffic"][format!("{protocol}:{backend}")]))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "  {backend:<28} weight {:<5} active {:<6} inactive {:<6} {health}{traffic}\n",
+                "  {backend:<28} weight {:<5} active {:<6} inactive {:<6} {health}{traffic}{drain}\n",
                 dest.destination.weight, dest.active_connections, dest.inactive_connections
             ));
         }

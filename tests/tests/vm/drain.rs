@@ -193,7 +193,7 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     assert_eq!(topology.weight("10.200.0.2:8081"), Some(0), "without --remove it stays at weight 0");
 
     // The timeout path: a connection to 8080 that never closes.
-    let (_held, port) = connect(&topology.client);
+    let (held_8080, port) = connect(&topology.client);
     assert_eq!(port, 8080);
     let mut timed =
         topology.drain(&["10.200.0.2:8080", "-c", &config, "--grace", "0s", "--timeout", "3s", "--wait"]);
@@ -201,12 +201,51 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("TIMEOUT"), "{out}");
 
-    let undone = topology.node.libraflux(&[
-        "undrain",
+    let status = topology.node.libraflux(&["status", "-c", &config]);
+    assert!(status.stdout.contains("drained (connections_closed)"), "{}", status.stdout);
+    assert!(status.stdout.contains("drained (timeout)"), "{}", status.stdout);
+
+    let state_dir = topology.node.dir.to_string_lossy().into_owned();
+    for backend in ["10.200.0.2:8080", "10.200.0.2:8081"] {
+        let undone = topology.node.libraflux(&["undrain", backend, "--state-dir", &state_dir]);
+        assert_eq!(undone.code, 0, "{}{}", undone.stdout, undone.stderr);
+        topology.wait_weight(backend, Some(1), &daemon);
+    }
+    drop(held_8080);
+
+    // Two backends at once, one with --remove: each drain ends by its own connection closing.
+    let mut conns: Vec<(TcpStream, u16)> = (0..2).map(|_| connect(&topology.client)).collect();
+    conns.sort_by_key(|(_, port)| *port);
+    let ports: Vec<u16> = conns.iter().map(|(_, port)| *port).collect();
+    assert_eq!(ports, [8080, 8081], "round robin spreads two connections");
+    let (to_8081, _) = conns.pop().unwrap();
+    let (to_8080, _) = conns.pop().unwrap();
+    let mut keep =
+        topology.drain(&["10.200.0.2:8080", "-c", &config, "--grace", "0s", "--timeout", "120s", "--wait"]);
+    let mut remove = topology.drain(&[
         "10.200.0.2:8081",
-        "--state-dir",
-        &topology.node.dir.to_string_lossy(),
+        "-c",
+        &config,
+        "--grace",
+        "0s",
+        "--timeout",
+        "120s",
+        "--wait",
+        "--remove",
     ]);
+    topology.wait_weight("10.200.0.2:8080", Some(0), &daemon);
+    topology.wait_weight("10.200.0.2:8081", Some(0), &daemon);
+    let status = topology.node.libraflux(&["status", "-c", &config]);
+    assert_eq!(status.stdout.matches(", DRAINING").count(), 2, "{}", status.stdout);
+    drop(to_8081);
+    let (code, out) = finished(&mut remove, Duration::from_secs(30)).expect("the --remove drain ends");
+    assert_eq!(code, 0, "{out}");
+    topology.wait_weight("10.200.0.2:8081", None, &daemon);
+    assert!(finished(&mut keep, Duration::from_secs(1)).is_none(), "the other drain still holds");
+    drop(to_8080);
+    let (code, out) = finished(&mut keep, Duration::from_secs(30)).expect("the other drain ends");
+    assert_eq!(code, 0, "{out}");
+    let undone = topology.node.libraflux(&["undrain", "10.200.0.2:8081", "--state-dir", &state_dir]);
     assert_eq!(undone.code, 0, "{}{}", undone.stdout, undone.stderr);
     topology.wait_weight("10.200.0.2:8081", Some(1), &daemon);
     stop.store(true, Ordering::Relaxed);
