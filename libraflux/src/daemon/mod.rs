@@ -108,6 +108,8 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     let mut tick = tokio::time::interval(daemon.options.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut flows_tick = tokio::time::interval(daemon.config.metrics.collect_interval);
+    flows_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(DRAIN_TICK);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -116,6 +118,11 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
             Some(event) = health_events.recv() => daemon.health_event(event).await,
             _ = drain_tick.tick() => daemon.drain_tick().await,
+            _ = flows_tick.tick() => {
+                if let Some(snapshot) = daemon.observer.snapshot() {
+                    daemon.metrics.set_ebpf_snapshot(&snapshot);
+                }
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

@@ -61,6 +61,11 @@ impl Observer {
         snapshot.get(key).map(|flows| flows.idle_for(Instant::now()))
     }
 
+    /// The counters of every watched destination; `None` without an observer or on a read error.
+    pub fn snapshot(&self) -> Option<std::collections::BTreeMap<DestKey, crate::observe::FlowSnapshot>> {
+        self.counter.as_ref()?.snapshot().ok()
+    }
+
     /// Per watched destination: packets, bytes, new flows and seconds since the last packet.
     pub fn traffic(&self) -> Value {
         let Some(counter) = &self.counter else { return Value::Null };

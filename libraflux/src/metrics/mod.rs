@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod collect;
+mod ebpf;
 mod family;
 pub mod http;
 mod ipvs;
@@ -78,6 +79,7 @@ impl Format {
 pub struct Metrics {
     registry: Registry,
     ipvs: Arc<IpvsCollector>,
+    ebpf: Arc<ebpf::EbpfCollector>,
     backend_healthy: SortedFamily<BackendLabels, Gauge>,
     health_checks: SortedFamily<CheckLabels, Counter>,
     check_latency: SortedFamily<LatencyLabels, Histogram>,
@@ -99,6 +101,7 @@ impl Metrics {
         let metrics = Self {
             registry: Registry::default(),
             ipvs: Arc::new(IpvsCollector::new(node, max_series)),
+            ebpf: Arc::new(ebpf::EbpfCollector::new(node)),
             backend_healthy: SortedFamily::default(),
             health_checks: SortedFamily::default(),
             check_latency: SortedFamily::new(|| Histogram::new(CHECK_LATENCY_BUCKETS)),
@@ -196,6 +199,7 @@ impl Metrics {
             self.fail_open.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
+        registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self
     }
 
@@ -283,6 +287,14 @@ impl Metrics {
                  (the backends after the limit, in service and backend key order)"
             ),
         }
+    }
+
+    /// The eBPF observer's per-destination counters, cached until the next call.
+    pub fn set_ebpf_snapshot(
+        &self,
+        snapshot: &std::collections::BTreeMap<crate::observe::DestKey, crate::observe::FlowSnapshot>,
+    ) {
+        self.ebpf.set(snapshot, Instant::now());
     }
 
     pub fn set_ebpf_attached(&self, attached: bool) {
