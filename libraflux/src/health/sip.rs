@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{
-    checker::{CheckFailure, Checker},
+    checker::{CheckFailure, Checker, Step},
     udp::{Verdict, connected, exchange},
 };
 use crate::model::DestKey;
@@ -107,8 +107,7 @@ impl Checker for SipCheck {
         Box::pin(async move {
             let started = Instant::now();
             let socket = connected(target).await?;
-            let local =
-                socket.local_addr().map_err(|err| CheckFailure::io(super::checker::Step::Connect, &err))?;
+            let local = socket.local_addr().map_err(|err| CheckFailure::io(Step::Connect, &err))?;
             let transaction = Transaction::random();
             let request = self.request(local, target, &transaction);
             exchange(&socket, request.as_bytes(), |reply| self.judge(&transaction, reply)).await?;
