@@ -9,7 +9,8 @@ use crate::util::{checked, output};
 /// Debian packages: qemu and the guest userland (busybox, ip/tc, ipvsadm), module tools, the
 /// kernel image extractor (xz, cpio), systemd-analyze to verify the unit file, and `prometheus`
 /// for `promtool check metrics` in the host metrics test (about 20 MB to download; its JS
-/// dependencies unpack to some 300 MB on disk).
+/// dependencies unpack to some 300 MB on disk), and dnsmasq, sipp (`sip-tester`) and chrony as the
+/// real servers of the UDP health check tests (run in the tests' namespaces, never as services).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -21,6 +22,9 @@ const APT_PACKAGES: &[&str] = &[
     "file",
     "systemd",
     "prometheus",
+    "dnsmasq",
+    "sip-tester",
+    "chrony",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use humantime::format_duration;
 use tokio::time::Instant;
 
-use super::{http::HttpCheck, tcp::TcpCheck, type_name};
+use super::{dns::DnsCheck, echo::EchoCheck, http::HttpCheck, ntp::NtpCheck, sip::SipCheck, tcp::TcpCheck};
 use crate::config::Check;
 
 /// One probe of one backend.
@@ -41,6 +41,38 @@ pub enum CheckFailure {
     HttpHeadTooLong { limit: usize },
     #[error("malformed HTTP response: {0}")]
     HttpMalformed(httparse::Error),
+    /// The configured check cannot make a request (guarded against by config validation).
+    #[error("cannot build the request: {0}")]
+    Request(String),
+    /// A UDP check's datagram drew an ICMP port unreachable: nothing listens on the port.
+    #[error("port unreachable")]
+    PortUnreachable,
+    /// A UDP reply that cannot be the protocol's answer: undecodable, or not a reply at all.
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+    #[error("DNS rcode {got}, expected {expected}")]
+    DnsRcode { got: String, expected: String },
+    #[error("DNS answer section lacks {expected}{}", if *.truncated { " (reply truncated)" } else { "" })]
+    DnsAnswer { expected: String, truncated: bool },
+    #[error("SIP status {got}, expected {}", list(expected))]
+    SipStatus { got: u16, expected: Vec<u16> },
+    #[error("NTP server unsynchronised (stratum {stratum}, leap indicator {leap})")]
+    NtpUnsynchronised { stratum: u8, leap: u8 },
+    #[error("NTP reply does not answer our request (origin timestamp differs)")]
+    NtpOrigin,
+    #[error("NTP clock offset {} exceeds max_offset {}", format_duration(*.offset), format_duration(*.max))]
+    NtpOffset { offset: Duration, max: Duration },
+    #[error("echo reply differs from the expected text ({received} bytes received)")]
+    EchoMismatch { received: usize },
+}
+
+/// `200` or `200 or 404` or `180, 183 or 200`.
+fn list(codes: &[u16]) -> String {
+    let text: Vec<String> = codes.iter().map(ToString::to_string).collect();
+    match text.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => text.concat(),
+    }
 }
 
 /// The step of a probe at which a socket error happened.
@@ -74,11 +106,19 @@ impl CheckFailure {
     /// a successful probe is [`SUCCESS`].
     pub const fn outcome(&self) -> &'static str {
         match self {
-            Self::Refused => "refused",
+            Self::Refused | Self::PortUnreachable => "refused",
             Self::TimedOut(_) => "timeout",
-            Self::Io { .. } => "error",
-            Self::HttpStatus { .. } => "bad_status",
-            Self::HttpClosed { .. } | Self::HttpHeadTooLong { .. } | Self::HttpMalformed(_) => "bad_response",
+            Self::Io { .. } | Self::Request(_) => "error",
+            Self::HttpStatus { .. } | Self::DnsRcode { .. } | Self::SipStatus { .. } => "bad_status",
+            Self::HttpClosed { .. }
+            | Self::HttpHeadTooLong { .. }
+            | Self::HttpMalformed(_)
+            | Self::Malformed(_)
+            | Self::NtpOrigin
+            | Self::EchoMismatch { .. } => "bad_response",
+            Self::DnsAnswer { .. } => "bad_answer",
+            Self::NtpUnsynchronised { .. } => "unsynchronised",
+            Self::NtpOffset { .. } => "bad_offset",
         }
     }
 }
@@ -86,8 +126,9 @@ impl CheckFailure {
 /// The metrics outcome label of a successful probe.
 pub const SUCCESS: &str = "success";
 
-/// A check type this build cannot probe yet (the UDP protocols). The daemon treats such a service
-/// as having no check: its backends stay as configured, and the daemon warns once per service.
+/// A check type a [`CheckerFactory`](super::CheckerFactory) cannot probe. [`checker_for`] probes
+/// every configured type; the scheduler keeps this path for factories that decline one (the
+/// daemon then treats the service as having no check and warns once per service).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("health check type {check_type} is not supported yet; its backends are not checked")]
 pub struct Unsupported {
@@ -100,9 +141,12 @@ pub fn checker_for(check: &Check) -> Result<Option<Arc<dyn Checker>>, Unsupporte
         Check::None => Ok(None),
         Check::Tcp => Ok(Some(Arc::new(TcpCheck))),
         Check::Http { path, expect_status } => Ok(Some(Arc::new(HttpCheck::new(path, *expect_status)))),
-        Check::Dns { .. } | Check::Sip { .. } | Check::Ntp { .. } | Check::Echo { .. } => {
-            Err(Unsupported { check_type: type_name(check) })
+        Check::Dns { query, record_type, expect_rcode, expect_answer } => {
+            Ok(Some(Arc::new(DnsCheck::new(query, record_type, expect_rcode, expect_answer.as_deref()))))
         }
+        Check::Sip { uri, expect_codes } => Ok(Some(Arc::new(SipCheck::new(uri.as_deref(), expect_codes)))),
+        Check::Ntp { max_offset } => Ok(Some(Arc::new(NtpCheck::new(*max_offset)))),
+        Check::Echo { payload, expect } => Ok(Some(Arc::new(EchoCheck::new(payload, expect)))),
     }
 }
 
@@ -177,16 +221,65 @@ mod tests {
     }
 
     #[test]
-    fn udp_checks_are_unsupported_and_none_has_no_checker() {
+    fn every_type_has_a_checker_but_none() {
         assert!(checker_for(&Check::None).unwrap().is_none());
-        assert!(checker_for(&Check::Tcp).unwrap().is_some());
-        let ntp = checker_for(&Check::Ntp { max_offset: None }).unwrap_err();
-        assert_eq!(ntp, Unsupported { check_type: "udp_ntp" });
-        assert_eq!(
-            ntp.to_string(),
-            "health check type udp_ntp is not supported yet; its backends are not checked"
-        );
-        let echo = Check::Echo { payload: "ping".into(), expect: "pong".into() };
-        assert_eq!(checker_for(&echo).unwrap_err().check_type, "udp_echo");
+        let dns = Check::Dns {
+            query: "example.org".into(),
+            record_type: "A".into(),
+            expect_rcode: "NOERROR".into(),
+            expect_answer: None,
+        };
+        for check in [
+            Check::Tcp,
+            Check::Http { path: "/".into(), expect_status: 200 },
+            dns,
+            Check::Sip { uri: None, expect_codes: vec![200] },
+            Check::Ntp { max_offset: None },
+            Check::Echo { payload: "ping".into(), expect: "pong".into() },
+        ] {
+            assert!(checker_for(&check).unwrap().is_some(), "{check:?}");
+        }
+    }
+
+    #[test]
+    fn udp_failures_read_as_operators_expect() {
+        let cases = [
+            (CheckFailure::PortUnreachable, "port unreachable", "refused"),
+            (
+                CheckFailure::DnsRcode { got: "NXDOMAIN".into(), expected: "NOERROR".into() },
+                "DNS rcode NXDOMAIN, expected NOERROR",
+                "bad_status",
+            ),
+            (
+                CheckFailure::DnsAnswer { expected: "10.9.9.9".into(), truncated: true },
+                "DNS answer section lacks 10.9.9.9 (reply truncated)",
+                "bad_answer",
+            ),
+            (
+                CheckFailure::SipStatus { got: 404, expected: vec![200] },
+                "SIP status 404, expected 200",
+                "bad_status",
+            ),
+            (
+                CheckFailure::SipStatus { got: 503, expected: vec![180, 183, 200] },
+                "SIP status 503, expected 180, 183 or 200",
+                "bad_status",
+            ),
+            (
+                CheckFailure::NtpUnsynchronised { stratum: 16, leap: 3 },
+                "NTP server unsynchronised (stratum 16, leap indicator 3)",
+                "unsynchronised",
+            ),
+            (
+                CheckFailure::NtpOffset { offset: Duration::from_millis(1500), max: Duration::from_secs(1) },
+                "NTP clock offset 1s 500ms exceeds max_offset 1s",
+                "bad_offset",
+            ),
+            (CheckFailure::Malformed("garbage".into()), "malformed reply: garbage", "bad_response"),
+        ];
+        for (failure, text, outcome) in cases {
+            assert_eq!(failure.to_string(), text);
+            assert_eq!(failure.outcome(), outcome, "{text}");
+        }
     }
 }

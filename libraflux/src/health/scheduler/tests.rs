@@ -60,6 +60,9 @@ impl Script {
             Check::Tcp | Check::Http { .. } => {
                 Ok(Some(Arc::new(Fake(Arc::clone(&script))) as Arc<dyn Checker>))
             }
+            // Stands for a type some factory declines: `checker_for` supports every type, and
+            // the scheduler keeps the path (and the daemon its warning) for factories that do not.
+            Check::Dns { .. } => Err(Unsupported { check_type: "udp_dns" }),
             other => checker_for(other),
         })
     }
