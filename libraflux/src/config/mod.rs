@@ -190,6 +190,21 @@ pub enum Check {
     },
 }
 
+impl Check {
+    /// The name the configuration gives the check (`health.type`): also its metrics label.
+    pub const fn type_name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Tcp => "tcp",
+            Self::Http { .. } => "http",
+            Self::Dns { .. } => "udp_dns",
+            Self::Sip { .. } => "udp_sip",
+            Self::Ntp { .. } => "udp_ntp",
+            Self::Echo { .. } => "udp_echo",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnUnhealthy {
     /// Weight 0: no new connections, established ones live on.

@@ -37,13 +37,5 @@ use crate::config::Check;
 
 /// The check type as the configuration names it: the `check_type` metrics label.
 pub const fn type_name(check: &Check) -> &'static str {
-    match check {
-        Check::None => "none",
-        Check::Tcp => "tcp",
-        Check::Http { .. } => "http",
-        Check::Dns { .. } => "udp_dns",
-        Check::Sip { .. } => "udp_sip",
-        Check::Ntp { .. } => "udp_ntp",
-        Check::Echo { .. } => "udp_echo",
-    }
+    check.type_name()
 }

@@ -80,15 +80,7 @@ pub struct CheckType(&'static str);
 
 impl From<&Check> for CheckType {
     fn from(check: &Check) -> Self {
-        Self(match check {
-            Check::None => "none",
-            Check::Tcp => "tcp",
-            Check::Http { .. } => "http",
-            Check::Dns { .. } => "udp_dns",
-            Check::Sip { .. } => "udp_sip",
-            Check::Ntp { .. } => "udp_ntp",
-            Check::Echo { .. } => "udp_echo",
-        })
+        Self(check.type_name())
     }
 }
 
