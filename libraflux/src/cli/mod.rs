@@ -5,6 +5,7 @@ mod common;
 mod daemon;
 mod debug;
 mod preflight;
+mod snapshot;
 mod status;
 mod validate;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Preflight(preflight::PreflightArgs),
     /// The live IPVS table with the daemon's health view, when a daemon answers.
     Status(status::StatusArgs),
+    /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
+    Snapshot(snapshot::SnapshotArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Low-level tools for checking a node by hand.
@@ -43,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&args),
         Command::Preflight(args) => preflight::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Snapshot(args) => snapshot::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Debug(command) => debug::run(command),
     }
