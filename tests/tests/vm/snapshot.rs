@@ -103,15 +103,18 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     assert_code(&again, 0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
 
-    // The automatic snapshot apply took is in the config's directory and restores as well.
+    // Each apply took an automatic snapshot in the config's directory: the first of the empty
+    // table, the second of the table "before" holds, so with the same checksum.
     let list = node.libraflux(&["snapshot", "list", "-c", &config, "--output", "json"]);
     assert_code(&list, 0);
     let value: serde_json::Value = serde_json::from_str(&list.stdout).expect("list --output json");
-    let names: Vec<&str> =
-        value["snapshots"].as_array().expect("a list").iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names.len(), 2, "{value:#}");
+    let snapshots = value["snapshots"].as_array().expect("a list");
+    let names: Vec<&str> = snapshots.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names.len(), 3, "{value:#}");
     assert_eq!(names[0], "before");
-    assert!(names[1].starts_with("pre-apply-"), "{names:?}");
+    assert!(names[1..].iter().all(|name| name.starts_with("pre-apply-")), "{names:?}");
+    assert_eq!(snapshots[1]["services"], 0, "{value:#}");
+    assert_eq!(snapshots[2]["checksum"], snapshots[0]["checksum"], "{value:#}");
 }
 
 #[test]
