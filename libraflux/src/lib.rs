@@ -14,3 +14,4 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod preflight;
+pub mod snapshot;

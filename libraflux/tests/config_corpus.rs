@@ -73,6 +73,8 @@ fn the_documented_example_validates_into_the_described_services() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(config.node.name, "lb-a");
     assert_eq!(config.node.interfaces, ["eth0"]);
+    assert_eq!(config.snapshots.dir, Path::new("/var/lib/libraflux/snapshots"));
+    assert_eq!(config.snapshots.keep, 20);
     let keys: Vec<String> = config.desired.keys().map(ToString::to_string).collect();
     assert_eq!(
         keys,

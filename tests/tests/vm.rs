@@ -15,5 +15,6 @@ mod vm {
     mod ipvs_traffic;
     mod observer;
     mod smoke;
+    mod snapshot;
     mod support;
 }

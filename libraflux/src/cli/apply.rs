@@ -1,5 +1,5 @@
 //! `libraflux apply`: plan the change, refuse it if a pre-flight check or a change limit says
-//! so, and otherwise carry out exactly the plan that was shown.
+//! so, and otherwise snapshot the table and carry out exactly the plan that was shown.
 
 use libraflux::{
     ipvs::{self, ApplyReport, Ipvs as _, IpvsClient, OnFailure, OpOutcome},
@@ -11,6 +11,7 @@ use serde_json::json;
 use super::common::{
     ConfigArg, Failure, Output, colour, exit, load_config, preflight, require_passed, runtime,
 };
+use super::snapshot;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -61,6 +62,17 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             outcome.finish();
             return checks;
         }
+        // The table as it was, so that this apply can be undone with `snapshot restore`.
+        let taken = match snapshot::take_automatic(&mut client, &observed, &config).await {
+            Ok(taken) => taken,
+            Err(why) => {
+                outcome.finish();
+                return Err(
+                    Failure::new(exit::RUNTIME_FAILURE, format!("{why:#}; nothing was changed")).into()
+                );
+            }
+        };
+        outcome.snapshot_taken(&taken);
         let ops = plan.ops();
         let report = client.apply(&ops, OnFailure::Stop).await;
         outcome.applied(&ops, &report);
@@ -81,21 +93,21 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     })
 }
 
-/// What apply prints: text as it goes, or one JSON document at the end.
-struct Outcome {
-    output: Output,
-    json: serde_json::Value,
+/// What apply (and snapshot restore) prints: text as it goes, or one JSON document at the end.
+pub(super) struct Outcome {
+    pub(super) output: Output,
+    pub(super) json: serde_json::Value,
 }
 
 impl Outcome {
-    fn preflight(&mut self, report: &Report) {
+    pub(super) fn preflight(&mut self, report: &Report) {
         match self.output {
             Output::Text => print!("Pre-flight checks:\n{}\n", indent(&report.render_text())),
             Output::Json => self.json["preflight"] = json!(report.checks),
         }
     }
 
-    fn plan(&mut self, plan: &Plan) {
+    pub(super) fn plan(&mut self, plan: &Plan) {
         match self.output {
             Output::Text => print!("{}", plan::render_text(plan, colour())),
             Output::Json => {
@@ -105,7 +117,7 @@ impl Outcome {
         }
     }
 
-    fn limits(&mut self, violations: &[LimitViolation], forced: bool) {
+    pub(super) fn limits(&mut self, violations: &[LimitViolation], forced: bool) {
         let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
         match self.output {
             Output::Text => {
@@ -118,7 +130,7 @@ impl Outcome {
         }
     }
 
-    fn applied(&mut self, ops: &[ipvs::Op], report: &ApplyReport) {
+    pub(super) fn applied(&mut self, ops: &[ipvs::Op], report: &ApplyReport) {
         let not_applied = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::NotSent)).count();
         let unknown = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::Unknown)).count();
         let refused: Vec<String> = report.refusals().map(|(_, err)| err.to_string()).collect();
@@ -150,7 +162,14 @@ impl Outcome {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn snapshot_taken(&mut self, taken: &snapshot::Taken) {
+        match self.output {
+            Output::Text => println!("{}", taken.message()),
+            Output::Json => self.json["snapshot"] = json!(taken.name.as_str()),
+        }
+    }
+
+    pub(super) fn finish(&self) {
         if self.output == Output::Json {
             println!("{}", serde_json::to_string_pretty(&self.json).expect("JSON values serialise"));
         }

@@ -18,6 +18,8 @@ pub mod exit {
     pub const REFUSED: u8 = 3;
     /// Invalid configuration (sysexits EX_DATAERR).
     pub const INVALID_CONFIG: u8 = 65;
+    /// Invalid input data, such as a corrupt snapshot (sysexits EX_DATAERR, like a bad config).
+    pub const INVALID_DATA: u8 = 65;
 }
 
 /// A failure with the exit code it maps to; `message` is printed after `error: `.
@@ -86,18 +88,24 @@ pub async fn preflight(
     config: &Config,
     skip: &[String],
 ) -> anyhow::Result<(Result<IpvsClient, String>, Report)> {
+    let node = &config.node;
+    preflight_for(&config.desired, &node.interfaces, node.expected_connections, skip).await
+}
+
+/// [`preflight`] for a desired state that is not the config's (a snapshot being restored).
+pub async fn preflight_for(
+    desired: &config::DesiredState,
+    interfaces: &[String],
+    expected_connections: Option<u64>,
+    skip: &[String],
+) -> anyhow::Result<(Result<IpvsClient, String>, Report)> {
     let mut client = IpvsClient::connect().await.map_err(|err| err.to_string());
     let info = match &mut client {
         Ok(client) => client.info().await.map_err(|err| err.to_string()),
         Err(why) => Err(why.clone()),
     };
     let facts = preflight::gather(info).await?;
-    let input = CheckInput {
-        desired: &config.desired,
-        interfaces: &config.node.interfaces,
-        expected_connections: config.node.expected_connections,
-        skip,
-    };
+    let input = CheckInput { desired, interfaces, expected_connections, skip };
     Ok((client, preflight::run_checks(&input, &facts)))
 }
 

@@ -7,6 +7,7 @@ mod debug;
 mod docs;
 mod drain;
 mod preflight;
+mod snapshot;
 mod status;
 mod validate;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Drain(drain::DrainArgs),
     /// Undo a drain: the daemon restores the backend's configured weight.
     Undrain(drain::UndrainArgs),
+    /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
+    Snapshot(snapshot::SnapshotArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Shell completions on stdout (bash, zsh, fish, ...).
@@ -55,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&args),
         Command::Drain(args) => drain::run(&args),
         Command::Undrain(args) => drain::undrain(&args),
+        Command::Snapshot(args) => snapshot::run(&args),
         Command::Daemon(args) => daemon::run(&args),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),

@@ -2,7 +2,7 @@
 //! once, each `file:line:col: message`), and turned into the desired IPVS state before anything
 //! touches the kernel.
 //!
-//! Files: see [`files`]. Merge rules: `node`, `limits` and `metrics` may each be set by one file
+//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics` and `snapshots` may each be set by one file
 //! only (a second is an error naming both places); `services` and `ignore` of all files are
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
@@ -37,6 +37,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub limits: Limits,
     pub metrics: Metrics,
+    pub snapshots: Snapshots,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.
@@ -55,7 +56,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
 }
 
 /// The kernel's host name, the default node name.
-fn system_hostname() -> String {
+pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
@@ -100,6 +101,19 @@ impl Default for Metrics {
             collect_interval: Duration::from_secs(30),
             max_series: 50_000,
         }
+    }
+}
+
+/// Where snapshots are kept, and how many automatic `pre-apply-*` snapshots `apply` keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshots {
+    pub dir: std::path::PathBuf,
+    pub keep: u32,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self { dir: crate::snapshot::DEFAULT_DIR.into(), keep: crate::snapshot::DEFAULT_KEEP }
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use marked_yaml::Node;
 
 use super::{
-    Limits, Metrics,
+    Limits, Metrics, Snapshots,
     decode::{Diagnostics, Field},
     error::Position,
     service::{ServiceDecl, service},
@@ -27,6 +27,7 @@ pub(super) struct FileDecl {
     pub node: Option<Located<Option<NodeDecl>>>,
     pub limits: Option<Located<Option<Limits>>>,
     pub metrics: Option<Located<Option<Metrics>>>,
+    pub snapshots: Option<Located<Option<Snapshots>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -44,7 +45,7 @@ pub(super) enum IgnoreEntry {
     Vip(IpAddr),
 }
 
-const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "ignore", "services"];
+const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "snapshots", "ignore", "services"];
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
@@ -57,6 +58,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("metrics") {
         decl.metrics = located(field, metrics(d, field));
+    }
+    if let Some(field) = root.get("snapshots") {
+        decl.snapshots = located(field, snapshots(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);
@@ -164,6 +168,22 @@ fn metrics(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Metrics> {
             collect_interval: collect_interval.unwrap_or_default(),
             max_series: max_series.unwrap_or_default(),
         }
+    })
+}
+
+fn snapshots(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Snapshots> {
+    let map = d.mapping(field.value, field.position(), "snapshots", &["dir", "keep"])?;
+    clean(d, |d| {
+        let defaults = Snapshots::default();
+        let dir = map.get("dir").map_or(Some(defaults.dir.clone()), |field| {
+            let dir = d.string(field)?;
+            if !dir.starts_with('/') {
+                d.error(field.position(), format!("snapshots.dir: {dir:?} must be an absolute path"));
+            }
+            Some(dir.into())
+        });
+        let keep = map.get("keep").map_or(Some(defaults.keep), |field| d.integer(field, 1, 100_000));
+        Snapshots { dir: dir.unwrap_or(defaults.dir), keep: keep.unwrap_or(defaults.keep) }
     })
 }
 

@@ -1,6 +1,6 @@
-//! Validation across files: decode each file, then merge them. `node`, `limits` and `metrics` may
-//! be set by one file only; `ignore` and `services` are concatenated; service names and keys are
-//! unique across all files, and no configured service may also be ignored.
+//! Validation across files: decode each file, then merge them. `node`, `limits`, `metrics` and
+//! `snapshots` may be set by one file only; `ignore` and `services` are concatenated; service
+//! names and keys are unique across all files, and no configured service may also be ignored.
 
 use std::{
     collections::BTreeMap,
@@ -63,6 +63,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let node = single_section(files, "node", |decl| decl.node.as_ref(), errors).flatten();
     let limits = single_section(files, "limits", |decl| decl.limits.as_ref(), errors).flatten();
     let metrics = single_section(files, "metrics", |decl| decl.metrics.as_ref(), errors).flatten();
+    let snapshots = single_section(files, "snapshots", |decl| decl.snapshots.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -72,6 +73,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         },
         limits: limits.unwrap_or_else(Limits::default),
         metrics: metrics.unwrap_or_else(Metrics::default),
+        snapshots: snapshots.unwrap_or_default(),
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),

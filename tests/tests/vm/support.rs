@@ -166,10 +166,21 @@ impl Node {
         Self { netns, dir }
     }
 
+    /// Writes a config file. Unless `text` sets `snapshots` itself, it gets a `snapshots.dir` in
+    /// this node's directory, so apply's automatic snapshots stay out of /var/lib and of other tests.
     pub fn config(&self, name: &str, text: &str) -> String {
         let path = self.dir.join(name);
+        let mut text = text.to_owned();
+        if !text.starts_with("snapshots:") && !text.contains("\nsnapshots:") {
+            text.push_str(&format!("\nsnapshots:\n  dir: {}\n", self.snapshots_dir().display()));
+        }
         std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
+    }
+
+    /// Where this node's configs keep snapshots.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
     }
 
     pub fn libraflux(&self, args: &[&str]) -> Ran {
