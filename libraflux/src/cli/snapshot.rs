@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use libraflux::{
-    config::{self, Config, Ignore, Limits},
+    config::{self, Config, Ignore, Limits, Metrics},
     ipvs::{Ipvs as _, IpvsClient, OnFailure, Timeouts},
     model::{Service, ServiceKey},
     plan,
@@ -99,10 +99,36 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
             Ok(())
         }
         SnapshotCommand::Restore { name, dry_run, force, skip } => {
+            refuse_under_a_running_daemon(config.as_ref(), *dry_run)?;
             let restore = Restore { dry_run: *dry_run, force: *force, skip, output: args.output };
-            restore.run(&store, config.as_ref(), name)
+            restore.run(&store, config.as_ref(), name)?;
+            if !*dry_run {
+                let at = libraflux::drain::now_ms();
+                if let Err(err) = snapshot::record_rollback(store.dir(), name, at) {
+                    eprintln!("warning: restored, but could not record the rollback: {err}");
+                }
+            }
+            Ok(())
         }
     }
+}
+
+/// A running daemon converges IPVS back to its config within one reconcile interval, so a
+/// restore under it would be silently undone: refuse, and say what to do instead.
+fn refuse_under_a_running_daemon(config: Option<&Config>, dry_run: bool) -> anyhow::Result<()> {
+    let listen = config.map_or_else(|| Metrics::default().listen, |config| config.metrics.listen);
+    if super::status::daemon_status(listen).is_err() {
+        return Ok(());
+    }
+    let why = format!(
+        "a LibraFlux daemon answers on {listen}; it converges IPVS to its config and would undo the restore \
+         within one reconcile interval. Roll back the config instead, or stop the daemon first"
+    );
+    if dry_run {
+        eprintln!("warning: {why}");
+        return Ok(());
+    }
+    Err(Failure::new(exit::REFUSED, why).into())
 }
 
 /// The config named by `-c` (which must load), else the default one when it exists. A default

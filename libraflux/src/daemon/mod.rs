@@ -96,6 +96,7 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
         status,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
+    daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
     daemon.update_health_checks();
     daemon.load_drains();
     daemon.reconcile(Trigger::Startup).await;
@@ -122,6 +123,7 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
                 if let Some(snapshot) = daemon.observer.snapshot() {
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
+                daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

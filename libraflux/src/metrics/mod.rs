@@ -91,6 +91,9 @@ pub struct Metrics {
     config_reloads: SortedFamily<ReloadLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     ebpf_attached: Gauge,
+    rollbacks: Counter,
+    /// The rollback log's count when last read, so the counter only ever adds the difference.
+    rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
     last_reconcile: Mutex<Instant>,
 }
@@ -113,6 +116,8 @@ impl Metrics {
             config_reloads: SortedFamily::default(),
             last_success: Gauge::default(),
             ebpf_attached: Gauge::default(),
+            rollbacks: Counter::default(),
+            rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
         metrics.with_registrations()
@@ -172,6 +177,11 @@ impl Metrics {
             "libraflux_last_successful_reconcile_timestamp_seconds",
             "Unix time of the last reconcile run that succeeded; 0 before the first",
             self.last_success.clone(),
+        );
+        registry.register(
+            "libraflux_rollbacks",
+            "Snapshot restores (libraflux snapshot restore) recorded in the snapshot directory",
+            self.rollbacks.clone(),
         );
         registry.register(
             "libraflux_ebpf_attached",
@@ -286,6 +296,14 @@ impl Metrics {
                 "metrics.max_series reached: {dropped} per-backend IPVS series are not exported \
                  (the backends after the limit, in service and backend key order)"
             ),
+        }
+    }
+
+    /// The number of restores the rollback log records now; the counter adds what is new.
+    pub fn set_rollbacks_recorded(&self, total: u64) {
+        let before = self.rollbacks_seen.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        if total > before {
+            self.rollbacks.inc_by(total - before);
         }
     }
 

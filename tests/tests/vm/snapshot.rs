@@ -198,3 +198,35 @@ fn restoring_an_empty_snapshot_over_twenty_services_needs_force() {
     assert_code(&forced, 0);
     assert_eq!(node.saved(), "");
 }
+
+#[test]
+fn a_restore_is_refused_while_a_daemon_runs_and_counted_once_it_does() {
+    use std::io::{Read as _, Write as _};
+
+    let node = Node::new();
+    let config = node.config("config.yaml", &format!("{CONFIG}metrics:\n  listen: 127.0.0.1:19471\n"));
+    let dir = dir_arg(&node);
+    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
+    assert_code(
+        &node.libraflux(&["snapshot", "create", "--name", "known-good", "-c", &config, "--dir", &dir]),
+        0,
+    );
+
+    let daemon = super::daemon::Daemon::start(&node, &config);
+    let refused = node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]);
+    assert_code(&refused, 3);
+    assert!(refused.stderr.contains("would undo the restore"), "{}", refused.stderr);
+    drop(daemon);
+
+    assert_code(&node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]), 0);
+    let _daemon = super::daemon::Daemon::start(&node, &config);
+    let metrics = node.netns.enter(|| {
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:19471").expect("connect to /metrics");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    });
+    // The daemon reads the rollback log at start (and then on its collect interval).
+    assert!(metrics.lines().any(|line| line == "libraflux_rollbacks_total 1"), "{metrics}");
+}
