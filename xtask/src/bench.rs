@@ -1,5 +1,7 @@
 //! Benchmarks on a real kernel: `cargo xtask bench ipvs` programs, dumps and deletes a large
-//! IPVS table with LibraFlux's client and with `ipvsadm`, in one VM boot (docs/benchmarks.md).
+//! IPVS table with LibraFlux's client and with `ipvsadm`, in one VM boot; `health` checks 5,000
+//! TCP backends (native engine on the host, the daemon in the VM); `ebpf` measures the flow
+//! counter's packet-rate cost and its map read against an IPVS dump (docs/benchmarks.md).
 
 use std::time::Duration;
 
@@ -20,6 +22,59 @@ pub struct BenchArgs {
 enum Bench {
     /// Program N services x M backends, dump and delete them: ours against `ipvsadm`.
     Ipvs(IpvsArgs),
+    /// 5,000 TCP backends checked every second: CPU and memory of the health engine natively
+    /// on the host, and of the real daemon in the VM.
+    Health(HealthArgs),
+    /// The eBPF counter: veth pps with and without it (host), and reading its maps against an
+    /// IPVS stats dump (VM, and the map read on the host too).
+    Ebpf(EbpfArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// Services in the benchmark config.
+    #[arg(long, default_value_t = 500)]
+    services: u32,
+    /// Backends per service (each a distinct TCP port).
+    #[arg(long, default_value_t = 10)]
+    backends: u32,
+    /// Seconds over which CPU is sampled, after every backend has passed a check.
+    #[arg(long, default_value_t = 60)]
+    window: u32,
+    /// Skip the VM run (the daemon); run the native engine only.
+    #[arg(long)]
+    host_only: bool,
+    /// Skip the native run.
+    #[arg(long)]
+    vm_only: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct EbpfArgs {
+    /// Rounds of each kind (without, with the counter), alternating.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Seconds per round.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Watched destinations / IPVS services for the read comparison.
+    #[arg(long, default_value_t = 10_000)]
+    entries: u32,
+    /// Reads timed per side.
+    #[arg(long, default_value_t = 10)]
+    iterations: u32,
+    /// Skip the VM run.
+    #[arg(long)]
+    host_only: bool,
+    /// Skip the host runs (pps and the host map read).
+    #[arg(long)]
+    vm_only: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +100,82 @@ struct IpvsArgs {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     match &args.bench {
         Bench::Ipvs(args) => ipvs(args),
+        Bench::Health(args) => health(args),
+        Bench::Ebpf(args) => ebpf(args),
     }
+}
+
+/// Builds a benchmark driver in release mode; its path.
+fn release_bin(name: &str) -> anyhow::Result<String> {
+    checked(cargo().args(["build", "--release", "-p", "libraflux-tests", "--bin", name]))?;
+    Ok(workspace_root().join("target/release").join(name).to_string_lossy().into_owned())
+}
+
+fn host_run(program: &str, args: &[String]) -> anyhow::Result<()> {
+    println!("host: {program} {}", args.join(" "));
+    checked(std::process::Command::new(program).args(args))
+}
+
+fn vm_run(memory_mib: u32, script: &str, what: &str) -> anyhow::Result<()> {
+    let vm = Vm { memory_mib, timeout: Duration::from_secs(1800) };
+    let status = vm.run(&format!("uname -r\n{script}"))?;
+    if status != 0 {
+        bail!("the {what} benchmark failed in the VM (exit {status})");
+    }
+    Ok(())
+}
+
+fn health(args: &HealthArgs) -> anyhow::Result<()> {
+    let bench = release_bin("health-bench")?;
+    let common = vec![
+        "--services".to_owned(),
+        args.services.to_string(),
+        "--backends".to_owned(),
+        args.backends.to_string(),
+        "--window".to_owned(),
+        args.window.to_string(),
+    ];
+    if !args.vm_only {
+        let mut native = vec!["native".to_owned()];
+        native.extend(common.iter().cloned());
+        host_run(&bench, &native)?;
+    }
+    if !args.host_only {
+        checked(cargo().args(["build", "--release", "-p", "libraflux", "--bin", "libraflux"]))?;
+        let libraflux = workspace_root().join("target/release/libraflux").to_string_lossy().into_owned();
+        let mut command = vec![bench, "daemon".to_owned(), "--libraflux".to_owned(), libraflux];
+        command.extend(common);
+        let script = command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
+        vm_run(args.memory, &script, "health")?;
+    }
+    Ok(())
+}
+
+fn ebpf(args: &EbpfArgs) -> anyhow::Result<()> {
+    let bench = release_bin("ebpf-bench")?;
+    let (entries, iterations) = (args.entries.to_string(), args.iterations.to_string());
+    let maps = ["maps", "--destinations", entries.as_str(), "--iterations", iterations.as_str()];
+    if !args.vm_only {
+        let pps = ["pps", "--rounds", &args.rounds.to_string(), "--seconds", &args.seconds.to_string()];
+        host_run(&bench, &pps.map(str::to_owned))?;
+        host_run(&bench, &maps.map(str::to_owned))?;
+    }
+    if !args.host_only {
+        let ipvs = ["ipvs", "--services", entries.as_str(), "--iterations", iterations.as_str()];
+        let script = [maps, ipvs]
+            .iter()
+            .map(|line| {
+                std::iter::once(bench.as_str())
+                    .chain(line.iter().copied())
+                    .map(shell_quote)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        vm_run(args.memory, &script, "eBPF")?;
+    }
+    Ok(())
 }
 
 fn ipvs(args: &IpvsArgs) -> anyhow::Result<()> {

@@ -1,0 +1,300 @@
+//! The eBPF observer benchmark. Run through `cargo xtask bench ebpf`; see docs/benchmarks.md.
+//!
+//! - `pps`: UDP datagrams per second through a veth pair between two fresh namespaces, in
+//!   alternating rounds without and with the flow counter attached (ingress of the receiving
+//!   side, watching the destination). Host only (tcx or netlink, whichever the kernel has).
+//! - `maps`: the cost of `FlowCounter::counters()` with N watched destinations.
+//! - `ipvs`: the cost of `IpvsClient::list_services()` on an N-service table (one destination
+//!   each), in a fresh namespace. Needs IPVS: the VM.
+//!
+//! Timings are wall-clock; nothing is asserted on them. The run fails if the counter misses
+//! datagrams the receiver got, or a read returns the wrong number of entries.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::{IpAddr, Ipv4Addr, UdpSocket},
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use libraflux::{
+    ipvs::{IpvsClient, OnFailure, Op},
+    model::{DestKey as IpvsDest, Destination, Forwarding, Protocol, Service, ServiceKey},
+    observe::{DestKey, Direction, FlowCounter, IPPROTO_UDP, Limits},
+};
+use libraflux_tests::VethPair;
+
+const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] | maps [--destinations N] [--iterations K] \
+                     | ipvs [--services N] [--iterations K]";
+const PORT: u16 = 9000;
+const PAYLOAD: [u8; 18] = *b"libraflux-bench-18";
+
+struct Options {
+    mode: String,
+    rounds: u32,
+    seconds: u64,
+    count: u32,
+    iterations: u32,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().ok_or(USAGE)?;
+    let mut options = Options { mode, rounds: 6, seconds: 5, count: 10_000, iterations: 10 };
+    while let Some(arg) = args.next() {
+        let text = args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
+        let number = text.parse::<u32>().map_err(|_| format!("{arg}: {text:?} is not a number"))?;
+        match arg.as_str() {
+            "--rounds" => options.rounds = number.clamp(1, 100),
+            "--seconds" => options.seconds = u64::from(number.clamp(1, 60)),
+            "--destinations" | "--services" => options.count = number.clamp(1, 100_000),
+            "--iterations" => options.iterations = number.clamp(1, 1000),
+            _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+fn enter(netns: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{netns}");
+    let file = File::open(&path).map_err(|err| format!("{path}: {err}"))?;
+    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// One round: the sender floods for `seconds`; returns (sent, received).
+fn round(pair: &VethPair, receiver: &Arc<UdpSocket>, seconds: u64) -> Result<(u64, u64), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counting = {
+        let (receiver, stop) = (Arc::clone(receiver), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut received = 0u64;
+            // Reads until the sender has stopped and the socket has been quiet for 200 ms.
+            loop {
+                match receiver.recv(&mut buf) {
+                    Ok(_) => received += 1,
+                    Err(_) if stop.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            received
+        })
+    };
+    let sender = pair.left.spawn(move || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+        socket.connect((VethPair::RIGHT_V4, PORT)).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut sent = 0u64;
+        // Bounded by time; checked every 256 datagrams.
+        while Instant::now() < deadline {
+            for _ in 0..256 {
+                if socket.send(&PAYLOAD).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        Ok::<_, String>(sent)
+    });
+    let sent = sender.join().map_err(|_| "sender panicked")??;
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let received = counting.join().map_err(|_| "receiver panicked")?;
+    Ok((sent, received))
+}
+
+fn pps(options: &Options) -> Result<(), String> {
+    let pair = VethPair::new();
+    // This thread (and the receiver threads it spawns) live in the receiving namespace.
+    enter(pair.right.name())?;
+    let receiver = UdpSocket::bind((VethPair::RIGHT_V4.parse::<Ipv4Addr>().expect("v4"), PORT))
+        .map_err(|err| format!("bind: {err}"))?;
+    receiver.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt reads an int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            receiver.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const size).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let receiver = Arc::new(receiver);
+    let mut counter = FlowCounter::load(Limits::destinations(16)).map_err(|e| format!("{e:#?}"))?;
+    let key = DestKey::ipv4(VethPair::RIGHT_V4.parse::<Ipv4Addr>().expect("v4").octets(), PORT, IPPROTO_UDP);
+    counter.watch(key).map_err(|e| e.to_string())?;
+    println!(
+        "pps: {} rounds of {} s, {}-byte UDP payloads, veth {} -> {}",
+        options.rounds * 2,
+        options.seconds,
+        PAYLOAD.len(),
+        VethPair::LEFT_IF,
+        VethPair::RIGHT_IF
+    );
+    println!(
+        "{:<6} {:<9} {:>12} {:>12} {:>12} {:>8}",
+        "round", "counter", "sent", "received", "rx pps", "drop %"
+    );
+    let mut rates: BTreeMap<bool, Vec<f64>> = BTreeMap::new();
+    let mut counted_total = 0u64;
+    let mut received_with_counter = 0u64;
+    for index in 0..options.rounds * 2 {
+        let attached = index % 2 == 1;
+        if attached {
+            counter.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
+        }
+        let before = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
+        let (sent, received) = round(&pair, &receiver, options.seconds)?;
+        if attached {
+            let after = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
+            counted_total += after - before;
+            received_with_counter += received;
+            counter.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
+        }
+        let rate = received as f64 / options.seconds as f64;
+        rates.entry(attached).or_default().push(rate);
+        let drop = 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64;
+        println!(
+            "{:<6} {:<9} {sent:>12} {received:>12} {rate:>12.0} {drop:>8.2}",
+            index + 1,
+            if attached { "attached" } else { "off" }
+        );
+    }
+    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let (off, on) = (mean(&rates[&false]), mean(&rates[&true]));
+    let loss = 100.0 * (off - on) / off;
+    println!("mean rx pps without counter {off:.0}, with counter {on:.0}: throughput loss {loss:.2} %");
+    println!(
+        "counter saw {counted_total} packets in the attached rounds; the receiver got {received_with_counter}"
+    );
+    println!(
+        "EBPF_PPS off_pps={off:.0} on_pps={on:.0} loss_pct={loss:.2} counted={counted_total} \
+              received={received_with_counter}"
+    );
+    if counted_total < received_with_counter {
+        return Err("the counter saw fewer packets than the receiver got".to_owned());
+    }
+    Ok(())
+}
+
+fn timed<T>(iterations: u32, mut f: impl FnMut() -> Result<T, String>) -> Result<(Vec<Duration>, T), String> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..iterations {
+        let started = Instant::now();
+        last = Some(f()?);
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    Ok((times, last.expect("at least one iteration")))
+}
+
+fn summary(name: &str, count: u32, times: &[Duration]) -> f64 {
+    let median = times[times.len() / 2].as_secs_f64();
+    println!(
+        "{name}: {count} entries, {} reads: min {:.3} ms, median {:.3} ms, max {:.3} ms ({:.2} us per entry)",
+        times.len(),
+        times[0].as_secs_f64() * 1e3,
+        median * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        median * 1e6 / f64::from(count)
+    );
+    median
+}
+
+fn maps(options: &Options) -> Result<(), String> {
+    let mut counter =
+        FlowCounter::load(Limits::destinations(options.count)).map_err(|e| format!("{e:#?}"))?;
+    for index in 0..options.count {
+        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + index + 1);
+        counter.watch(DestKey::ipv4(addr.octets(), 8080, IPPROTO_UDP)).map_err(|e| e.to_string())?;
+    }
+    let (times, read) = timed(options.iterations, || counter.counters().map_err(|e| e.to_string()))?;
+    if read.len() != options.count as usize {
+        return Err(format!("counters() returned {} entries, not {}", read.len(), options.count));
+    }
+    let median = summary("FlowCounter::counters()", options.count, &times);
+    println!("EBPF_MAPS destinations={} median_s={median:.6}", options.count);
+    Ok(())
+}
+
+fn ipvs(options: &Options) -> Result<(), String> {
+    // SAFETY: unshare moves only this (main) thread, before the runtime's threads exist.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+    }
+    let status = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    if !status.is_ok_and(|s| s.success()) {
+        return Err("ip link set lo up failed".to_owned());
+    }
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut client = IpvsClient::connect().await.map_err(|e| e.to_string())?;
+        let mut ops = Vec::new();
+        for index in 0..options.count {
+            let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + index + 1);
+            let rip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + index + 1);
+            let key = ServiceKey::Addr { protocol: Protocol::Tcp, addr: IpAddr::V4(vip), port: 80 };
+            ops.push(Op::AddService(Service {
+                key,
+                scheduler: "rr".to_owned(),
+                persistence: None,
+                persistence_netmask: None,
+                destinations: BTreeMap::new(),
+            }));
+            ops.push(Op::AddDest(
+                key,
+                Destination {
+                    key: IpvsDest::new(IpAddr::V4(rip), 8080),
+                    weight: 1,
+                    forwarding: Forwarding::Nat,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                },
+            ));
+        }
+        client.apply_ops(&ops, OnFailure::Stop).await.into_result().map_err(|e| e.to_string())?;
+        let mut times = Vec::new();
+        for _ in 0..options.iterations {
+            let started = Instant::now();
+            let listed = client.list_services().await.map_err(|e| e.to_string())?;
+            times.push(started.elapsed());
+            let dests: usize = listed.iter().map(|s| s.destinations.len()).sum();
+            if listed.len() != options.count as usize || dests != options.count as usize {
+                return Err(format!("list_services() found {} services, {dests} destinations", listed.len()));
+            }
+        }
+        times.sort_unstable();
+        let median = summary("IpvsClient::list_services()", options.count, &times);
+        println!("EBPF_IPVS services={} median_s={median:.6}", options.count);
+        Ok(())
+    })
+}
+
+fn main() {
+    let options = parse_options().unwrap_or_else(|err| {
+        eprintln!("{err}");
+        std::process::exit(2);
+    });
+    let result = match options.mode.as_str() {
+        "pps" => pps(&options),
+        "maps" => maps(&options),
+        "ipvs" => ipvs(&options),
+        other => Err(format!("unknown mode {other:?}\n{USAGE}")),
+    };
+    if let Err(err) = result {
+        eprintln!("ebpf-bench: {err}");
+        std::process::exit(1);
+    }
+}
