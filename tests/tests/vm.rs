@@ -5,6 +5,7 @@
 
 mod vm {
     mod apply;
+    mod behavior;
     mod daemon;
     mod daemon_health;
     mod drain;

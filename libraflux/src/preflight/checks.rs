@@ -36,6 +36,7 @@ pub fn run_checks(input: &CheckInput<'_>, facts: &NodeFacts) -> Report {
                 "vips_present" => vips_present(input, facts),
                 "conn_table_size" => conn_table_size(input, facts),
                 "service_conflicts" => service_conflicts(input),
+                "vs_sysctls" => vs_sysctls(input, facts),
                 _ => unreachable!("every name in CHECK_NAMES has a check"),
             };
             result(name, verdict, reason)
@@ -191,6 +192,41 @@ fn service_conflicts(input: &CheckInput<'_>) -> (Verdict, String) {
     }
 }
 
+/// Where the observed behaviour under each setting is written down.
+const BEHAVIOR_DOC: &str = "docs/connection-behavior.md";
+
+/// Reports the sysctls that decide what happens to existing connections; warns for the one
+/// combination the behaviour doc recommends against: UDP services with `expire_nodest_conn=0`,
+/// under which a UDP flow to a removed backend is dropped until its IPVS entry times out.
+fn vs_sysctls(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
+    let sysctls = match &facts.vs_sysctls {
+        Ok(sysctls) => *sysctls,
+        Err(why) => {
+            return (Verdict::Warn, format!("cannot read the IPVS sysctls ({why}); see {BEHAVIOR_DOC}"));
+        }
+    };
+    let values = format!(
+        "expire_nodest_conn={} expire_quiescent_template={} conn_reuse_mode={}",
+        sysctls.expire_nodest_conn, sysctls.expire_quiescent_template, sysctls.conn_reuse_mode
+    );
+    let udp = input
+        .desired
+        .keys()
+        .filter(|key| matches!(key, ServiceKey::Addr { protocol: crate::model::Protocol::Udp, .. }))
+        .count();
+    if udp > 0 && sysctls.expire_nodest_conn == 0 {
+        (
+            Verdict::Warn,
+            format!(
+                "{values}: with {udp} UDP service(s), a flow to a removed backend is dropped until its \
+                 IPVS entry times out; set net.ipv4.vs.expire_nodest_conn=1 (see {BEHAVIOR_DOC})"
+            ),
+        )
+    } else {
+        (Verdict::Pass, format!("{values} (behaviour under these settings: {BEHAVIOR_DOC})"))
+    }
+}
+
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let items: Vec<&str> = items.collect();
     let mut text = items.iter().take(NAMED_IN_REASON).copied().collect::<Vec<_>>().join(", ");
@@ -208,6 +244,7 @@ mod tests {
     use crate::{
         ipvs::Info,
         model::{Destination, Forwarding},
+        preflight::VsSysctls,
     };
 
     fn service(key: &str, scheduler: &str, backends: &[&str]) -> (ServiceKey, Service) {
@@ -224,6 +261,11 @@ mod tests {
                 .collect(),
             loaded_modules: ["ip_vs".to_owned(), "ip_vs_wrr".to_owned()].into_iter().collect(),
             available_modules: ["ip_vs_rr".to_owned(), "ip_vs_mh".to_owned()].into_iter().collect(),
+            vs_sysctls: Ok(VsSysctls {
+                expire_nodest_conn: 1,
+                expire_quiescent_template: 0,
+                conn_reuse_mode: 1,
+            }),
         }
     }
 
@@ -329,5 +371,48 @@ mod tests {
         let report = run_checks(&input, &facts);
         assert_eq!(outcome(&report, "ipvs_available").0, Verdict::Skipped);
         assert!(report.passed());
+    }
+
+    #[test]
+    fn vs_sysctls_are_reported_with_the_doc() {
+        let desired = BTreeMap::from([service("tcp:10.0.0.1:80", "wrr", &[])]);
+        let (verdict, reason) = outcome(&check(&desired, &healthy_node(), None), "vs_sysctls");
+        assert_eq!(verdict, Verdict::Pass);
+        assert_eq!(
+            reason,
+            "expire_nodest_conn=1 expire_quiescent_template=0 conn_reuse_mode=1 \
+             (behaviour under these settings: docs/connection-behavior.md)"
+        );
+    }
+
+    #[test]
+    fn udp_services_with_expire_nodest_conn_0_warn() {
+        let mut facts = healthy_node();
+        facts.vs_sysctls =
+            Ok(VsSysctls { expire_nodest_conn: 0, expire_quiescent_template: 0, conn_reuse_mode: 1 });
+        let tcp_only = BTreeMap::from([service("tcp:10.0.0.1:80", "wrr", &[])]);
+        assert_eq!(outcome(&check(&tcp_only, &facts, None), "vs_sysctls").0, Verdict::Pass);
+        let with_udp =
+            BTreeMap::from([service("tcp:10.0.0.1:80", "wrr", &[]), service("udp:10.0.0.1:53", "wrr", &[])]);
+        let (verdict, reason) = outcome(&check(&with_udp, &facts, None), "vs_sysctls");
+        assert_eq!(verdict, Verdict::Warn);
+        assert!(reason.contains("with 1 UDP service(s)"), "{reason}");
+        assert!(reason.contains("expire_nodest_conn=1 (see docs/connection-behavior.md)"), "{reason}");
+    }
+
+    #[test]
+    fn unreadable_vs_sysctls_warn() {
+        let facts = NodeFacts { vs_sysctls: Err("/proc/sys/net/ipv4/vs: gone".to_owned()), ..healthy_node() };
+        let (verdict, reason) = outcome(&check(&BTreeMap::new(), &facts, None), "vs_sysctls");
+        assert_eq!(verdict, Verdict::Warn);
+        assert!(reason.starts_with("cannot read the IPVS sysctls (/proc/sys/net/ipv4/vs: gone)"), "{reason}");
+    }
+
+    #[test]
+    fn every_check_runs_once_in_order() {
+        let report = check(&BTreeMap::new(), &healthy_node(), None);
+        let names: Vec<&str> = report.checks.iter().map(|check| check.name).collect();
+        assert_eq!(names, CHECK_NAMES);
+        assert_eq!(names.len(), 6);
     }
 }

@@ -22,6 +22,34 @@ pub struct NodeFacts {
     pub loaded_modules: BTreeSet<String>,
     /// Modules the running kernel could load or has built in.
     pub available_modules: BTreeSet<String>,
+    /// The IPVS sysctls that decide what happens to connections of a removed or quiesced
+    /// backend, or why they could not be read.
+    pub vs_sysctls: Result<VsSysctls, String>,
+}
+
+/// `/proc/sys/net/ipv4/vs/{expire_nodest_conn,expire_quiescent_template,conn_reuse_mode}`
+/// (see docs/connection-behavior.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VsSysctls {
+    pub expire_nodest_conn: u32,
+    pub expire_quiescent_template: u32,
+    pub conn_reuse_mode: u32,
+}
+
+impl VsSysctls {
+    /// Reads the three sysctls of the calling thread's network namespace.
+    pub fn read() -> Result<Self, String> {
+        let read = |name: &str| {
+            let path = format!("/proc/sys/net/ipv4/vs/{name}");
+            let text = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+            text.trim().parse::<u32>().map_err(|err| format!("{path}: {text:?}: {err}"))
+        };
+        Ok(Self {
+            expire_nodest_conn: read("expire_nodest_conn")?,
+            expire_quiescent_template: read("expire_quiescent_template")?,
+            conn_reuse_mode: read("conn_reuse_mode")?,
+        })
+    }
 }
 
 /// Gathers the facts; `ipvs` is the outcome of asking IPVS for its info.
@@ -31,6 +59,7 @@ pub async fn gather(ipvs: Result<Info, String>) -> std::io::Result<NodeFacts> {
         addresses: local_addresses().await?,
         loaded_modules: loaded_modules(),
         available_modules: available_modules(),
+        vs_sysctls: VsSysctls::read(),
     })
 }
 

@@ -10,7 +10,7 @@ mod facts;
 use std::fmt;
 
 pub use checks::{CheckInput, run_checks};
-pub use facts::{NodeFacts, gather};
+pub use facts::{NodeFacts, VsSysctls, gather};
 use serde::Serialize;
 
 /// The outcome of one check.
@@ -44,8 +44,14 @@ pub struct CheckResult {
 }
 
 /// Names of every check, in the order they run; `--skip-check` takes these.
-pub const CHECK_NAMES: &[&str] =
-    &["ipvs_available", "schedulers_available", "vips_present", "conn_table_size", "service_conflicts"];
+pub const CHECK_NAMES: &[&str] = &[
+    "ipvs_available",
+    "schedulers_available",
+    "vips_present",
+    "conn_table_size",
+    "service_conflicts",
+    "vs_sysctls",
+];
 
 /// The results, and whether they allow apply to go on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
