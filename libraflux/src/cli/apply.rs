@@ -4,12 +4,12 @@
 use libraflux::{
     ipvs::{self, ApplyReport, Ipvs as _, IpvsClient, OnFailure, OpOutcome},
     plan::{self, LimitViolation, Plan},
-    preflight::{CHECK_NAMES, Report},
+    preflight::Report,
 };
 use serde_json::json;
 
 use super::common::{
-    ConfigArg, Failure, Output, colour, exit, load_config, preflight, require_passed, runtime,
+    ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, require_passed, runtime,
 };
 use super::snapshot;
 
@@ -23,9 +23,8 @@ pub struct ApplyArgs {
     /// Go on even when the plan exceeds a change limit.
     #[arg(long)]
     force: bool,
-    /// Skip a pre-flight check by name (repeatable).
-    #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
-    skip: Vec<String>,
+    #[command(flatten)]
+    skip: SkipChecks,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
@@ -33,7 +32,7 @@ pub struct ApplyArgs {
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     runtime()?.block_on(async {
-        let (client, report) = preflight(&config, &args.skip).await?;
+        let (client, report) = preflight(&config, &args.skip.names).await?;
         let mut outcome = Outcome { output: args.output, json: json!({ "dry_run": args.dry_run }) };
         outcome.preflight(&report);
         let checks = require_passed(&report);

@@ -50,6 +50,18 @@ pub struct ConfigArg {
     pub path: Option<PathBuf>,
 }
 
+/// `--skip-check NAME` (repeatable), for every command that runs the pre-flight checks.
+#[derive(Debug, clap::Args)]
+pub struct SkipChecks {
+    /// Skip a pre-flight check by name (repeatable).
+    #[arg(
+        long = "skip-check",
+        value_name = "NAME",
+        value_parser = clap::builder::PossibleValuesParser::new(libraflux::preflight::CHECK_NAMES)
+    )]
+    pub names: Vec<String>,
+}
+
 /// Loads and validates the whole configuration; every error is printed, each as
 /// `file:line:col: message`, and the command fails with exit code 65 before touching anything.
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {

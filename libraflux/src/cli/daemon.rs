@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use libraflux::{daemon, ipvs::IpvsClient, preflight::CHECK_NAMES};
+use libraflux::{daemon, ipvs::IpvsClient};
 
-use super::common::{ConfigArg, Failure, exit, load_config, preflight, require_passed, runtime};
+use super::common::{ConfigArg, Failure, SkipChecks, exit, load_config, preflight, require_passed, runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -16,15 +16,14 @@ pub struct DaemonArgs {
     /// State directory: drains are kept in STATE_DIR/state/drains.json.
     #[arg(long, default_value = super::common::DEFAULT_STATE_DIR)]
     state_dir: std::path::PathBuf,
-    /// Skip a pre-flight check by name (repeatable).
-    #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
-    skip: Vec<String>,
+    #[command(flatten)]
+    skip: SkipChecks,
 }
 
 pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     runtime()?.block_on(async {
-        let (client, report) = preflight(&config, &args.skip).await?;
+        let (client, report) = preflight(&config, &args.skip.names).await?;
         for check in &report.checks {
             tracing::info!(check = check.name, verdict = %check.verdict, reason = %check.reason, "pre-flight");
         }

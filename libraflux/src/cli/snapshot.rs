@@ -14,14 +14,15 @@ use libraflux::{
     ipvs::{Ipvs as _, IpvsClient, OnFailure, Timeouts},
     model::{Service, ServiceKey},
     plan,
-    preflight::CHECK_NAMES,
     snapshot::{self, Snapshot, SnapshotName, Store, StoreError},
 };
 use serde_json::json;
 
 use super::{
     apply::Outcome,
-    common::{ConfigArg, Failure, Output, exit, load_config, preflight_for, require_passed, runtime},
+    common::{
+        ConfigArg, Failure, Output, SkipChecks, exit, load_config, preflight_for, require_passed, runtime,
+    },
 };
 
 #[derive(Debug, clap::Args)]
@@ -72,9 +73,8 @@ enum SnapshotCommand {
         /// Go on even when the plan exceeds a change limit.
         #[arg(long)]
         force: bool,
-        /// Skip a pre-flight check by name (repeatable).
-        #[arg(long = "skip-check", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(CHECK_NAMES))]
-        skip: Vec<String>,
+        #[command(flatten)]
+        skip: SkipChecks,
     },
 }
 
@@ -100,7 +100,8 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
         }
         SnapshotCommand::Restore { name, dry_run, force, skip } => {
             refuse_under_a_running_daemon(config.as_ref(), *dry_run)?;
-            let restore = Restore { dry_run: *dry_run, force: *force, skip, output: args.output };
+            let restore =
+                Restore { dry_run: *dry_run, force: *force, skip: &skip.names, output: args.output };
             restore.run(&store, config.as_ref(), name)?;
             if !*dry_run {
                 let at = libraflux::drain::now_ms();
