@@ -46,17 +46,12 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         let observed = ipvs::observed(&mut client).await?;
         let plan = plan::plan(&config.desired, &observed, &config.ignore);
         outcome.plan(&plan);
-        if let Err(violations) = plan::check_limits(&plan, &config.limits) {
-            outcome.limits(&violations, args.force);
-            if !args.force {
-                outcome.finish();
-                return Err(Failure::new(
-                    exit::REFUSED,
-                    "the plan exceeds a change limit; nothing was changed",
-                )
-                .into());
-            }
-        }
+        outcome.enforce_limits(
+            &plan,
+            &config.limits,
+            args.force,
+            "the plan exceeds a change limit; nothing was changed",
+        )?;
         if args.dry_run || plan.is_empty() {
             outcome.finish();
             return checks;
@@ -76,20 +71,20 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         let report = client.apply(&ops, OnFailure::Stop).await;
         outcome.applied(&ops, &report);
         outcome.finish();
-        if report.is_complete() {
-            Ok(())
-        } else {
-            Err(Failure::new(
-                exit::RUNTIME_FAILURE,
-                format!(
-                    "applied {} of {} operations before the kernel refused one; run apply again to converge",
-                    report.applied(),
-                    ops.len()
-                ),
-            )
-            .into())
-        }
+        incomplete(&report, ops.len(), "apply")
     })
+}
+
+/// Exit 1 when the kernel refused an operation, saying how far it got; `Ok` when all applied.
+pub(super) fn incomplete(report: &ApplyReport, total: usize, command: &str) -> anyhow::Result<()> {
+    if report.is_complete() {
+        return Ok(());
+    }
+    let message = format!(
+        "applied {} of {total} operations before the kernel refused one; run {command} again to converge",
+        report.applied()
+    );
+    Err(Failure::new(exit::RUNTIME_FAILURE, message).into())
 }
 
 /// What apply (and snapshot restore) prints: text as it goes, or one JSON document at the end.
@@ -99,6 +94,24 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
+    /// Shows the limits the plan exceeds; refuses it (exit 3, after printing everything so far)
+    /// unless `force`.
+    pub(super) fn enforce_limits(
+        &mut self,
+        plan: &Plan,
+        limits: &libraflux::config::Limits,
+        force: bool,
+        refusal: &str,
+    ) -> anyhow::Result<()> {
+        let Err(violations) = plan::check_limits(plan, limits) else { return Ok(()) };
+        self.limits(&violations, force);
+        if force {
+            return Ok(());
+        }
+        self.finish();
+        Err(Failure::new(exit::REFUSED, refusal).into())
+    }
+
     pub(super) fn preflight(&mut self, report: &Report) {
         match self.output {
             Output::Text => print!("Pre-flight checks:\n{}\n", indent(&report.render_text())),

@@ -19,7 +19,7 @@ use libraflux::{
 use serde_json::json;
 
 use super::{
-    apply::Outcome,
+    apply::{Outcome, incomplete},
     common::{
         ConfigArg, Failure, Output, SkipChecks, exit, load_config, preflight_for, require_passed, runtime,
     },
@@ -328,17 +328,9 @@ impl Restore<'_> {
         let wanted: Timeouts = snapshot.timeouts.into();
         let timeouts_change = current != wanted;
         timeouts_line(outcome, current, wanted);
-        if let Err(violations) = plan::check_limits(&plan, limits) {
-            outcome.limits(&violations, self.force);
-            if !self.force {
-                outcome.finish();
-                return Err(Failure::new(
-                    exit::REFUSED,
-                    "the restore exceeds a change limit; nothing was changed (use --force to restore anyway)",
-                )
-                .into());
-            }
-        }
+        let refusal =
+            "the restore exceeds a change limit; nothing was changed (use --force to restore anyway)";
+        outcome.enforce_limits(&plan, limits, self.force, refusal)?;
         if self.dry_run || (plan.is_empty() && !timeouts_change) {
             outcome.finish();
             return Ok(());
@@ -348,15 +340,7 @@ impl Restore<'_> {
         outcome.applied(&ops, &report);
         if !report.is_complete() {
             outcome.finish();
-            return Err(Failure::new(
-                exit::RUNTIME_FAILURE,
-                format!(
-                    "applied {} of {} operations before the kernel refused one; run restore again to converge",
-                    report.applied(),
-                    ops.len()
-                ),
-            )
-            .into());
+            return incomplete(&report, ops.len(), "restore");
         }
         if timeouts_change && let Err(err) = client.set_timeouts(wanted).await {
             outcome.finish();
