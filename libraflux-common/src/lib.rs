@@ -15,23 +15,47 @@ pub const FAMILY_INET6: u8 = 6;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Name of the per-CPU hash map of [`DestKey`] -> [`FlowCounters`].
+/// Names of the per-CPU hash maps of [`Dest4`] -> [`FlowCounters`] and [`Dest6`] ->
+/// [`FlowCounters`]. One map per family keeps the IPv4 key at 8 bytes: the key is hashed and
+/// compared on every packet, and its length is most of a lookup's cost.
 ///
 /// The programs only update entries that already exist: userspace inserts a zeroed entry for each
-/// destination it wants counted. That keeps the map bounded by configuration, not by traffic.
-pub const COUNTERS_MAP: &str = "COUNTERS";
+/// destination it wants counted. That keeps the maps bounded by configuration, not by traffic.
+pub const COUNTERS_V4_MAP: &str = "COUNTERS_V4";
+pub const COUNTERS_V6_MAP: &str = "COUNTERS_V6";
 
-/// Name of the LRU hash map of [`UdpFlowKey`] -> [`UdpFlowSeen`]: the UDP 5-tuples already seen,
-/// so that only the first datagram of each counts as a new flow. Sized by the loader; when it is
-/// full the least recently used flow is forgotten (and counts as new again if it comes back).
-pub const UDP_FLOWS_MAP: &str = "UDP_FLOWS";
+/// Names of the LRU hash maps of [`UdpFlow4`] / [`UdpFlow6`] -> [`UdpFlowSeen`]: the UDP
+/// 5-tuples already seen, so that only the first datagram of each counts as a new flow. Sized by
+/// the loader; when one is full the least recently used flow is forgotten (and counts as new
+/// again if it comes back).
+pub const UDP_FLOWS_V4_MAP: &str = "UDP_FLOWS_V4";
+pub const UDP_FLOWS_V6_MAP: &str = "UDP_FLOWS_V6";
+
+/// Names of the per-CPU arrays of [`UdpFlow4`] / [`UdpFlow6`] in front of the UDP flow maps:
+/// slot [`recent_flow_slot`] of a CPU holds the last flow that CPU looked up there, so a busy
+/// flow skips the shared LRU map. [`RECENT_FLOW_SLOTS`] slots per CPU and family.
+pub const UDP_RECENT_V4_MAP: &str = "UDP_RECENT_V4";
+pub const UDP_RECENT_V6_MAP: &str = "UDP_RECENT_V6";
+pub const RECENT_FLOW_SLOTS: u32 = 1024;
+
+/// The recent-flow slot of a UDP flow: a multiplicative hash of its source address (IPv6: the
+/// last 4 bytes) and port, reduced to [`RECENT_FLOW_SLOTS`]. The destination is left out: few
+/// are watched.
+pub const fn recent_flow_slot(src_addr: [u8; 4], src_port: u16) -> u32 {
+    let port = src_port as u32;
+    let mixed = (u32::from_ne_bytes(src_addr) ^ (port << 16 | port)).wrapping_mul(0x9e37_79b1);
+    mixed >> (32 - RECENT_FLOW_SLOTS.trailing_zeros())
+}
+
+const _: () = assert!(RECENT_FLOW_SLOTS.is_power_of_two());
 
 /// Name of the TC classifier program that counts packets per destination. It is also the name
 /// of the TC filter (`tc filter show`), by which the loader finds and removes filters a previous
 /// LibraFlux process left behind; so it names LibraFlux, and fits the kernel's 15-byte limit.
 pub const COUNT_PROGRAM: &str = "libraflux_count";
 
-/// One destination: address, port and protocol, as seen in the packet's headers.
+/// One destination: address, port and protocol, as seen in the packet's headers. Userspace's
+/// family-independent form; the maps hold [`Dest4`] or [`Dest6`] ([`DestKey::map_key`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestKey {
@@ -45,6 +69,36 @@ pub struct DestKey {
     pub family: u8,
 }
 
+/// An IPv4 destination, the key of [`COUNTERS_V4_MAP`]. The program zeroes `_pad`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Dest4 {
+    /// Network byte order.
+    pub addr: [u8; 4],
+    /// Host byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// An IPv6 destination, the key of [`COUNTERS_V6_MAP`]. The program zeroes `_pad`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Dest6 {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A destination as the maps key it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKey {
+    V4(Dest4),
+    V6(Dest6),
+}
+
 /// Counters of one destination on one CPU; userspace combines the CPUs with [`FlowCounters::add`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,40 +107,53 @@ pub struct FlowCounters {
     /// Sum of `skb->len`: at TC this includes the 14-byte Ethernet header.
     pub bytes: u64,
     /// TCP: segments with SYN set and ACK clear. UDP: datagrams whose 5-tuple was not in
-    /// [`UDP_FLOWS_MAP`].
+    /// [`UDP_FLOWS_V4_MAP`] / [`UDP_FLOWS_V6_MAP`].
     pub new_flows: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet on this CPU; 0 = none yet.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC as of the last
+    /// kernel tick, so up to one tick, 1-10 ms, behind) of the last packet on this CPU;
+    /// 0 = none yet.
     pub last_seen_ns: u64,
 }
 
-/// A UDP 5-tuple, the key of [`UDP_FLOWS_MAP`]. The program zeroes `_pad` (and the unused
-/// address bytes of IPv4) so that equal flows hash equally.
-#[repr(C)]
+/// An IPv4 UDP 5-tuple (the protocol is implied), the key of [`UDP_FLOWS_V4_MAP`].
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct UdpFlowKey {
-    /// Laid out like [`DestKey::addr`].
-    pub src_addr: [u8; 16],
-    pub dst_addr: [u8; 16],
+pub struct UdpFlow4 {
+    /// Network byte order.
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
     /// Host byte order.
     pub src_port: u16,
     pub dst_port: u16,
-    /// [`FAMILY_INET`] or [`FAMILY_INET6`].
-    pub family: u8,
-    pub _pad: [u8; 3],
 }
 
-/// The value of [`UDP_FLOWS_MAP`]: when the flow's first datagram was seen (`bpf_ktime_get_ns`).
+/// An IPv6 UDP 5-tuple, the key of [`UDP_FLOWS_V6_MAP`].
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpFlow6 {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The value of the UDP flow maps: when the flow's first datagram was seen (see
+/// [`FlowCounters::last_seen_ns`] for the clock).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpFlowSeen {
     pub first_seen_ns: u64,
 }
 
-const _: () = assert!(size_of::<DestKey>() == 20);
-const _: () = assert!(align_of::<DestKey>() == 2);
+const _: () = assert!(size_of::<Dest4>() == 8);
+const _: () = assert!(align_of::<Dest4>() == 4);
+const _: () = assert!(size_of::<Dest6>() == 20);
+const _: () = assert!(align_of::<Dest6>() == 4);
 const _: () = assert!(size_of::<FlowCounters>() == 32);
-const _: () = assert!(size_of::<UdpFlowKey>() == 40);
-const _: () = assert!(align_of::<UdpFlowKey>() == 2);
+const _: () = assert!(size_of::<UdpFlow4>() == 12);
+const _: () = assert!(align_of::<UdpFlow4>() == 4);
+const _: () = assert!(size_of::<UdpFlow6>() == 36);
+const _: () = assert!(align_of::<UdpFlow6>() == 4);
 const _: () = assert!(size_of::<UdpFlowSeen>() == 8);
 
 impl DestKey {
@@ -105,6 +172,16 @@ impl DestKey {
         }
     }
 
+    /// The key of this destination in its family's counters map.
+    pub const fn map_key(&self) -> MapKey {
+        if self.family == FAMILY_INET {
+            let [a, b, c, d, ..] = self.addr;
+            MapKey::V4(Dest4 { addr: [a, b, c, d], port: self.port, proto: self.proto, _pad: 0 })
+        } else {
+            MapKey::V6(Dest6 { addr: self.addr, port: self.port, proto: self.proto, _pad: 0 })
+        }
+    }
+
     /// The address, read back according to [`DestKey::family`].
     pub const fn ip(&self) -> IpAddr {
         if self.family == FAMILY_INET {
@@ -113,6 +190,18 @@ impl DestKey {
         } else {
             IpAddr::V6(core::net::Ipv6Addr::from_octets(self.addr))
         }
+    }
+}
+
+impl From<Dest4> for DestKey {
+    fn from(key: Dest4) -> Self {
+        Self::ipv4(key.addr, key.port, key.proto)
+    }
+}
+
+impl From<Dest6> for DestKey {
+    fn from(key: Dest6) -> Self {
+        Self::ipv6(key.addr, key.port, key.proto)
     }
 }
 
@@ -144,12 +233,14 @@ impl FlowCounters {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four types are repr(C), contain only integers and byte arrays, and have no
-    // implicit padding (asserted above: 16 + 2 + 1 + 1 = 20; 4 * 8 = 32;
-    // 16 + 16 + 2 + 2 + 1 + 3 = 40; 8).
-    unsafe impl aya::Pod for super::DestKey {}
+    // SAFETY: all these types are repr(C), contain only integers and byte arrays, and have no
+    // implicit padding (asserted above: 4 + 2 + 1 + 1 = 8; 16 + 2 + 1 + 1 = 20; 4 * 8 = 32;
+    // 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8).
+    unsafe impl aya::Pod for super::Dest4 {}
+    unsafe impl aya::Pod for super::Dest6 {}
     unsafe impl aya::Pod for super::FlowCounters {}
-    unsafe impl aya::Pod for super::UdpFlowKey {}
+    unsafe impl aya::Pod for super::UdpFlow4 {}
+    unsafe impl aya::Pod for super::UdpFlow6 {}
     unsafe impl aya::Pod for super::UdpFlowSeen {}
 }
 
@@ -175,5 +266,17 @@ mod tests {
             assert_eq!(key.ip(), addr);
         }
         assert_eq!(DestKey::new("192.0.2.7".parse().unwrap(), 1, IPPROTO_TCP).addr[4..], [0; 12]);
+    }
+
+    #[test]
+    fn map_keys_round_trip_per_family() {
+        let v4 = DestKey::new("192.0.2.7".parse().unwrap(), 53, IPPROTO_UDP);
+        let MapKey::V4(key4) = v4.map_key() else { panic!("an IPv4 key: {v4:?}") };
+        assert_eq!(key4, Dest4 { addr: [192, 0, 2, 7], port: 53, proto: IPPROTO_UDP, _pad: 0 });
+        assert_eq!(DestKey::from(key4), v4);
+        let v6 = DestKey::new("2001:db8::1".parse().unwrap(), 443, IPPROTO_TCP);
+        let MapKey::V6(key6) = v6.map_key() else { panic!("an IPv6 key: {v6:?}") };
+        assert_eq!((key6.addr, key6.port, key6.proto), (v6.addr, 443, IPPROTO_TCP));
+        assert_eq!(DestKey::from(key6), v6);
     }
 }

@@ -2,34 +2,53 @@
 //! the last packet was seen.
 //!
 //! Userspace inserts a zeroed [`FlowCounters`] entry for every destination it wants counted; the
-//! program only updates entries that exist, so the map stays bounded by configuration, never by
-//! traffic. UDP flows of watched destinations are remembered in an LRU map sized by the loader.
+//! program only updates entries that exist, so the maps stay bounded by configuration, never by
+//! traffic. UDP flows of watched destinations are remembered in LRU maps sized by the loader.
 //! Entry points are thin wrappers over `try_*` functions; a packet that cannot be parsed is passed
 //! on untouched and counted in `PARSE_ERRORS`, never dropped.
+//!
+//! Every packet on the interface runs this program, so its cost is kept down (docs/benchmarks.md
+//! measures it): header fields are read straight from the packet when they are in the linear
+//! area, each family has its own maps so an IPv4 lookup hashes an 8- or 12-byte key, and the
+//! time comes from the kernel's coarse clock.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
 use libraflux_common::{
-    DestKey, FAMILY_INET, FAMILY_INET6, FlowCounters, IPPROTO_TCP, IPPROTO_UDP, UdpFlowKey, UdpFlowSeen,
-    ipv4_bytes,
+    Dest4, Dest6, FlowCounters, IPPROTO_TCP, IPPROTO_UDP, RECENT_FLOW_SLOTS, UdpFlow4, UdpFlow6, UdpFlowSeen,
+    recent_flow_slot,
 };
 
-/// Default capacity; the loader sets the real one from the configuration.
-#[map(name = "COUNTERS")]
-static COUNTERS: PerCpuHashMap<DestKey, FlowCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+/// Default capacities; the loader sets the real ones from the configuration.
+#[map(name = "COUNTERS_V4")]
+static COUNTERS_V4: PerCpuHashMap<Dest4, FlowCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+#[map(name = "COUNTERS_V6")]
+static COUNTERS_V6: PerCpuHashMap<Dest6, FlowCounters> = PerCpuHashMap::with_max_entries(1024, 0);
 
 /// UDP 5-tuples already seen (shared by all CPUs, so a flow is new once, whichever CPU sees it).
-/// Default capacity; the loader sets the real one.
-#[map(name = "UDP_FLOWS")]
-static UDP_FLOWS: LruHashMap<UdpFlowKey, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
+/// Default capacities; the loader sets the real ones.
+#[map(name = "UDP_FLOWS_V4")]
+static UDP_FLOWS_V4: LruHashMap<UdpFlow4, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
+#[map(name = "UDP_FLOWS_V6")]
+static UDP_FLOWS_V6: LruHashMap<UdpFlow6, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU caches in front of the UDP flow maps: slot `recent_flow_slot(flow)` holds the last
+/// flow this CPU looked up in the LRU map there. A datagram whose flow is in its slot is not
+/// new, and skips the LRU lookup: hashing and comparing in the shared map are most of the cost
+/// of new-flow counting, and a busy UDP flow sends many datagrams through one CPU. A zeroed slot
+/// never matches: a watched destination's address is not zero.
+#[map(name = "UDP_RECENT_V4")]
+static UDP_RECENT_V4: PerCpuArray<UdpFlow4> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
+#[map(name = "UDP_RECENT_V6")]
+static UDP_RECENT_V6: PerCpuArray<UdpFlow6> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
 
 /// Packets whose headers could not be read (truncated or malformed), slot 0.
 #[map(name = "PARSE_ERRORS")]
@@ -38,11 +57,20 @@ static PARSE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+const IPV4_FRAG_OFFSET: usize = ETH_HLEN + 6;
+const IPV4_PROTO_OFFSET: usize = ETH_HLEN + 9;
 const IPV4_SRC_OFFSET: usize = ETH_HLEN + 12;
+const IPV4_DST_OFFSET: usize = ETH_HLEN + 16;
+const IPV6_NEXT_HEADER_OFFSET: usize = ETH_HLEN + 6;
 const IPV6_SRC_OFFSET: usize = ETH_HLEN + 8;
+const IPV6_DST_OFFSET: usize = ETH_HLEN + 24;
 /// IPv4 flags+fragment offset field: the offset bits; non-zero means a non-first fragment.
 const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// TCP and UDP both start with the source port, then the destination port.
+const L4_SRC_PORT: usize = 0;
+const L4_DST_PORT: usize = 2;
 /// Offset of the flags byte in the TCP header, and the two flags that mark a connection attempt.
 const TCP_FLAGS_OFFSET: usize = 13;
 const TCP_SYN: u8 = 0x02;
@@ -64,109 +92,164 @@ pub fn libraflux_count(ctx: TcContext) -> i32 {
     VERDICT
 }
 
-/// A TCP or UDP packet: its destination and where its L4 header starts.
-struct Packet {
-    dest: DestKey,
-    l4_offset: usize,
-}
-
 fn try_count(ctx: &TcContext) -> Result<(), i64> {
     // skb->protocol holds the ethertype in network byte order.
-    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
-    let packet = match ethertype {
-        ETH_P_IP => ipv4_packet(ctx)?,
-        ETH_P_IPV6 => ipv6_packet(ctx)?,
-        _ => return Ok(()),
+    match u16::from_be(ctx.skb.protocol() as u16) {
+        ETH_P_IP => count_ipv4(ctx),
+        ETH_P_IPV6 => count_ipv6(ctx),
+        _ => Ok(()),
+    }
+}
+
+/// Counts an IPv4 TCP or UDP packet to a watched destination. Other protocols and non-first
+/// fragments (which carry no L4 header) are not counted.
+fn count_ipv4(ctx: &TcContext) -> Result<(), i64> {
+    let version_ihl: u8 = read(ctx, ETH_HLEN)?;
+    let frag: u16 = u16::from_be(read(ctx, IPV4_FRAG_OFFSET)?);
+    if frag & IPV4_FRAG_OFFSET_MASK != 0 {
+        return Ok(());
+    }
+    let proto: u8 = read(ctx, IPV4_PROTO_OFFSET)?;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok(());
+    }
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let l4 = if header_len == IPV4_HLEN { L4::Ipv4NoOptions } else { L4::At(ETH_HLEN + header_len) };
+    let dest = Dest4 { addr: read(ctx, IPV4_DST_OFFSET)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
+    let Some(counters) = COUNTERS_V4.get_ptr_mut(dest) else { return Ok(()) };
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let new_flow = if proto == IPPROTO_TCP {
+        is_connection_attempt(ctx, l4)?
+    } else {
+        // Read only here: most packets are not to a watched UDP destination.
+        let flow = UdpFlow4 {
+            src_addr: read(ctx, IPV4_SRC_OFFSET)?,
+            dst_addr: dest.addr,
+            src_port: l4.port(ctx, L4_SRC_PORT)?,
+            dst_port: dest.port,
+        };
+        let slot = recent_flow_slot(flow.src_addr, flow.src_port);
+        first_sighting(&UDP_RECENT_V4, &UDP_FLOWS_V4, slot, &flow, now)
     };
-    let Some(packet) = packet else { return Ok(()) };
-    let Some(counters) = COUNTERS.get_ptr_mut(packet.dest) else { return Ok(()) };
-    let new_flow = match packet.dest.proto {
-        IPPROTO_TCP => is_connection_attempt(ctx, packet.l4_offset)?,
-        _ => is_new_udp_flow(ctx, &packet)?,
+    record(ctx, counters, new_flow, now);
+    Ok(())
+}
+
+/// Counts an IPv6 TCP or UDP packet (without extension headers) to a watched destination.
+fn count_ipv6(ctx: &TcContext) -> Result<(), i64> {
+    let proto: u8 = read(ctx, IPV6_NEXT_HEADER_OFFSET)?;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok(());
+    }
+    let l4 = L4::Ipv6;
+    let dest = Dest6 { addr: read(ctx, IPV6_DST_OFFSET)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
+    let Some(counters) = COUNTERS_V6.get_ptr_mut(dest) else { return Ok(()) };
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let new_flow = if proto == IPPROTO_TCP {
+        is_connection_attempt(ctx, l4)?
+    } else {
+        let flow = UdpFlow6 {
+            src_addr: read(ctx, IPV6_SRC_OFFSET)?,
+            dst_addr: dest.addr,
+            src_port: l4.port(ctx, L4_SRC_PORT)?,
+            dst_port: dest.port,
+        };
+        let [.., a, b, c, d] = flow.src_addr;
+        let slot = recent_flow_slot([a, b, c, d], flow.src_port);
+        first_sighting(&UDP_RECENT_V6, &UDP_FLOWS_V6, slot, &flow, now)
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    record(ctx, counters, new_flow, now);
+    Ok(())
+}
+
+/// Adds one packet to a destination's counters on this CPU.
+#[inline(always)]
+fn record(ctx: &TcContext, counters: *mut FlowCounters, new_flow: bool, now: u64) {
+    // SAFETY: a per-CPU map value, only this CPU writes it while the program runs.
     unsafe {
         (*counters).packets += 1;
         (*counters).bytes += u64::from(ctx.len());
         (*counters).new_flows += u64::from(new_flow);
         (*counters).last_seen_ns = now;
     }
-    Ok(())
 }
 
 /// A TCP segment with SYN and without ACK: a client's connection attempt (retransmitted SYNs
 /// count again).
-fn is_connection_attempt(ctx: &TcContext, l4_offset: usize) -> Result<bool, i64> {
-    let flags: u8 = ctx.load(l4_offset + TCP_FLAGS_OFFSET)?;
+fn is_connection_attempt(ctx: &TcContext, l4: L4) -> Result<bool, i64> {
+    let flags: u8 = l4.read(ctx, TCP_FLAGS_OFFSET)?;
     Ok(flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
 }
 
-/// Whether this datagram's 5-tuple was not yet in `UDP_FLOWS`; remembers it if so.
-fn is_new_udp_flow(ctx: &TcContext, packet: &Packet) -> Result<bool, i64> {
-    // Read only here: most packets are not to a watched UDP destination.
-    let src_addr = if packet.dest.family == FAMILY_INET {
-        ipv4_bytes(ctx.load(IPV4_SRC_OFFSET)?)
-    } else {
-        ctx.load(IPV6_SRC_OFFSET)?
-    };
-    let src_port: u16 = u16::from_be(ctx.load(packet.l4_offset)?);
-    let flow = UdpFlowKey {
-        src_addr,
-        dst_addr: packet.dest.addr,
-        src_port,
-        dst_port: packet.dest.port,
-        family: packet.dest.family,
-        _pad: [0; 3],
-    };
-    if UDP_FLOWS.get_ptr(flow).is_some() {
-        return Ok(false);
+/// Whether `flow` was not yet in `flows`; remembers it there if so. `recent` (this CPU's slot
+/// `slot`) answers first for the flow this CPU saw last in that slot.
+#[inline(always)]
+fn first_sighting<K: Copy + PartialEq>(
+    recent: &PerCpuArray<K>,
+    flows: &LruHashMap<K, UdpFlowSeen>,
+    slot: u32,
+    flow: &K,
+    now: u64,
+) -> bool {
+    let cached = recent.get_ptr_mut(slot);
+    if let Some(cached) = cached {
+        // SAFETY: a per-CPU map value, only this CPU touches it while the program runs.
+        if unsafe { *cached } == *flow {
+            return false;
+        }
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let seen = UdpFlowSeen { first_seen_ns: unsafe { bpf_ktime_get_ns() } };
-    // BPF_NOEXIST decides races between CPUs: only the insert that created the entry counts.
-    // An LRU insert does not fail for lack of room (it evicts), so an error means "exists".
-    Ok(UDP_FLOWS.insert(flow, seen, u64::from(BPF_NOEXIST)).is_ok())
+    let new = flows.get_ptr(flow).is_none()
+        // BPF_NOEXIST decides races between CPUs: only the insert that created the entry counts.
+        // An LRU insert does not fail for lack of room (it evicts), so an error means "exists".
+        && flows.insert(flow, UdpFlowSeen { first_seen_ns: now }, u64::from(BPF_NOEXIST)).is_ok();
+    if let Some(cached) = cached {
+        // SAFETY: as above.
+        unsafe { *cached = *flow };
+    }
+    new
 }
 
-/// An IPv4 TCP or UDP packet; `None` for other protocols and for non-first fragments, which
-/// carry no L4 header.
-fn ipv4_packet(ctx: &TcContext) -> Result<Option<Packet>, i64> {
-    let version_ihl: u8 = ctx.load(ETH_HLEN)?;
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let frag: u16 = u16::from_be(ctx.load(ETH_HLEN + 6)?);
-    if frag & IPV4_FRAG_OFFSET_MASK != 0 {
-        return Ok(None);
-    }
-    let proto: u8 = ctx.load(ETH_HLEN + 9)?;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Ok(None);
-    }
-    let dst: [u8; 4] = ctx.load(ETH_HLEN + 16)?;
-    let l4_offset = ETH_HLEN + header_len;
-    let port = dest_port(ctx, l4_offset)?;
-    let dest = DestKey { addr: ipv4_bytes(dst), port, proto, family: FAMILY_INET };
-    Ok(Some(Packet { dest, l4_offset }))
+/// Where the L4 header starts. The two common layouts are constants, so their fields are read
+/// at fixed offsets straight from the packet; the verifier cannot prove the bounds of a direct
+/// read at an offset computed from the IHL, so IPv4 with options goes through the helper.
+#[derive(Clone, Copy)]
+enum L4 {
+    Ipv4NoOptions,
+    Ipv6,
+    At(usize),
 }
 
-/// An IPv6 TCP or UDP packet without extension headers.
-fn ipv6_packet(ctx: &TcContext) -> Result<Option<Packet>, i64> {
-    let next_header: u8 = ctx.load(ETH_HLEN + 6)?;
-    if next_header != IPPROTO_TCP && next_header != IPPROTO_UDP {
-        return Ok(None);
+impl L4 {
+    /// Reads the L4 header field at `field` (a constant after inlining).
+    #[inline(always)]
+    fn read<T: Copy>(self, ctx: &TcContext, field: usize) -> Result<T, i64> {
+        match self {
+            Self::Ipv4NoOptions => read(ctx, ETH_HLEN + IPV4_HLEN + field),
+            Self::Ipv6 => read(ctx, ETH_HLEN + IPV6_HLEN + field),
+            Self::At(offset) => ctx.load(offset + field),
+        }
     }
-    let dst: [u8; 16] = ctx.load(ETH_HLEN + 24)?;
-    let l4_offset = ETH_HLEN + IPV6_HLEN;
-    let port = dest_port(ctx, l4_offset)?;
-    let dest = DestKey { addr: dst, port, proto: next_header, family: FAMILY_INET6 };
-    Ok(Some(Packet { dest, l4_offset }))
+
+    /// A port field, in host byte order.
+    #[inline(always)]
+    fn port(self, ctx: &TcContext, field: usize) -> Result<u16, i64> {
+        self.read(ctx, field).map(u16::from_be)
+    }
 }
 
-/// TCP and UDP both keep the destination port at offset 2 of their header.
-fn dest_port(ctx: &TcContext, l4_offset: usize) -> Result<u16, i64> {
-    let port: u16 = ctx.load(l4_offset + 2)?;
-    Ok(u16::from_be(port))
+/// Reads a header field straight from the packet when the skb's linear area holds it (the usual
+/// case: no helper call), else through `bpf_skb_load_bytes`, which also reads paged data.
+/// `offset` must be a constant after inlining, or the verifier refuses the direct read.
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, i64> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() <= ctx.data_end() {
+        // SAFETY: the bounds check above keeps the read inside the packet's linear data.
+        return Ok(unsafe { ((start + offset) as *const T).read_unaligned() });
+    }
+    ctx.load(offset)
 }
 
 #[cfg(not(test))]

@@ -3,6 +3,8 @@
 //!
 //! Test traffic only ever goes to addresses inside namespaces these helpers created.
 
+pub mod frames;
+
 use std::{
     fs::File,
     os::fd::AsRawFd as _,

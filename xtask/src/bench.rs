@@ -69,7 +69,7 @@ struct EbpfArgs {
     /// Skip the VM run.
     #[arg(long)]
     host_only: bool,
-    /// Skip the host runs (pps and the host map read).
+    /// Skip the host runs (pps, the program's run time and the host map read).
     #[arg(long)]
     vm_only: bool,
     /// Guest memory in MiB.
@@ -158,6 +158,7 @@ fn ebpf(args: &EbpfArgs) -> anyhow::Result<()> {
     if !args.vm_only {
         let pps = ["pps", "--rounds", &args.rounds.to_string(), "--seconds", &args.seconds.to_string()];
         host_run(&bench, &pps.map(str::to_owned))?;
+        host_run(&bench, &["run", "--repeat", "2000000"].map(str::to_owned))?;
         host_run(&bench, &maps.map(str::to_owned))?;
     }
     if !args.host_only {

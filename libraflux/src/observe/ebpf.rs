@@ -8,18 +8,25 @@
 //! stacking a second one. One LibraFlux process per node is assumed: a second one would replace
 //! the first one's filters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    Ebpf, EbpfLoader, Pod,
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{
         ProgramError, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle},
     },
     util::KernelVersion,
 };
-use libraflux_common::{COUNT_PROGRAM, COUNTERS_MAP, DestKey, FlowCounters, UDP_FLOWS_MAP};
+use libraflux_common::{
+    COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, Dest4, Dest6, DestKey, FlowCounters, MapKey,
+    UDP_FLOWS_V4_MAP, UDP_FLOWS_V6_MAP,
+};
 
 use super::{
     netns::NetNs,
@@ -32,6 +39,31 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const PARSE_ERRORS_MAP: &str = "PARSE_ERRORS";
 /// `BPF_NOEXIST`: insert only if the key is absent, so watching twice keeps the counts.
 const BPF_NOEXIST: u64 = 1;
+/// `BPF_PROG_TEST_RUN` and its part of `union bpf_attr` (linux/bpf.h, fields up to `batch_size`).
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    /// Out: mean nanoseconds per run.
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
 /// The netlink filter's fixed place: priority 0x4c46 ("LF") runs before filters that let the
 /// kernel pick a priority (49152 and down); the handle is unique to LibraFlux at that priority.
 const NETLINK_PRIORITY: u16 = 0x4c46;
@@ -73,11 +105,11 @@ impl AttachMode {
 /// Sizes of the kernel maps, fixed at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// How many destinations can be watched at once.
+    /// How many destinations of each family (IPv4, IPv6) can be watched at once.
     pub max_destinations: u32,
-    /// How many UDP 5-tuples are remembered for new-flow counting; beyond it the least recently
-    /// used is forgotten and counts as new if it comes back. The LRU map is preallocated,
-    /// about 100 bytes per entry.
+    /// How many UDP 5-tuples of each family are remembered for new-flow counting; beyond it the
+    /// least recently used is forgotten and counts as new if it comes back. The LRU maps are
+    /// preallocated, about 100 bytes per entry.
     pub max_udp_flows: u32,
 }
 
@@ -116,6 +148,25 @@ pub enum ObserveError {
     PerCpuValues(#[source] std::io::Error),
     #[error("counting possible CPUs ({path})")]
     Cpus { path: &'static str, source: std::io::Error },
+    #[error("enabling the kernel's run-time statistics for eBPF programs")]
+    EnableStats(#[source] aya::sys::SyscallError),
+    #[error("test-running program {COUNT_PROGRAM} (BPF_PROG_TEST_RUN)")]
+    TestRun(#[source] std::io::Error),
+}
+
+/// How long the kernel spent in the program and how often it ran, counted only while run-time
+/// statistics are enabled (see [`enable_run_time_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub run_time: Duration,
+    pub run_count: u64,
+}
+
+/// Turns on the kernel's per-program run-time accounting (`BPF_ENABLE_STATS`) until the returned
+/// descriptor is closed. It adds two clock reads per program run, so benchmarks use it for their
+/// attributed cost only, never the daemon.
+pub fn enable_run_time_stats() -> Result<OwnedFd, ObserveError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(ObserveError::EnableStats)
 }
 
 #[derive(Debug)]
@@ -142,8 +193,10 @@ impl FlowCounter {
     /// Loads the programs and maps, sized by `limits`.
     pub fn load(limits: Limits) -> Result<Self, ObserveError> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(COUNTERS_MAP, limits.max_destinations.max(1))
-            .map_max_entries(UDP_FLOWS_MAP, limits.max_udp_flows.max(1))
+            .map_max_entries(COUNTERS_V4_MAP, limits.max_destinations.max(1))
+            .map_max_entries(COUNTERS_V6_MAP, limits.max_destinations.max(1))
+            .map_max_entries(UDP_FLOWS_V4_MAP, limits.max_udp_flows.max(1))
+            .map_max_entries(UDP_FLOWS_V6_MAP, limits.max_udp_flows.max(1))
             .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
         let program = classifier(&mut ebpf)?;
@@ -201,44 +254,68 @@ impl FlowCounter {
         Ok(info.id())
     }
 
+    /// The program's run-time statistics so far (zero unless [`enable_run_time_stats`] is held).
+    pub fn run_stats(&mut self) -> Result<RunStats, ObserveError> {
+        let info = classifier(&mut self.ebpf)?.info().map_err(ObserveError::ProgramInfo)?;
+        Ok(RunStats { run_time: info.run_time(), run_count: info.run_count() })
+    }
+
+    /// Runs the program `repeat` times over `frame` (an Ethernet frame) inside the kernel
+    /// (`BPF_PROG_TEST_RUN`) and returns the kernel's mean time per run: the cost of the program
+    /// alone, without the network stack around it. For benchmarks; the maps are updated as
+    /// they would be by `repeat` real packets.
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ObserveError> {
+        let program = classifier(&mut self.ebpf)?;
+        let fd = program.fd().map_err(ObserveError::ProgramInfo)?.as_fd().as_raw_fd();
+        let mut attr = TestRunAttr {
+            prog_fd: u32::try_from(fd)
+                .map_err(|_| ObserveError::TestRun(std::io::ErrorKind::InvalidInput.into()))?,
+            data_size_in: u32::try_from(frame.len())
+                .map_err(|_| ObserveError::TestRun(std::io::ErrorKind::InvalidInput.into()))?,
+            data_in: frame.as_ptr() as u64,
+            repeat,
+            ..TestRunAttr::default()
+        };
+        // SAFETY: attr is a valid BPF_PROG_TEST_RUN attribute block that lives across the call;
+        // data_in points at frame.len() readable bytes and no output buffer is given.
+        let ret = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>())
+        };
+        if ret != 0 {
+            return Err(ObserveError::TestRun(std::io::Error::last_os_error()));
+        }
+        Ok(Duration::from_nanos(u64::from(attr.duration)))
+    }
+
     /// Starts counting traffic to `key`. Watching an already watched key keeps its counts.
     pub fn watch(&mut self, key: DestKey) -> Result<(), ObserveError> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, source)| ObserveError::Cpus { path, source })?;
-        let zeroes = PerCpuValues::try_from(vec![FlowCounters::default(); cpus])
-            .map_err(ObserveError::PerCpuValues)?;
-        match self.counters_map_mut()?.insert(key, zeroes, BPF_NOEXIST) {
-            Ok(()) => Ok(()),
-            Err(MapError::SyscallError(err)) if err.io_error.kind() == std::io::ErrorKind::AlreadyExists => {
-                Ok(())
-            }
-            Err(source) => Err(map_error("inserting a watched destination", source)),
+        match key.map_key() {
+            MapKey::V4(key) => self.insert_zeroed(COUNTERS_V4_MAP, key),
+            MapKey::V6(key) => self.insert_zeroed(COUNTERS_V6_MAP, key),
         }
     }
 
     /// Stops counting traffic to `key` and forgets its counts.
     pub fn unwatch(&mut self, key: &DestKey) -> Result<(), ObserveError> {
-        match self.counters_map_mut()?.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(map_error("removing a watched destination", source)),
+        match key.map_key() {
+            MapKey::V4(key) => self.remove(COUNTERS_V4_MAP, &key),
+            MapKey::V6(key) => self.remove(COUNTERS_V6_MAP, &key),
         }
     }
 
     /// The destinations being watched, ordered.
     pub fn watched(&self) -> Result<BTreeSet<DestKey>, ObserveError> {
-        self.counters_map()?
-            .keys()
-            .map(|key| key.map_err(|source| map_error("listing keys", source)))
-            .collect()
+        let mut out = BTreeSet::new();
+        self.collect_keys::<Dest4>(COUNTERS_V4_MAP, &mut out)?;
+        self.collect_keys::<Dest6>(COUNTERS_V6_MAP, &mut out)?;
+        Ok(out)
     }
 
     /// The counters of every watched destination, combined over CPUs, ordered by key.
     pub fn counters(&self) -> Result<BTreeMap<DestKey, FlowCounters>, ObserveError> {
         let mut out = BTreeMap::new();
-        for entry in self.counters_map()?.iter() {
-            let (key, values) = entry.map_err(|source| map_error("reading", source))?;
-            let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(*cpu));
-            out.insert(key, total);
-        }
+        self.collect_counters::<Dest4>(COUNTERS_V4_MAP, &mut out)?;
+        self.collect_counters::<Dest6>(COUNTERS_V6_MAP, &mut out)?;
         Ok(out)
     }
 
@@ -262,18 +339,64 @@ impl FlowCounter {
         self.attachments.iter().position(|at| at.interface == interface && at.direction == direction)
     }
 
-    fn counters_map(
-        &self,
-    ) -> Result<PerCpuHashMap<&aya::maps::MapData, DestKey, FlowCounters>, ObserveError> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(missing_map(COUNTERS_MAP))?;
-        PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", source))
+    fn insert_zeroed<K: Pod>(&mut self, name: &'static str, key: K) -> Result<(), ObserveError> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| ObserveError::Cpus { path, source })?;
+        let zeroes = PerCpuValues::try_from(vec![FlowCounters::default(); cpus])
+            .map_err(ObserveError::PerCpuValues)?;
+        match self.counters_map_mut::<K>(name)?.insert(key, zeroes, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(err)) if err.io_error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(())
+            }
+            Err(source) => Err(map_error("inserting a watched destination", name, source)),
+        }
     }
 
-    fn counters_map_mut(
+    fn remove<K: Pod>(&mut self, name: &'static str, key: &K) -> Result<(), ObserveError> {
+        match self.counters_map_mut::<K>(name)?.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_error("removing a watched destination", name, source)),
+        }
+    }
+
+    fn collect_keys<K: Pod + Into<DestKey>>(
+        &self,
+        name: &'static str,
+        out: &mut BTreeSet<DestKey>,
+    ) -> Result<(), ObserveError> {
+        for key in self.counters_map::<K>(name)?.keys() {
+            out.insert(key.map_err(|source| map_error("listing keys", name, source))?.into());
+        }
+        Ok(())
+    }
+
+    fn collect_counters<K: Pod + Into<DestKey>>(
+        &self,
+        name: &'static str,
+        out: &mut BTreeMap<DestKey, FlowCounters>,
+    ) -> Result<(), ObserveError> {
+        for entry in self.counters_map::<K>(name)?.iter() {
+            let (key, values) = entry.map_err(|source| map_error("reading", name, source))?;
+            let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(*cpu));
+            out.insert(key.into(), total);
+        }
+        Ok(())
+    }
+
+    fn counters_map<K: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<PerCpuHashMap<&MapData, K, FlowCounters>, ObserveError> {
+        let map = self.ebpf.map(name).ok_or(missing_map(name))?;
+        PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
+    }
+
+    fn counters_map_mut<K: Pod>(
         &mut self,
-    ) -> Result<PerCpuHashMap<&mut aya::maps::MapData, DestKey, FlowCounters>, ObserveError> {
-        let map = self.ebpf.map_mut(COUNTERS_MAP).ok_or(missing_map(COUNTERS_MAP))?;
-        PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", source))
+        name: &'static str,
+    ) -> Result<PerCpuHashMap<&mut MapData, K, FlowCounters>, ObserveError> {
+        let map = self.ebpf.map_mut(name).ok_or(missing_map(name))?;
+        PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
     }
 }
 
@@ -365,8 +488,8 @@ fn missing_map(name: &'static str) -> ObserveError {
     ObserveError::Missing { kind: "map", name }
 }
 
-fn map_error(operation: &'static str, source: MapError) -> ObserveError {
-    ObserveError::Map { operation, map: COUNTERS_MAP, source }
+fn map_error(operation: &'static str, map: &'static str, source: MapError) -> ObserveError {
+    ObserveError::Map { operation, map, source }
 }
 /// Forwards the programs' aya-log records to `log` (and so to tracing) from a tokio task.
 /// Without a runtime, or if the object has no log map, the records are not read; that is logged.

@@ -1,0 +1,89 @@
+//! Ethernet frames built byte by byte, for running the eBPF program on exact input with
+//! `FlowCounter::test_run` (BPF_PROG_TEST_RUN). Checksums are left zero: the program does not
+//! read them.
+
+use std::net::IpAddr;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// IPv4 header fields the tests vary; `Default` is a plain first fragment without options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ipv4Shape {
+    /// Option bytes (a multiple of 4, at most 40): NOPs.
+    pub options: usize,
+    /// Fragment offset in 8-byte units; non-zero makes a non-first fragment.
+    pub fragment_offset: u16,
+}
+
+/// An Ethernet frame carrying `l4` (an L4 header and payload) from `src` to `dst`.
+pub fn frame(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    frame_with(src, dst, proto, Ipv4Shape::default(), l4)
+}
+
+/// [`frame`] with IPv4 options or fragmentation (ignored for IPv6).
+pub fn frame_with(src: IpAddr, dst: IpAddr, proto: u8, shape: Ipv4Shape, l4: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            assert!(
+                shape.options.is_multiple_of(4) && shape.options <= 40,
+                "IPv4 options: {}",
+                shape.options
+            );
+            let header_len = 20 + shape.options;
+            let total = u16::try_from(header_len + l4.len()).expect("fits an IPv4 packet");
+            frame.extend_from_slice(&0x0800u16.to_be_bytes());
+            frame.push(0x40 | u8::try_from(header_len / 4).expect("IHL"));
+            frame.push(0);
+            frame.extend_from_slice(&total.to_be_bytes());
+            frame.extend_from_slice(&[0, 1]);
+            frame.extend_from_slice(&(shape.fragment_offset & 0x1fff).to_be_bytes());
+            frame.extend_from_slice(&[64, proto, 0, 0]);
+            frame.extend_from_slice(&src.octets());
+            frame.extend_from_slice(&dst.octets());
+            frame.extend(std::iter::repeat_n(1u8, shape.options));
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            frame.extend_from_slice(&0x86DDu16.to_be_bytes());
+            frame.extend_from_slice(&[0x60, 0, 0, 0]);
+            frame.extend_from_slice(&u16::try_from(l4.len()).expect("fits").to_be_bytes());
+            frame.extend_from_slice(&[proto, 64]);
+            frame.extend_from_slice(&src.octets());
+            frame.extend_from_slice(&dst.octets());
+        }
+        _ => panic!("one family per frame: {src} -> {dst}"),
+    }
+    frame.extend_from_slice(l4);
+    frame
+}
+
+/// A UDP header and `payload`.
+pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(8 + payload.len()).expect("fits a datagram");
+    let mut datagram = Vec::new();
+    for field in [src_port, dst_port, len, 0] {
+        datagram.extend_from_slice(&field.to_be_bytes());
+    }
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+/// A 20-byte TCP header with `flags`.
+pub fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut header = Vec::new();
+    header.extend_from_slice(&src_port.to_be_bytes());
+    header.extend_from_slice(&dst_port.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    header
+}
+
+/// An ARP request: not IP, so never counted.
+pub fn arp() -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    frame.extend_from_slice(&[0; 28]);
+    frame
+}
