@@ -15,8 +15,8 @@ pub const FAMILY_INET6: u8 = 6;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Names of the per-CPU hash maps of [`Dest4`] -> [`FlowCounters`] and [`Dest6`] ->
-/// [`FlowCounters`]. One map per family keeps the IPv4 key at 8 bytes: the key is hashed and
+/// Names of the per-CPU hash maps of [`Dest4`] -> [`DestEntry`] and [`Dest6`] ->
+/// [`DestEntry`]. One map per family keeps the IPv4 key at 8 bytes: the key is hashed and
 /// compared on every packet, and its length is most of a lookup's cost.
 ///
 /// The programs only update entries that already exist: userspace inserts a zeroed entry for each
@@ -53,6 +53,10 @@ const _: () = assert!(RECENT_FLOW_SLOTS.is_power_of_two());
 /// of the TC filter (`tc filter show`), by which the loader finds and removes filters a previous
 /// LibraFlux process left behind; so it names LibraFlux, and fits the kernel's 15-byte limit.
 pub const COUNT_PROGRAM: &str = "libraflux_count";
+
+/// Name of a TC classifier that does nothing: the reference the benchmarks attach to measure
+/// what any TC program costs at a hook. The daemon never loads it.
+pub const REFERENCE_PROGRAM: &str = "libraflux_noop";
 
 /// One destination: address, port and protocol, as seen in the packet's headers. Userspace's
 /// family-independent form; the maps hold [`Dest4`] or [`Dest6`] ([`DestKey::map_key`]).
@@ -109,10 +113,31 @@ pub struct FlowCounters {
     /// TCP: segments with SYN set and ACK clear. UDP: datagrams whose 5-tuple was not in
     /// [`UDP_FLOWS_V4_MAP`] / [`UDP_FLOWS_V6_MAP`].
     pub new_flows: u64,
-    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC as of the last
-    /// kernel tick, so up to one tick, 1-10 ms, behind) of the last packet on this CPU;
-    /// 0 = none yet.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC as of a recent
+    /// kernel tick, see [`DestEntry::clock_jiffies`]; up to two ticks, 2-20 ms, behind) of the
+    /// last packet on this CPU; 0 = none yet.
     pub last_seen_ns: u64,
+}
+
+/// One CPU's entry for a watched destination, the value of the counters maps: the counters
+/// userspace reads, and what the program keeps to skip work on the next packet. Userspace
+/// inserts it zeroed and reads only `counters`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestEntry {
+    pub counters: FlowCounters,
+    /// `bpf_jiffies64()` when `counters.last_seen_ns` was taken. The coarse clock only moves
+    /// at a tick, as jiffies does, so while jiffies is unchanged the program does not read it.
+    pub clock_jiffies: u64,
+    /// UDP: the source of the last datagram this CPU counted for this destination, once the
+    /// flow tables know it. The same source again is the same 5-tuple, so not a new flow, and
+    /// needs no lookup. IPv4 uses the first 4 bytes.
+    pub last_src_addr: [u8; 16],
+    /// Host byte order.
+    pub last_src_port: u16,
+    /// 1 once `last_src_addr` and `last_src_port` hold a source.
+    pub last_src_valid: u8,
+    pub _pad: [u8; 5],
 }
 
 /// An IPv4 UDP 5-tuple (the protocol is implied), the key of [`UDP_FLOWS_V4_MAP`].
@@ -150,6 +175,7 @@ const _: () = assert!(align_of::<Dest4>() == 4);
 const _: () = assert!(size_of::<Dest6>() == 20);
 const _: () = assert!(align_of::<Dest6>() == 4);
 const _: () = assert!(size_of::<FlowCounters>() == 32);
+const _: () = assert!(size_of::<DestEntry>() == 64);
 const _: () = assert!(size_of::<UdpFlow4>() == 12);
 const _: () = assert!(align_of::<UdpFlow4>() == 4);
 const _: () = assert!(size_of::<UdpFlow6>() == 36);
@@ -235,10 +261,11 @@ impl FlowCounters {
 mod user {
     // SAFETY: all these types are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (asserted above: 4 + 2 + 1 + 1 = 8; 16 + 2 + 1 + 1 = 20; 4 * 8 = 32;
-    // 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8).
+    // 32 + 8 + 16 + 2 + 1 + 5 = 64; 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8).
     unsafe impl aya::Pod for super::Dest4 {}
     unsafe impl aya::Pod for super::Dest6 {}
     unsafe impl aya::Pod for super::FlowCounters {}
+    unsafe impl aya::Pod for super::DestEntry {}
     unsafe impl aya::Pod for super::UdpFlow4 {}
     unsafe impl aya::Pod for super::UdpFlow6 {}
     unsafe impl aya::Pod for super::UdpFlowSeen {}

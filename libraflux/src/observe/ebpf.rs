@@ -24,8 +24,8 @@ use aya::{
     util::KernelVersion,
 };
 use libraflux_common::{
-    COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, Dest4, Dest6, DestKey, FlowCounters, MapKey,
-    UDP_FLOWS_V4_MAP, UDP_FLOWS_V6_MAP,
+    COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, Dest4, Dest6, DestEntry, DestKey, FlowCounters, MapKey,
+    REFERENCE_PROGRAM, UDP_FLOWS_V4_MAP, UDP_FLOWS_V6_MAP,
 };
 
 use super::{
@@ -187,11 +187,24 @@ struct Attachment {
 pub struct FlowCounter {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// [`COUNT_PROGRAM`], or [`REFERENCE_PROGRAM`] for benchmarks.
+    program: &'static str,
 }
 
 impl FlowCounter {
     /// Loads the programs and maps, sized by `limits`.
     pub fn load(limits: Limits) -> Result<Self, ObserveError> {
+        Self::load_program(limits, COUNT_PROGRAM)
+    }
+
+    /// Loads [`REFERENCE_PROGRAM`] in place of the counter: attached the same way, it does
+    /// nothing, so it costs what any TC program costs at that hook. For benchmarks (tcx hosts):
+    /// the counter's own cost is the difference.
+    pub fn load_reference() -> Result<Self, ObserveError> {
+        Self::load_program(Limits::destinations(1), REFERENCE_PROGRAM)
+    }
+
+    fn load_program(limits: Limits, program_name: &'static str) -> Result<Self, ObserveError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(COUNTERS_V4_MAP, limits.max_destinations.max(1))
             .map_max_entries(COUNTERS_V6_MAP, limits.max_destinations.max(1))
@@ -199,12 +212,12 @@ impl FlowCounter {
             .map_max_entries(UDP_FLOWS_V6_MAP, limits.max_udp_flows.max(1))
             .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
-        let program = classifier(&mut ebpf)?;
+        let program = classifier(&mut ebpf, program_name)?;
         program.load().map_err(ObserveError::LoadProgram)?;
         // After the load: the loaded program holds its own reference to the log map, so the
         // logger may be dropped (no runtime) without breaking it.
         forward_ebpf_logs(&mut ebpf);
-        Ok(Self { ebpf, attachments: Vec::new() })
+        Ok(Self { ebpf, attachments: Vec::new(), program: program_name })
     }
 
     /// Attaches the counter to `interface` in `direction` ([`AttachMode::current`]). Attaching
@@ -214,7 +227,7 @@ impl FlowCounter {
         if self.position(interface, direction).is_some() {
             return Ok(());
         }
-        let program = classifier(&mut self.ebpf)?;
+        let program = classifier(&mut self.ebpf, self.program)?;
         let attach_error =
             |source| ObserveError::Attach { interface: interface.to_owned(), direction, source };
         let (link, netns) = match AttachMode::current() {
@@ -245,18 +258,18 @@ impl FlowCounter {
     pub fn detach(&mut self, interface: &str, direction: Direction) -> Result<(), ObserveError> {
         let Some(index) = self.position(interface, direction) else { return Ok(()) };
         let attachment = self.attachments.swap_remove(index);
-        detach_from(classifier(&mut self.ebpf)?, attachment)
+        detach_from(classifier(&mut self.ebpf, self.program)?, attachment)
     }
 
     /// The kernel's id of the loaded program (as `tc filter show` and `bpftool` print it).
     pub fn program_id(&mut self) -> Result<u32, ObserveError> {
-        let info = classifier(&mut self.ebpf)?.info().map_err(ObserveError::ProgramInfo)?;
+        let info = classifier(&mut self.ebpf, self.program)?.info().map_err(ObserveError::ProgramInfo)?;
         Ok(info.id())
     }
 
     /// The program's run-time statistics so far (zero unless [`enable_run_time_stats`] is held).
     pub fn run_stats(&mut self) -> Result<RunStats, ObserveError> {
-        let info = classifier(&mut self.ebpf)?.info().map_err(ObserveError::ProgramInfo)?;
+        let info = classifier(&mut self.ebpf, self.program)?.info().map_err(ObserveError::ProgramInfo)?;
         Ok(RunStats { run_time: info.run_time(), run_count: info.run_count() })
     }
 
@@ -265,7 +278,7 @@ impl FlowCounter {
     /// alone, without the network stack around it. For benchmarks; the maps are updated as
     /// they would be by `repeat` real packets.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ObserveError> {
-        let program = classifier(&mut self.ebpf)?;
+        let program = classifier(&mut self.ebpf, self.program)?;
         let fd = program.fd().map_err(ObserveError::ProgramInfo)?.as_fd().as_raw_fd();
         let mut attr = TestRunAttr {
             prog_fd: u32::try_from(fd)
@@ -341,8 +354,8 @@ impl FlowCounter {
 
     fn insert_zeroed<K: Pod>(&mut self, name: &'static str, key: K) -> Result<(), ObserveError> {
         let cpus = aya::util::nr_cpus().map_err(|(path, source)| ObserveError::Cpus { path, source })?;
-        let zeroes = PerCpuValues::try_from(vec![FlowCounters::default(); cpus])
-            .map_err(ObserveError::PerCpuValues)?;
+        let zeroes =
+            PerCpuValues::try_from(vec![DestEntry::default(); cpus]).map_err(ObserveError::PerCpuValues)?;
         match self.counters_map_mut::<K>(name)?.insert(key, zeroes, BPF_NOEXIST) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(err)) if err.io_error.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -377,7 +390,7 @@ impl FlowCounter {
     ) -> Result<(), ObserveError> {
         for entry in self.counters_map::<K>(name)?.iter() {
             let (key, values) = entry.map_err(|source| map_error("reading", name, source))?;
-            let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(*cpu));
+            let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(cpu.counters));
             out.insert(key.into(), total);
         }
         Ok(())
@@ -386,7 +399,7 @@ impl FlowCounter {
     fn counters_map<K: Pod>(
         &self,
         name: &'static str,
-    ) -> Result<PerCpuHashMap<&MapData, K, FlowCounters>, ObserveError> {
+    ) -> Result<PerCpuHashMap<&MapData, K, DestEntry>, ObserveError> {
         let map = self.ebpf.map(name).ok_or(missing_map(name))?;
         PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
     }
@@ -394,7 +407,7 @@ impl FlowCounter {
     fn counters_map_mut<K: Pod>(
         &mut self,
         name: &'static str,
-    ) -> Result<PerCpuHashMap<&mut MapData, K, FlowCounters>, ObserveError> {
+    ) -> Result<PerCpuHashMap<&mut MapData, K, DestEntry>, ObserveError> {
         let map = self.ebpf.map_mut(name).ok_or(missing_map(name))?;
         PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
     }
@@ -428,7 +441,7 @@ impl FlowSource for FlowCounter {
 impl Drop for FlowCounter {
     fn drop(&mut self) {
         let attachments = std::mem::take(&mut self.attachments);
-        let program = match classifier(&mut self.ebpf) {
+        let program = match classifier(&mut self.ebpf, self.program) {
             Ok(program) => program,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot detach the flow counter");
@@ -478,10 +491,9 @@ fn remove_stale_filters(interface: &str, direction: Direction) -> Result<(), Obs
     }
 }
 
-fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, ObserveError> {
-    let missing = ObserveError::Missing { kind: "program", name: COUNT_PROGRAM };
-    let program = ebpf.program_mut(COUNT_PROGRAM).ok_or(missing)?;
-    program.try_into().map_err(|_| ObserveError::Missing { kind: "TC classifier", name: COUNT_PROGRAM })
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, ObserveError> {
+    let program = ebpf.program_mut(name).ok_or(ObserveError::Missing { kind: "program", name })?;
+    program.try_into().map_err(|_| ObserveError::Missing { kind: "TC classifier", name })
 }
 
 fn missing_map(name: &'static str) -> ObserveError {

@@ -1,8 +1,9 @@
 //! The eBPF observer benchmark. Run through `cargo xtask bench ebpf`; see docs/benchmarks.md.
 //!
 //! - `pps`: UDP datagrams per second through a veth pair between two fresh namespaces, in
-//!   alternating rounds without and with the flow counter attached (ingress of the receiving
-//!   side, watching the destination). Host only (tcx or netlink, whichever the kernel has).
+//!   rounds with nothing, a do-nothing reference program, and the flow counter attached at the
+//!   receiving side's ingress (watching the destination), in the order off, reference, counter,
+//!   counter, reference, off, ... Host only (tcx or netlink, whichever the kernel has).
 //! - `run`: the program's own cost per packet, as the kernel times it with `BPF_PROG_TEST_RUN`
 //!   (`--repeat` runs of one frame), for the kinds of packet a node sees.
 //! - `maps`: the cost of `FlowCounter::counters()` with N watched destinations.
@@ -36,10 +37,12 @@ use libraflux_tests::{
     frames::{TCP_ACK, arp, frame, tcp, udp},
 };
 
-const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] | run [--repeat N] | maps [--destinations N] [--iterations K] \
+const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] | run [--repeat N] | maps [--destinations N] [--iterations K] \
                      | ipvs [--services N] [--iterations K]";
 const PORT: u16 = 9000;
 const PAYLOAD: [u8; 18] = *b"libraflux-bench-18";
+/// The largest `--payload`: a datagram that fits a 1500-byte MTU.
+const MAX_PAYLOAD: u32 = 1472;
 
 struct Options {
     mode: String,
@@ -47,12 +50,15 @@ struct Options {
     seconds: u64,
     count: u32,
     iterations: u32,
+    /// pps: UDP payload bytes.
+    payload: usize,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or(USAGE)?;
-    let mut options = Options { mode, rounds: 6, seconds: 5, count: 10_000, iterations: 10 };
+    let mut options =
+        Options { mode, rounds: 6, seconds: 5, count: 10_000, iterations: 10, payload: PAYLOAD.len() };
     while let Some(arg) = args.next() {
         let text = args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
         let number = text.parse::<u32>().map_err(|_| format!("{arg}: {text:?} is not a number"))?;
@@ -62,6 +68,7 @@ fn parse_options() -> Result<Options, String> {
             "--destinations" | "--services" => options.count = number.clamp(1, 100_000),
             "--iterations" => options.iterations = number.clamp(1, 1000),
             "--repeat" => options.count = number.clamp(1, 100_000_000),
+            "--payload" => options.payload = number.clamp(1, MAX_PAYLOAD) as usize,
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
         }
     }
@@ -79,12 +86,17 @@ fn enter(netns: &str) -> Result<(), String> {
 }
 
 /// One round: the sender floods for `seconds`; returns (sent, received).
-fn round(pair: &VethPair, receiver: &Arc<UdpSocket>, seconds: u64) -> Result<(u64, u64), String> {
+fn round(
+    pair: &VethPair,
+    receiver: &Arc<UdpSocket>,
+    seconds: u64,
+    payload: usize,
+) -> Result<(u64, u64), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let counting = {
         let (receiver, stop) = (Arc::clone(receiver), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
+            let mut buf = [0u8; 2048];
             let mut received = 0u64;
             // Reads until the sender has stopped and the socket has been quiet for 200 ms.
             loop {
@@ -97,6 +109,7 @@ fn round(pair: &VethPair, receiver: &Arc<UdpSocket>, seconds: u64) -> Result<(u6
             received
         })
     };
+    let datagram: Vec<u8> = PAYLOAD.iter().copied().cycle().take(payload).collect();
     let sender = pair.left.spawn(move || {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
         socket.connect((VethPair::RIGHT_V4, PORT)).map_err(|e| e.to_string())?;
@@ -105,7 +118,7 @@ fn round(pair: &VethPair, receiver: &Arc<UdpSocket>, seconds: u64) -> Result<(u6
         // Bounded by time; checked every 256 datagrams.
         while Instant::now() < deadline {
             for _ in 0..256 {
-                if socket.send(&PAYLOAD).is_ok() {
+                if socket.send(&datagram).is_ok() {
                     sent += 1;
                 }
             }
@@ -118,6 +131,35 @@ fn round(pair: &VethPair, receiver: &Arc<UdpSocket>, seconds: u64) -> Result<(u6
     let received = counting.join().map_err(|_| "receiver panicked")?;
     Ok((sent, received))
 }
+
+/// What is attached at the receiving side's ingress during a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Attached {
+    Nothing,
+    /// `FlowCounter::load_reference`: a TC program that does nothing.
+    Reference,
+    Counter,
+}
+
+impl Attached {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Nothing => "off",
+            Self::Reference => "reference",
+            Self::Counter => "counter",
+        }
+    }
+}
+
+/// The states in a mirrored order, so that a steady drift over a block cancels.
+const ROUND_ORDER: [Attached; 6] = [
+    Attached::Nothing,
+    Attached::Reference,
+    Attached::Counter,
+    Attached::Counter,
+    Attached::Reference,
+    Attached::Nothing,
+];
 
 fn pps(options: &Options) -> Result<(), String> {
     let pair = VethPair::new();
@@ -141,66 +183,90 @@ fn pps(options: &Options) -> Result<(), String> {
     let mut counter = FlowCounter::load(Limits::destinations(16)).map_err(|e| format!("{e:#?}"))?;
     let key = DestKey::ipv4(VethPair::RIGHT_V4.parse::<Ipv4Addr>().expect("v4").octets(), PORT, IPPROTO_UDP);
     counter.watch(key).map_err(|e| e.to_string())?;
+    let mut reference = FlowCounter::load_reference().map_err(|e| format!("{e:#?}"))?;
     println!(
         "pps: {} rounds of {} s, {}-byte UDP payloads, veth {} -> {}",
-        options.rounds * 2,
+        options.rounds * 3,
         options.seconds,
-        PAYLOAD.len(),
+        options.payload,
         VethPair::LEFT_IF,
         VethPair::RIGHT_IF
     );
     println!(
         "{:<6} {:<9} {:>12} {:>12} {:>12} {:>8}",
-        "round", "counter", "sent", "received", "rx pps", "drop %"
+        "round", "program", "sent", "received", "rx pps", "drop %"
     );
-    let mut rates: BTreeMap<bool, Vec<f64>> = BTreeMap::new();
+    let mut rates: BTreeMap<Attached, Vec<f64>> = BTreeMap::new();
     let mut counted_total = 0u64;
     let mut received_with_counter = 0u64;
-    for index in 0..options.rounds * 2 {
-        let attached = index % 2 == 1;
-        if attached {
-            counter.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
+    for index in 0..options.rounds as usize * 3 {
+        // A steady drift of the machine's speed over the run weighs on every state alike.
+        let state = ROUND_ORDER[index % ROUND_ORDER.len()];
+        let program = match state {
+            Attached::Nothing => None,
+            Attached::Reference => Some(&mut reference),
+            Attached::Counter => Some(&mut counter),
+        };
+        if let Some(program) = program {
+            program.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
         }
         let before = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
-        let (sent, received) = round(&pair, &receiver, options.seconds)?;
-        if attached {
-            let after = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
+        let (sent, received) = round(&pair, &receiver, options.seconds, options.payload)?;
+        let after = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
+        if state == Attached::Counter {
             counted_total += after - before;
             received_with_counter += received;
-            counter.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
+        } else if after != before {
+            return Err(format!("the counter counted {} packets while not attached", after - before));
         }
+        counter.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
+        reference.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
         let rate = received as f64 / options.seconds as f64;
-        rates.entry(attached).or_default().push(rate);
+        rates.entry(state).or_default().push(rate);
         let drop = 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64;
-        println!(
-            "{:<6} {:<9} {sent:>12} {received:>12} {rate:>12.0} {drop:>8.2}",
-            index + 1,
-            if attached { "attached" } else { "off" }
-        );
+        println!("{:<6} {:<9} {sent:>12} {received:>12} {rate:>12.0} {drop:>8.2}", index + 1, state.name());
     }
-    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
-    let (off, on) = (mean(&rates[&false]), mean(&rates[&true]));
-    let loss = 100.0 * (off - on) / off;
-    println!("mean rx pps without counter {off:.0}, with counter {on:.0}: throughput loss {loss:.2} %");
+    let mean = |state: Attached| {
+        let v = &rates[&state];
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (off, reference_pps, on) =
+        (mean(Attached::Nothing), mean(Attached::Reference), mean(Attached::Counter));
+    let loss = |with: f64, without: f64| 100.0 * (without - with) / without;
+    let (total, hook, own) = (loss(on, off), loss(reference_pps, off), loss(on, reference_pps));
+    println!(
+        "mean rx pps: nothing attached {off:.0}, reference (a TC program that does nothing) {reference_pps:.0}, counter {on:.0}"
+    );
+    println!(
+        "throughput loss: counter {total:.2} % (any TC program: {hook:.2} %; the counter over it: {own:.2} %)"
+    );
     println!(
         "counter saw {counted_total} packets in the attached rounds; the receiver got {received_with_counter}"
     );
-    // One more attached round with the kernel's own accounting of time spent in the program:
-    // the per-packet cost without the noise of the throughput figures. The accounting itself
-    // slows packets down, so this round is not among the throughput figures.
-    let program_ns = {
-        let _stats = enable_run_time_stats().map_err(|e| format!("{e:#?}"))?;
-        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
-        let before = counter.run_stats().map_err(|e| e.to_string())?;
-        round(&pair, &receiver, options.seconds)?;
-        let after = counter.run_stats().map_err(|e| e.to_string())?;
-        counter.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
-        per_run_ns(before, after)
+    // One more round each for the counter and the reference with the kernel's own accounting of
+    // time spent in the program: per-packet costs without the noise of the throughput figures.
+    // The accounting (two clock reads per run) is in both figures, and slows packets down, so
+    // these rounds are not among the throughput figures.
+    let _stats = enable_run_time_stats().map_err(|e| format!("{e:#?}"))?;
+    let timed = |program: &mut FlowCounter| -> Result<f64, String> {
+        program.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
+        let before = program.run_stats().map_err(|e| e.to_string())?;
+        round(&pair, &receiver, options.seconds, options.payload)?;
+        let after = program.run_stats().map_err(|e| e.to_string())?;
+        program.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
+        Ok(per_run_ns(before, after))
     };
-    println!("program run time {program_ns:.1} ns per packet (kernel run-time statistics, one extra round)");
+    let program_ns = timed(&mut counter)?;
+    let reference_ns = timed(&mut reference)?;
     println!(
-        "EBPF_PPS off_pps={off:.0} on_pps={on:.0} loss_pct={loss:.2} counted={counted_total} \
-              received={received_with_counter} program_ns={program_ns:.1}"
+        "run time per packet (kernel statistics, one extra round each): counter {program_ns:.1} ns, \
+         reference {reference_ns:.1} ns, the counter's own {:.1} ns",
+        program_ns - reference_ns
+    );
+    println!(
+        "EBPF_PPS off_pps={off:.0} reference_pps={reference_pps:.0} on_pps={on:.0} loss_pct={total:.2} \
+         reference_loss_pct={hook:.2} own_loss_pct={own:.2} counted={counted_total} received={received_with_counter} \
+         program_ns={program_ns:.1} reference_ns={reference_ns:.1}"
     );
     if counted_total < received_with_counter && std::env::var_os("EXPERIMENT").is_none() {
         return Err("the counter saw fewer packets than the receiver got".to_owned());
