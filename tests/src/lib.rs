@@ -223,6 +223,17 @@ pub struct Ran {
     pub stderr: String,
 }
 
+impl Ran {
+    /// Fails the test, showing both outputs, unless the command exited with `code`.
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+}
+
 impl NetNs {
     /// Runs `PROGRAM ARGS...` inside the namespace and returns its exit code and output,
     /// whatever the code.

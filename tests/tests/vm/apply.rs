@@ -2,36 +2,9 @@
 //! `ipvsadm-save -n` then shows, a second apply is a no-op, an edit yields the minimal plan, and
 //! limits, failed pre-flight checks and invalid configs leave the table untouched.
 
-use libraflux_tests::{Ran, sorted_lines};
+use libraflux_tests::sorted_lines;
 
-use super::support::Node;
-
-const HEADER: &str = "node:\n  interface: lfvip0\n";
-
-const TWO_SERVICES: &str = "
-services:
-  - name: web
-    protocol: tcp
-    vip: 10.220.0.10
-    port: 80
-    scheduler: wrr
-    persistence: 300s
-    backends:
-      - address: 10.220.1.1
-        port: 8080
-        weight: 100
-      - address: 10.220.1.2
-        port: 8080
-        weight: 50
-  - name: dns
-    protocol: udp
-    vip: 10.220.0.10
-    port: 53
-    scheduler: rr
-    backends:
-      - address: 10.220.1.1
-      - address: 10.220.1.2
-";
+use super::support::{HEADER, Node, TWO_SERVICES};
 
 const TWO_SERVICES_SAVED: &str = "\
 -A -t 10.220.0.10:80 -s wrr -p 300
@@ -42,33 +15,29 @@ const TWO_SERVICES_SAVED: &str = "\
 -a -u 10.220.0.10:53 -r 10.220.1.2:53 -m -w 1
 ";
 
-fn assert_code(ran: &Ran, code: i32) {
-    assert_eq!(ran.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
-}
-
 #[test]
 fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op() {
     let node = Node::new();
     let config = node.config("config.yaml", &format!("{HEADER}{TWO_SERVICES}"));
 
     let dry = node.libraflux(&["apply", "-c", &config, "--dry-run"]);
-    assert_code(&dry, 0);
+    dry.assert_code(0);
     assert!(dry.stdout.contains("Plan: 2 to create, 0 to update, 0 to delete."), "{}", dry.stdout);
     assert_eq!(node.saved(), "", "a dry run must not touch the kernel");
 
     let applied = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&applied, 0);
+    applied.assert_code(0);
     assert!(applied.stdout.contains("Applied 6 of 6 operations"), "{}", applied.stdout);
     assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 
     let again = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&again, 0);
+    again.assert_code(0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
     assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 
     // No daemon runs: status says so and still shows the kernel's table.
     let status = node.libraflux(&["status", "-c", &config, "--output", "json"]);
-    assert_code(&status, 0);
+    status.assert_code(0);
     let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --output json");
     assert_eq!(value["daemon"], serde_json::Value::Null);
     assert_eq!(value["services"].as_array().map(Vec::len), Some(2), "{value:#}");
@@ -79,7 +48,7 @@ fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op()
 fn an_edit_yields_the_minimal_plan() {
     let node = Node::new();
     let first = node.config("first.yaml", &format!("{HEADER}{TWO_SERVICES}"));
-    assert_code(&node.libraflux(&["apply", "-c", &first]), 0);
+    node.libraflux(&["apply", "-c", &first]).assert_code(0);
     // web: one backend re-weighted, one added; dns removed.
     let edited = node.config(
         "edited.yaml",
@@ -106,7 +75,7 @@ services:
         ),
     );
     let json = node.libraflux(&["apply", "-c", &edited, "--dry-run", "--output", "json"]);
-    assert_code(&json, 0);
+    json.assert_code(0);
     let value: serde_json::Value =
         serde_json::from_str(&json.stdout).expect("apply --output json prints JSON");
     assert_eq!(
@@ -116,7 +85,7 @@ services:
     );
 
     let applied = node.libraflux(&["apply", "-c", &edited]);
-    assert_code(&applied, 0);
+    applied.assert_code(0);
     assert!(applied.stdout.contains("Applied 3 of 3 operations"), "{}", applied.stdout);
     assert_eq!(
         node.saved(),
@@ -137,12 +106,12 @@ fn a_plan_over_a_limit_is_refused_untouched_unless_forced() {
     let limited = format!("{HEADER}limits:\n  max_services_created: 1\n{TWO_SERVICES}");
     let config = node.config("limited.yaml", &limited);
     let refused = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&refused, 3);
+    refused.assert_code(3);
     assert!(refused.stdout.contains("max_services_created"), "{}", refused.stdout);
     assert_eq!(node.saved(), "", "a refused plan must not touch the kernel");
 
     let forced = node.libraflux(&["apply", "-c", &config, "--force"]);
-    assert_code(&forced, 0);
+    forced.assert_code(0);
     assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 }
 
@@ -154,7 +123,7 @@ fn a_failed_preflight_check_or_an_invalid_config_leaves_the_table_untouched() {
     let missing_vip = TWO_SERVICES.replace("10.220.0.10", "10.220.0.11");
     let config = node.config("missing-vip.yaml", &format!("{HEADER}{missing_vip}"));
     let refused = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&refused, 3);
+    refused.assert_code(3);
     assert!(refused.stdout.contains("FAIL    vips_present"), "{}", refused.stdout);
     assert!(refused.stderr.contains("pre-flight check(s) failed: vips_present"), "{}", refused.stderr);
     assert_eq!(node.saved(), before);
@@ -162,7 +131,7 @@ fn a_failed_preflight_check_or_an_invalid_config_leaves_the_table_untouched() {
     let invalid = node
         .config("invalid.yaml", &format!("{HEADER}{}", TWO_SERVICES.replace("weight: 50", "weight: 70000")));
     let rejected = node.libraflux(&["apply", "-c", &invalid]);
-    assert_code(&rejected, 65);
+    rejected.assert_code(65);
     assert!(rejected.stderr.contains("invalid.yaml:"), "errors name the file: {}", rejected.stderr);
     assert_eq!(node.saved(), before);
 }
@@ -187,7 +156,7 @@ fn a_kernel_refusal_midway_stops_reports_and_the_next_apply_converges() {
     );
     let config = node.config("refused.yaml", &services);
     let failed = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&failed, 1);
+    failed.assert_code(1);
     assert!(
         failed.stdout.contains(
             "refused by the kernel: creating destination 10.220.5.255:9000 in tcp:10.220.0.10:9000"
@@ -204,9 +173,9 @@ fn a_kernel_refusal_midway_stops_reports_and_the_next_apply_converges() {
 
     // Once the cause is gone, the same config converges, and then there is nothing left to do.
     node.netns.ip(&["addr", "del", "10.220.5.1/24", "dev", "lfvip0"]);
-    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
+    node.libraflux(&["apply", "-c", &config]).assert_code(0);
     assert!(node.saved().contains("-a -t 10.220.0.10:9000 -r 10.220.5.255:9000 -m -w 1"), "{}", node.saved());
     let again = node.libraflux(&["apply", "-c", &config]);
-    assert_code(&again, 0);
+    again.assert_code(0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
 }

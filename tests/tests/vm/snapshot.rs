@@ -5,39 +5,11 @@
 
 use std::fmt::Write as _;
 
-use libraflux_tests::Ran;
+use super::support::{HEADER, Node, TWO_SERVICES, restore};
 
-use super::support::{Node, restore};
-
-const CONFIG: &str = "
-node:
-  interface: lfvip0
-services:
-  - name: web
-    protocol: tcp
-    vip: 10.220.0.10
-    port: 80
-    scheduler: wrr
-    persistence: 300s
-    backends:
-      - address: 10.220.1.1
-        port: 8080
-        weight: 100
-      - address: 10.220.1.2
-        port: 8080
-        weight: 50
-  - name: dns
-    protocol: udp
-    vip: 10.220.0.10
-    port: 53
-    scheduler: rr
-    backends:
-      - address: 10.220.1.1
-      - address: 10.220.1.2
-";
-
-fn assert_code(ran: &Ran, code: i32) {
-    assert_eq!(ran.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+/// [`TWO_SERVICES`] with its node section.
+fn two_services() -> String {
+    format!("{HEADER}{TWO_SERVICES}")
 }
 
 fn timeouts(node: &Node) -> String {
@@ -51,27 +23,27 @@ fn dir_arg(node: &Node) -> String {
 #[test]
 fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     let node = Node::new();
-    let config = node.config("config.yaml", CONFIG);
+    let config = node.config("config.yaml", &two_services());
     let dir = dir_arg(&node);
-    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
+    node.libraflux(&["apply", "-c", &config]).assert_code(0);
     node.netns.exec("ipvsadm", &["--set", "910", "121", "301"]);
     let original = node.saved();
     let original_timeouts = timeouts(&node);
 
     let created = node.libraflux(&["snapshot", "create", "--name", "before", "--dir", &dir]);
-    assert_code(&created, 0);
+    created.assert_code(0);
     let again = node.libraflux(&["snapshot", "create", "--name", "before", "--dir", &dir]);
-    assert_code(&again, 1);
+    again.assert_code(1);
     assert!(again.stderr.contains("already exists (use --force"), "{}", again.stderr);
 
     // Change the table with apply: one weight, one service gone, one new.
-    let edited = CONFIG.replace("weight: 50", "weight: 5").replace(
+    let edited = two_services().replace("weight: 50", "weight: 5").replace(
         "  - name: dns\n    protocol: udp\n    vip: 10.220.0.10\n    port: 53",
         "  - name: dns\n    protocol: udp\n    vip: 10.220.0.10\n    port: 5353",
     );
     let edited = node.config("edited.yaml", &edited);
     let applied = node.libraflux(&["apply", "-c", &edited]);
-    assert_code(&applied, 0);
+    applied.assert_code(0);
     assert!(
         applied.stdout.contains("taken; restore with: libraflux snapshot restore pre-apply-"),
         "{}",
@@ -85,7 +57,7 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     assert_ne!(changed, original);
 
     let dry = node.libraflux(&["snapshot", "restore", "before", "--dry-run", "--dir", &dir]);
-    assert_code(&dry, 0);
+    dry.assert_code(0);
     assert!(
         dry.stdout.contains("~ timeouts: tcp 100 -> 910, tcp_fin 10 -> 121, udp 50 -> 301"),
         "{}",
@@ -95,18 +67,18 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     assert_eq!(node.saved(), changed, "a dry run must not touch the kernel");
 
     let restored = node.libraflux(&["snapshot", "restore", "before", "--dir", &dir]);
-    assert_code(&restored, 0);
+    restored.assert_code(0);
     assert_eq!(node.saved(), original);
     assert_eq!(timeouts(&node), original_timeouts);
 
     let again = node.libraflux(&["snapshot", "restore", "before", "--dir", &dir]);
-    assert_code(&again, 0);
+    again.assert_code(0);
     assert!(again.stdout.contains("No changes."), "{}", again.stdout);
 
     // Each apply took an automatic snapshot in the config's directory: the first of the empty
     // table, the second of the table "before" holds, so with the same checksum.
     let list = node.libraflux(&["snapshot", "list", "-c", &config, "--output", "json"]);
-    assert_code(&list, 0);
+    list.assert_code(0);
     let value: serde_json::Value = serde_json::from_str(&list.stdout).expect("list --output json");
     let snapshots = value["snapshots"].as_array().expect("a list");
     let names: Vec<&str> = snapshots.iter().filter_map(|s| s["name"].as_str()).collect();
@@ -120,10 +92,10 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
 #[test]
 fn a_tampered_snapshot_is_refused_and_touches_nothing() {
     let node = Node::new();
-    let config = node.config("config.yaml", CONFIG);
+    let config = node.config("config.yaml", &two_services());
     let dir = dir_arg(&node);
-    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
-    assert_code(&node.libraflux(&["snapshot", "create", "--name", "good", "--dir", &dir]), 0);
+    node.libraflux(&["apply", "-c", &config]).assert_code(0);
+    node.libraflux(&["snapshot", "create", "--name", "good", "--dir", &dir]).assert_code(0);
     node.netns.exec("ipvsadm", &["-d", "-u", "10.220.0.10:53", "-r", "10.220.1.2:53"]);
     let before = node.saved();
 
@@ -134,11 +106,11 @@ fn a_tampered_snapshot_is_refused_and_touches_nothing() {
     std::fs::write(&path, tampered).unwrap();
 
     let ran = node.libraflux(&["snapshot", "restore", "good", "--dir", &dir]);
-    assert_code(&ran, 65);
+    ran.assert_code(65);
     assert!(ran.stderr.contains("snapshot good is corrupt: checksum mismatch"), "{}", ran.stderr);
     assert_eq!(node.saved(), before, "a refused restore must not touch the kernel");
     let show = node.libraflux(&["snapshot", "show", "good", "--dir", &dir]);
-    assert_code(&show, 65);
+    show.assert_code(65);
 }
 
 fn big_table(services: usize, dests: usize) -> String {
@@ -164,9 +136,9 @@ fn snapshots_of_a_big_table_are_identical_but_for_the_time() {
     routable(&node);
     restore(&node.netns, &big_table(1000, 10));
     let dir = dir_arg(&node);
-    assert_code(&node.libraflux(&["snapshot", "create", "--name", "a", "--dir", &dir]), 0);
+    node.libraflux(&["snapshot", "create", "--name", "a", "--dir", &dir]).assert_code(0);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_code(&node.libraflux(&["snapshot", "create", "--name", "b", "--dir", &dir]), 0);
+    node.libraflux(&["snapshot", "create", "--name", "b", "--dir", &dir]).assert_code(0);
     let read = |name: &str| std::fs::read_to_string(node.snapshots_dir().join(name)).unwrap();
     let (a, b) = (read("a.json"), read("b.json"));
     assert_ne!(a, b, "the creation times differ");
@@ -184,18 +156,18 @@ fn restoring_an_empty_snapshot_over_twenty_services_needs_force() {
     let node = Node::new();
     routable(&node);
     let dir = dir_arg(&node);
-    assert_code(&node.libraflux(&["snapshot", "create", "--name", "empty", "--dir", &dir]), 0);
+    node.libraflux(&["snapshot", "create", "--name", "empty", "--dir", &dir]).assert_code(0);
     restore(&node.netns, &big_table(20, 2));
     let full = node.saved();
 
     let refused = node.libraflux(&["snapshot", "restore", "empty", "--dir", &dir]);
-    assert_code(&refused, 3);
+    refused.assert_code(3);
     assert!(refused.stdout.contains("refused:"), "{}", refused.stdout);
     assert!(refused.stderr.contains("use --force to restore anyway"), "{}", refused.stderr);
     assert_eq!(node.saved(), full, "a refused restore must not touch the kernel");
 
     let forced = node.libraflux(&["snapshot", "restore", "empty", "--force", "--dir", &dir]);
-    assert_code(&forced, 0);
+    forced.assert_code(0);
     assert_eq!(node.saved(), "");
 }
 
@@ -204,21 +176,20 @@ fn a_restore_is_refused_while_a_daemon_runs_and_counted_once_it_does() {
     use std::io::{Read as _, Write as _};
 
     let node = Node::new();
-    let config = node.config("config.yaml", &format!("{CONFIG}metrics:\n  listen: 127.0.0.1:19471\n"));
+    let config =
+        node.config("config.yaml", &format!("{}metrics:\n  listen: 127.0.0.1:19471\n", two_services()));
     let dir = dir_arg(&node);
-    assert_code(&node.libraflux(&["apply", "-c", &config]), 0);
-    assert_code(
-        &node.libraflux(&["snapshot", "create", "--name", "known-good", "-c", &config, "--dir", &dir]),
-        0,
-    );
+    node.libraflux(&["apply", "-c", &config]).assert_code(0);
+    node.libraflux(&["snapshot", "create", "--name", "known-good", "-c", &config, "--dir", &dir])
+        .assert_code(0);
 
     let daemon = super::daemon::Daemon::start(&node, &config);
     let refused = node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]);
-    assert_code(&refused, 3);
+    refused.assert_code(3);
     assert!(refused.stderr.contains("would undo the restore"), "{}", refused.stderr);
     drop(daemon);
 
-    assert_code(&node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]), 0);
+    node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]).assert_code(0);
     let _daemon = super::daemon::Daemon::start(&node, &config);
     let metrics = node.netns.enter(|| {
         let mut stream = std::net::TcpStream::connect("127.0.0.1:19471").expect("connect to /metrics");

@@ -9,6 +9,36 @@ use libraflux::{
 };
 use libraflux_tests::{NetNs, Ran};
 
+/// The `node:` section of the configs the VM tests apply.
+pub const HEADER: &str = "node:\n  interface: lfvip0\n";
+
+/// Two services on one VIP (TCP with persistence, UDP), two backends each: `apply` and
+/// `snapshot` tests start from it.
+pub const TWO_SERVICES: &str = "
+services:
+  - name: web
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: wrr
+    persistence: 300s
+    backends:
+      - address: 10.220.1.1
+        port: 8080
+        weight: 100
+      - address: 10.220.1.2
+        port: 8080
+        weight: 50
+  - name: dns
+    protocol: udp
+    vip: 10.220.0.10
+    port: 53
+    scheduler: rr
+    backends:
+      - address: 10.220.1.1
+      - address: 10.220.1.2
+";
+
 /// Runs `f` with a fresh client on a current-thread runtime inside `netns`.
 pub fn with_client<T, F, Fut>(netns: &NetNs, f: F) -> T
 where
