@@ -327,19 +327,24 @@ fn counts_ipv4_with_options_skips_later_fragments_and_reports_short_frames() {
     assert_eq!(counter.parse_errors().expect("read parse errors"), 1, "the short frame");
 }
 
+/// The address bytes the recent-flow slot hashes: IPv4's four, IPv6's last four.
+fn recent_slot_address(client: IpAddr) -> [u8; 4] {
+    match client {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let [.., a, b, c, d] = v6.octets();
+            [a, b, c, d]
+        }
+    }
+}
+
 /// Flows that share a recent-flow slot take turns in it; each is still new exactly once, because
 /// the LRU map behind the slot remembers the others. A client at another address with the same
 /// source port is another flow, whatever the destination's last-source shortcut remembers.
 fn recent_flow_slots_keep_new_flows_exact(client: IpAddr, vip: IpAddr) {
     let watched = key(vip, FLOW_PORT, IPPROTO_UDP);
     let mut counter = frame_counter(&[watched]);
-    let last4 = match client {
-        IpAddr::V4(v4) => v4.octets(),
-        IpAddr::V6(v6) => {
-            let [.., a, b, c, d] = v6.octets();
-            [a, b, c, d]
-        }
-    };
+    let last4 = recent_slot_address(client);
     let slot = recent_flow_slot(last4, 40000);
     let ports: Vec<u16> = std::iter::once(40000)
         .chain(
@@ -374,4 +379,84 @@ fn ipv4_recent_flow_slots_keep_new_flows_exact() {
 #[test]
 fn ipv6_recent_flow_slots_keep_new_flows_exact() {
     recent_flow_slots_keep_new_flows_exact("2001:db8::10".parse().unwrap(), "2001:db8:1::1".parse().unwrap());
+}
+
+/// Keeps the calling thread on one CPU until dropped, so that every `test_run` of a test sees
+/// the same per-CPU maps.
+struct PinnedToOneCpu(libc::cpu_set_t);
+
+impl PinnedToOneCpu {
+    fn new() -> Self {
+        // SAFETY: cpu_set_t is plain bits; the calls get valid pointers of the right size, and
+        // pid 0 is the calling thread.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let size = size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &raw mut before), 0, "sched_getaffinity");
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(libc::sched_getcpu() as usize, &mut one);
+            assert_eq!(libc::sched_setaffinity(0, size, &raw const one), 0, "sched_setaffinity");
+            Self(before)
+        }
+    }
+}
+
+impl Drop for PinnedToOneCpu {
+    fn drop(&mut self) {
+        // SAFETY: as above; restores the set read in `new`.
+        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const self.0) };
+    }
+}
+
+/// The difference docs/observer.md states between the recent-flow slots and the LRU table alone:
+/// a flow the full table has evicted but that still sits in its CPU's slot is not new again; once
+/// another flow has taken the slot, it is.
+fn recent_flow_slot_outlives_an_lru_eviction(client: IpAddr, vip: IpAddr) {
+    const FLOW_TABLE: u32 = 64;
+    let watched = key(vip, FLOW_PORT, IPPROTO_UDP);
+    let mut counter = FlowCounter::load(Limits { max_destinations: 16, max_udp_flows: FLOW_TABLE })
+        .expect("load the eBPF counter");
+    counter.watch(watched).expect("watch");
+    let _pinned = PinnedToOneCpu::new();
+    let last4 = recent_slot_address(client);
+    let datagram = |port| frame(client, vip, frames::IPPROTO_UDP, &udp(port, FLOW_PORT, &[1; 4]));
+    let (a_port, a_slot) = (40000, recent_flow_slot(last4, 40000));
+    let same_slot = (1024..u16::MAX)
+        .find(|&port| port != a_port && recent_flow_slot(last4, port) == a_slot)
+        .expect("a port sharing the slot");
+    // Eight tables' worth of other flows, none in A's slot: the table evicts A.
+    let others: Vec<u16> = (1024..u16::MAX)
+        .filter(|&port| port != a_port && recent_flow_slot(last4, port) != a_slot)
+        .take(8 * FLOW_TABLE as usize)
+        .collect();
+
+    run_once(&mut counter, &datagram(a_port));
+    for &port in &others {
+        run_once(&mut counter, &datagram(port));
+    }
+    run_once(&mut counter, &datagram(a_port));
+    let after_evictions = counter.counters().expect("read counters")[&watched].new_flows;
+    assert_eq!(after_evictions, 1 + others.len() as u64, "A again, from its slot: not new");
+
+    run_once(&mut counter, &datagram(same_slot));
+    run_once(&mut counter, &datagram(a_port));
+    let counts = counter.counters().expect("read counters")[&watched];
+    assert_eq!(
+        (counts.packets, counts.new_flows),
+        (others.len() as u64 + 4, after_evictions + 2),
+        "port {same_slot} took slot {a_slot}; then A is new again: the table had forgotten it"
+    );
+}
+
+#[test]
+fn ipv4_recent_flow_slot_outlives_an_lru_eviction() {
+    recent_flow_slot_outlives_an_lru_eviction("192.0.2.10".parse().unwrap(), "198.51.100.1".parse().unwrap());
+}
+
+#[test]
+fn ipv6_recent_flow_slot_outlives_an_lru_eviction() {
+    recent_flow_slot_outlives_an_lru_eviction(
+        "2001:db8::10".parse().unwrap(),
+        "2001:db8:1::1".parse().unwrap(),
+    );
 }
