@@ -5,7 +5,8 @@
 //! program only updates entries that exist, so the maps stay bounded by configuration, never by
 //! traffic. UDP flows of watched destinations are remembered in LRU maps sized by the loader.
 //! Entry points are thin wrappers over `try_*` functions; a packet that cannot be parsed is passed
-//! on untouched and counted in `PARSE_ERRORS`, never dropped.
+//! on untouched and counted in `PARSE_ERRORS`, never dropped. Packets the node sends itself (no
+//! ingress interface) are not counted: they are not client traffic.
 //!
 //! Every packet on the interface runs this program, so its cost is kept down (docs/benchmarks.md
 //! measures it): header fields are read straight from the packet when they are in the linear
@@ -102,6 +103,13 @@ pub fn libraflux_noop(_ctx: TcContext) -> i32 {
 }
 
 fn try_count(ctx: &TcContext) -> Result<(), i64> {
+    // SAFETY: the context is the kernel's __sk_buff for this run; the verifier checks the access.
+    if unsafe { (*ctx.skb.skb).ingress_ifindex } == 0 {
+        // Sent by this node itself (at egress; every received packet has its ingress interface
+        // set before the TC hooks run): health checks and other local traffic to a backend are
+        // not client traffic, and must not look like it to drain.
+        return Ok(());
+    }
     // skb->protocol holds the ethertype in network byte order.
     match u16::from_be(ctx.skb.protocol() as u16) {
         ETH_P_IP => count_ipv4(ctx),

@@ -537,3 +537,25 @@ fn counts_ipv4_frames_whose_headers_are_not_linear() {
 fn counts_ipv6_frames_whose_headers_are_not_linear() {
     counts_frames_whose_headers_are_not_linear(v6());
 }
+
+/// A node's own packets (health checks, its own clients) leave with no ingress interface: the
+/// counter at its egress skips them, while the same datagrams count at the peer's ingress. (The
+/// VM test `observer::per_backend_counts_behind_ipvs_nat_equal_ipvsadm` shows that forwarded
+/// packets do count at egress.)
+#[test]
+fn packets_the_node_sends_itself_are_not_counted_at_egress() {
+    let pair = VethPair::new();
+    let target = v4();
+    let watched = key(target, UDP_PORT, IPPROTO_UDP);
+    let at_peer_ingress = counter_on_right_ingress(&pair, vec![watched]);
+    let at_own_egress = pair.left.enter(move || {
+        let mut counter = FlowCounter::load(Limits::destinations(16)).expect("load the eBPF counter");
+        counter.attach(VethPair::LEFT_IF, Direction::Egress).expect("attach at egress");
+        counter.watch(watched).expect("watch");
+        counter
+    });
+    send_traffic(&pair, target);
+    assert_eq!(at_peer_ingress.counters().expect("read counters")[&watched].packets, DATAGRAMS);
+    let own = at_own_egress.counters().expect("read counters")[&watched];
+    assert_eq!((own.packets, own.bytes, own.new_flows), (0, 0, 0), "sent by the node itself");
+}

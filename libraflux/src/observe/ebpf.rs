@@ -64,6 +64,28 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+/// The start of `struct __sk_buff` (linux/bpf.h) up to `ifindex`: the context given to a test
+/// run. The kernel zero-fills the rest and sets the packet's ingress interface from
+/// `ingress_ifindex`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunContext {
+    len: u32,
+    pkt_type: u32,
+    mark: u32,
+    queue_mapping: u32,
+    protocol: u32,
+    vlan_present: u32,
+    vlan_tci: u32,
+    vlan_proto: u32,
+    priority: u32,
+    ingress_ifindex: u32,
+    ifindex: u32,
+}
+
+/// `lo` is interface 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 /// The netlink filter's fixed place: priority 0x4c46 ("LF") runs before filters that let the
 /// kernel pick a priority (49152 and down); the handle is unique to LibraFlux at that priority.
 const NETLINK_PRIORITY: u16 = 0x4c46;
@@ -275,11 +297,13 @@ impl FlowCounter {
 
     /// Runs the program `repeat` times over `frame` (an Ethernet frame) inside the kernel
     /// (`BPF_PROG_TEST_RUN`) and returns the kernel's mean time per run: the cost of the program
-    /// alone, without the network stack around it. For benchmarks; the maps are updated as
-    /// they would be by `repeat` real packets.
+    /// alone, without the network stack around it. The frame runs as if received on `lo` (the
+    /// program skips packets this node sent itself). For benchmarks and tests; the maps are
+    /// updated as they would be by `repeat` real packets.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ObserveError> {
         let program = classifier(&mut self.ebpf, self.program)?;
         let fd = program.fd().map_err(ObserveError::ProgramInfo)?.as_fd().as_raw_fd();
+        let context = TestRunContext { ingress_ifindex: LOOPBACK_IFINDEX, ..TestRunContext::default() };
         let mut attr = TestRunAttr {
             prog_fd: u32::try_from(fd)
                 .map_err(|_| ObserveError::TestRun(std::io::ErrorKind::InvalidInput.into()))?,
@@ -287,10 +311,13 @@ impl FlowCounter {
                 .map_err(|_| ObserveError::TestRun(std::io::ErrorKind::InvalidInput.into()))?,
             data_in: frame.as_ptr() as u64,
             repeat,
+            ctx_size_in: size_of::<TestRunContext>() as u32,
+            ctx_in: (&raw const context) as u64,
             ..TestRunAttr::default()
         };
         // SAFETY: attr is a valid BPF_PROG_TEST_RUN attribute block that lives across the call;
-        // data_in points at frame.len() readable bytes and no output buffer is given.
+        // data_in points at frame.len() readable bytes, ctx_in at the context, which outlives the
+        // call too; no output buffer is given.
         let ret = unsafe {
             libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>())
         };

@@ -2,7 +2,7 @@
 //! until it closes, new connections never reach the draining backend, a daemon restarted
 //! mid-drain keeps it at weight 0 and finishes it; the timeout path exits 4; a steady UDP stream
 //! (which IPVS keeps sending to the backend at weight 0) holds a UDP drain until it stops and
-//! the quiet window passes.
+//! the quiet window passes, and the daemon's own UDP health checks to the backend do not.
 
 use std::{
     io::{Read as _, Write as _},
@@ -47,6 +47,18 @@ impl Topology {
     }
 
     fn config(&self, protocol: &str, port: u16, backend_ports: [u16; 2]) -> String {
+        self.config_with_health(protocol, port, backend_ports, &["type: none"])
+    }
+
+    /// [`Topology::config`] with `health` as the lines of the service's health block.
+    fn config_with_health(
+        &self,
+        protocol: &str,
+        port: u16,
+        backend_ports: [u16; 2],
+        health: &[&str],
+    ) -> String {
+        let health = health.join("\n      ");
         let text = format!(
             "node:\n  interface: [lfvip0, lf-d]\nmetrics:\n  listen: 127.0.0.1:19470\nservices:
   - name: svc
@@ -55,7 +67,7 @@ impl Topology {
     port: {port}
     scheduler: rr
     health:
-      type: none
+      {health}
     backends:
       - address: 10.200.0.2
         port: {}
@@ -253,15 +265,32 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
 
 #[test]
 fn a_steady_udp_stream_holds_the_drain_until_it_stops_and_the_quiet_window_passes() {
+    udp_stream_holds_the_drain_until_it_stops(&["type: none"]);
+}
+
+/// The daemon's own UDP health checks reach the backend every second, through the interface
+/// the observer watches at egress; they are not client traffic and must not hold the drain
+/// (the observer counts only packets that entered the node through an interface).
+#[test]
+fn the_daemons_own_udp_health_checks_do_not_hold_a_udp_drain() {
+    udp_stream_holds_the_drain_until_it_stops(&["type: udp_echo", "payload: ping", "interval: 1s"]);
+}
+
+/// UDP backends that echo every datagram (so `udp_echo` checks pass) and a client stream through
+/// the VIP: the drain of the backend the stream is pinned to holds while it flows and ends once
+/// it has stopped for the quiet window, with `health` as the service's check.
+fn udp_stream_holds_the_drain_until_it_stops(health: &[&str]) {
     let topology = Topology::new();
     for port in [5300, 5301] {
         let socket = topology.backends.enter(move || UdpSocket::bind(("10.200.0.2", port)).unwrap());
         std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while socket.recv(&mut buf).is_ok() {}
+            let mut buf = [0u8; 512];
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..len], from);
+            }
         });
     }
-    let config = topology.config("udp", 53, [5300, 5301]);
+    let config = topology.config_with_health("udp", 53, [5300, 5301], health);
     let daemon = Daemon::start(&topology.node, &config);
 
     // One client 5-tuple; IPVS pins it to one backend and keeps sending there at weight 0.
