@@ -2,52 +2,80 @@
 //! equal to the configured VIPs and NAT backends, and report traffic per destination. When eBPF
 //! cannot load (no capability, old kernel, verifier refusal) the daemon goes on with IPVS's own
 //! counters: that is said once in the log and as `libraflux_ebpf_attached 0`.
+//!
+//! Two counters, so that every packet is counted once, under the role of its destination: VIPs
+//! where clients' packets arrive (ingress), NAT backends where IPVS sends them after DNAT
+//! (egress). One counter at both hooks would count a DR service's VIP twice: IPVS forwards the
+//! packet with the VIP still its destination, out of the same interface on a one-armed director
+//! or out of the backend-facing one otherwise (docs/observer.md).
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use serde_json::{Value, json};
 
 use crate::{
     config::Config,
-    model::{Forwarding, ServiceKey},
-    observe::{DestKey, Direction, FlowCounter, FlowSource as _, Limits},
+    model::{Forwarding, Service, ServiceKey},
+    observe::{DestKey, Direction, FlowCounter, FlowSnapshot, FlowSource as _, Limits, ObserveError},
 };
 
 /// Room for destinations added by reloads without reloading the programs.
 const MIN_DESTINATIONS: u32 = 1024;
 
-/// The attached counter, or the reason there is none.
+/// The attached counters, if eBPF could be loaded.
 #[derive(Debug)]
 pub struct Observer {
-    counter: Option<FlowCounter>,
+    counters: Option<Counters>,
+}
+
+#[derive(Debug)]
+struct Counters {
+    /// At ingress of every `node.interface`, watching the VIPs.
+    vips: FlowCounter,
+    /// At egress of every `node.interface`, watching the NAT backends.
+    backends: FlowCounter,
 }
 
 impl Observer {
-    /// Loads and attaches at ingress and egress of every `node.interface`.
+    /// Loads and attaches both counters to every `node.interface`.
     pub fn start(config: &Config) -> Self {
         if config.node.interfaces.is_empty() {
             tracing::info!("no node.interface configured: the eBPF observer is off");
-            return Self { counter: None };
+            return Self { counters: None };
         }
         match attach(config) {
-            Ok(counter) => Self { counter: Some(counter) },
+            Ok(counters) => Self { counters: Some(counters) },
             Err(err) => {
                 tracing::warn!(error = %render(&err), "eBPF observer unavailable; using IPVS counters only");
-                Self { counter: None }
+                Self { counters: None }
             }
         }
     }
 
     pub fn attached(&self) -> bool {
-        self.counter.is_some()
+        self.counters.is_some()
     }
 
-    /// Makes the watched set equal what `config` wants counted.
+    /// Makes the watched sets equal what `config` wants counted.
     pub fn sync(&mut self, config: &Config) {
-        let Some(counter) = &mut self.counter else { return };
-        match counter.sync(&watched(config)) {
-            Ok(report) if report.added + report.removed > 0 => {
-                tracing::info!(added = report.added, removed = report.removed, "eBPF watch list updated")
+        let Some(counters) = &mut self.counters else { return };
+        let wanted = watched(config);
+        let synced = counters
+            .vips
+            .sync(&wanted.vips)
+            .and_then(|vips| counters.backends.sync(&wanted.backends).map(|backends| (vips, backends)));
+        match synced {
+            Ok((vips, backends)) if vips.added + vips.removed + backends.added + backends.removed > 0 => {
+                tracing::info!(
+                    vips_added = vips.added,
+                    vips_removed = vips.removed,
+                    backends_added = backends.added,
+                    backends_removed = backends.removed,
+                    "eBPF watch list updated"
+                )
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %render(&err), "cannot update the eBPF watch list"),
@@ -57,19 +85,19 @@ impl Observer {
     /// How long since the last packet to `key`: `Some(None)` if watched and none seen yet,
     /// `None` if it is not watched or no observer runs (no traffic signal).
     pub fn idle(&self, key: &DestKey) -> Option<Option<std::time::Duration>> {
-        let snapshot = self.counter.as_ref()?.snapshot().ok()?;
+        let snapshot = self.counters.as_ref()?.snapshot().ok()?;
         snapshot.get(key).map(|flows| flows.idle_for(Instant::now()))
     }
 
     /// The counters of every watched destination; `None` without an observer or on a read error.
-    pub fn snapshot(&self) -> Option<std::collections::BTreeMap<DestKey, crate::observe::FlowSnapshot>> {
-        self.counter.as_ref()?.snapshot().ok()
+    pub fn snapshot(&self) -> Option<BTreeMap<DestKey, FlowSnapshot>> {
+        self.counters.as_ref()?.snapshot().ok()
     }
 
     /// Per watched destination: packets, bytes, new flows and seconds since the last packet.
     pub fn traffic(&self) -> Value {
-        let Some(counter) = &self.counter else { return Value::Null };
-        let snapshot = match counter.snapshot() {
+        let Some(counters) = &self.counters else { return Value::Null };
+        let snapshot = match counters.snapshot() {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 tracing::warn!(error = %render(&err), "cannot read the eBPF counters");
@@ -95,34 +123,70 @@ impl Observer {
     }
 }
 
-fn attach(config: &Config) -> Result<FlowCounter, crate::observe::ObserveError> {
-    let wanted = u32::try_from(watched(config).len()).unwrap_or(u32::MAX);
+impl Counters {
+    /// Both counters' destinations; one watched in both (a VIP that is also a NAT backend of
+    /// another service) has both places' counts combined.
+    fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
+        let mut all = self.vips.snapshot()?;
+        for (key, flows) in self.backends.snapshot()? {
+            all.entry(key).and_modify(|seen| *seen = seen.combine(flows)).or_insert(flows);
+        }
+        Ok(all)
+    }
+}
+
+fn attach(config: &Config) -> Result<Counters, ObserveError> {
+    let wanted = watched(config);
+    let counters = Counters {
+        vips: attach_at(config, Direction::Ingress, wanted.vips.len())?,
+        backends: attach_at(config, Direction::Egress, wanted.backends.len())?,
+    };
+    tracing::info!(
+        interfaces = ?config.node.interfaces,
+        "eBPF observer attached (VIPs at ingress, NAT backends at egress)"
+    );
+    Ok(counters)
+}
+
+/// A counter with room for twice `wanted` destinations, attached at `direction` of every
+/// `node.interface`.
+fn attach_at(config: &Config, direction: Direction, wanted: usize) -> Result<FlowCounter, ObserveError> {
+    let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
     let mut counter =
         FlowCounter::load(Limits::destinations(wanted.saturating_mul(2).max(MIN_DESTINATIONS)))?;
     for interface in &config.node.interfaces {
-        for direction in [Direction::Ingress, Direction::Egress] {
-            counter.attach(interface, direction)?;
-        }
+        counter.attach(interface, direction)?;
     }
-    tracing::info!(interfaces = ?config.node.interfaces, "eBPF observer attached (ingress and egress)");
     Ok(counter)
 }
 
-/// Every address service's VIP, and the backends of NAT services: after DNAT their address is
-/// on the packet. DR and tunnel backends are not watched (the packet still carries the VIP;
-/// docs/observer.md), so their per-backend figures are absent rather than wrong.
-fn watched(config: &Config) -> BTreeSet<DestKey> {
-    let mut keys = BTreeSet::new();
-    for service in config.desired.values() {
+/// What the daemon counts, by role.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Watched {
+    /// Every address service's VIP.
+    vips: BTreeSet<DestKey>,
+    /// The backends of NAT services: after DNAT their address is on the packet. DR and tunnel
+    /// backends are not watched (the packet still carries the VIP; docs/observer.md), so their
+    /// per-backend figures are absent rather than wrong.
+    backends: BTreeSet<DestKey>,
+}
+
+fn watched(config: &Config) -> Watched {
+    watched_in(config.desired.values())
+}
+
+fn watched_in<'a>(services: impl IntoIterator<Item = &'a Service>) -> Watched {
+    let mut watched = Watched::default();
+    for service in services {
         let ServiceKey::Addr { protocol, addr, port } = service.key else { continue };
-        keys.insert(DestKey::new(addr, port, protocol.number()));
+        watched.vips.insert(DestKey::new(addr, port, protocol.number()));
         for dest in service.destinations.values() {
             if dest.forwarding == Forwarding::Nat {
-                keys.insert(DestKey::new(dest.key.addr, dest.key.port, protocol.number()));
+                watched.backends.insert(DestKey::new(dest.key.addr, dest.key.port, protocol.number()));
             }
         }
     }
-    keys
+    watched
 }
 
 fn protocol_name(number: u8) -> &'static str {
@@ -138,4 +202,48 @@ fn render(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Destination;
+
+    fn service(key: &str, forwarding: Forwarding, backends: &[&str]) -> Service {
+        let key: ServiceKey = key.parse().unwrap();
+        let dests = backends.iter().map(|text| Destination::new(text.parse().unwrap(), 1, forwarding));
+        Service::new(key, "rr").with_destinations(dests)
+    }
+
+    fn keys(texts: &[&str], proto: u8) -> BTreeSet<DestKey> {
+        texts
+            .iter()
+            .map(|text| {
+                let addr: std::net::SocketAddr = text.parse().unwrap();
+                DestKey::new(addr.ip(), addr.port(), proto)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vips_and_nat_backends_are_watched_apart_and_dr_backends_not_at_all() {
+        let services = [
+            service("udp:10.0.0.1:53", Forwarding::Nat, &["10.0.1.1:5353", "10.0.1.2:5353"]),
+            service("tcp:10.0.0.2:80", Forwarding::Dr, &["10.0.2.1:80"]),
+            service("tcp:[2001:db8::2]:443", Forwarding::Nat, &["[2001:db8:1::1]:8443"]),
+        ];
+        let fwmark = Service::new("fwmark:7".parse().unwrap(), "rr").with_destinations([Destination::new(
+            "10.0.3.1:80".parse().unwrap(),
+            1,
+            Forwarding::Nat,
+        )]);
+        let watched = watched_in(services.iter().chain([&fwmark]));
+        let tcp = crate::observe::IPPROTO_TCP;
+        let udp = crate::observe::IPPROTO_UDP;
+        let mut vips = keys(&["10.0.0.1:53"], udp);
+        vips.extend(keys(&["10.0.0.2:80", "[2001:db8::2]:443"], tcp));
+        let mut backends = keys(&["10.0.1.1:5353", "10.0.1.2:5353"], udp);
+        backends.extend(keys(&["[2001:db8:1::1]:8443"], tcp));
+        assert_eq!(watched, Watched { vips, backends }, "no DR backend, nothing of the fwmark service");
+    }
 }

@@ -30,6 +30,17 @@ impl FlowSnapshot {
         self.last_seen.map(|seen| now.saturating_duration_since(seen))
     }
 
+    /// The same destination observed at two places (a VIP that is also another service's NAT
+    /// backend): the sums, and the later last packet.
+    pub fn combine(self, other: Self) -> Self {
+        Self {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+            new_flows: self.new_flows + other.new_flows,
+            last_seen: self.last_seen.max(other.last_seen),
+        }
+    }
+
     /// Converts the kernel's counters: `last_seen_ns` is CLOCK_MONOTONIC, turned into an
     /// [`Instant`] by its age at (`now_ns`, `now`), two readings of the same instant.
     pub fn from_kernel(counters: FlowCounters, now_ns: u64, now: Instant) -> Self {
@@ -132,6 +143,18 @@ mod tests {
 
     fn key(port: u16) -> DestKey {
         DestKey::ipv4([192, 0, 2, 1], port, IPPROTO_UDP)
+    }
+
+    #[test]
+    fn combine_sums_and_keeps_the_later_last_packet() {
+        let at = Instant::now();
+        let later = at + Duration::from_secs(1);
+        let a = FlowSnapshot { packets: 1, bytes: 100, new_flows: 1, last_seen: Some(later) };
+        let b = FlowSnapshot { packets: 2, bytes: 10, new_flows: 0, last_seen: Some(at) };
+        let sum = FlowSnapshot { packets: 3, bytes: 110, new_flows: 1, last_seen: Some(later) };
+        assert_eq!(a.combine(b), sum);
+        assert_eq!(b.combine(a), sum);
+        assert_eq!(FlowSnapshot::default().combine(b), b, "no packet yet: the other's last packet");
     }
 
     #[test]

@@ -3,8 +3,6 @@
 //! backends down fails open, and `/metrics` reports it all and passes `promtool check metrics`.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -139,16 +137,7 @@ fn wait_for(node: &Node, daemon: &Daemon, want: &str, what: &str) {
 
 /// GET /metrics from inside the director's namespace.
 fn scrape(node: &Node) -> String {
-    node.netns.enter(|| {
-        let mut stream = TcpStream::connect("127.0.0.1:19469").expect("connect to /metrics");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_owned()
-    })
+    node.http_get("127.0.0.1:19469", "/metrics")
 }
 
 fn gauge(metrics: &str, name: &str, label: &str) -> Option<String> {

@@ -19,10 +19,11 @@ use libraflux_tests::{NetNs, libraflux_bin};
 
 use super::{daemon::Daemon, support::Node};
 
-/// client 10.201.0.2 -> director (VIP 10.220.0.10 on lfvip0) -> backends 10.200.0.2:{8080,8081}.
-struct Topology {
-    node: Node,
-    client: NetNs,
+/// client 10.201.0.2 -> director (VIP 10.220.0.10 on lfvip0) -> backends 10.200.0.2:{8080,8081};
+/// the director's side of each link is `lf-c` (client) and `lf-d` (backends).
+pub(super) struct Topology {
+    pub(super) node: Node,
+    pub(super) client: NetNs,
     backends: NetNs,
 }
 
@@ -36,7 +37,7 @@ fn link(director: &NetNs, peer: &NetNs, director_if: &str, peer_if: &str, subnet
 }
 
 impl Topology {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let node = Node::new();
         node.netns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         let client = NetNs::new("client");

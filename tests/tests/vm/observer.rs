@@ -5,7 +5,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use libraflux::observe::{COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_UDP, Limits};
@@ -118,9 +118,9 @@ fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
         .spawn()
         .expect("run libraflux debug count-flows");
     // `ip netns exec` execs the program: the child's pid is libraflux's.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "count-flows never attached");
+        assert!(Instant::now() < deadline, "count-flows never attached");
         assert!(child.try_wait().expect("poll child").is_none(), "count-flows exited early");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -326,4 +326,53 @@ fn per_backend_counts_behind_ipvs_nat_equal_ipvsadm() {
     assert_eq!(observed.bytes, in_bytes + ETH * in_packets, "VIP bytes\n{stats}");
     assert_eq!(counter.parse_errors().expect("parse errors"), 0);
     drop(counter);
+}
+
+/// A DR service on a director whose client- and backend-facing interfaces are both
+/// `node.interface`s: IPVS forwards each client datagram out of the backend-facing one with the
+/// VIP still its destination. The daemon counts VIPs at ingress only, so each datagram once.
+#[test]
+fn the_daemon_counts_a_dr_vip_once() {
+    const DATAGRAMS: u64 = 20;
+    let topology = super::drain::Topology::new();
+    let config = topology.node.config(
+        "config.yaml",
+        "node:\n  interface: [lf-c, lf-d]\nmetrics:\n  listen: 127.0.0.1:19472\nservices:
+  - name: dr
+    protocol: udp
+    vip: 10.220.0.10
+    port: 53
+    scheduler: rr
+    forwarding: dr
+    health:
+      type: none
+    backends:
+      - address: 10.200.0.2
+        port: 53
+",
+    );
+    let daemon = super::daemon::Daemon::start(&topology.node, &config);
+    topology.client.enter(|| {
+        let socket = UdpSocket::bind("10.201.0.2:0").unwrap();
+        for _ in 0..DATAGRAMS {
+            socket.send_to(b"dr", "10.220.0.10:53").unwrap();
+        }
+    });
+    let ipvs_in = |node: &NetNs| {
+        ipvsadm_line(&node.exec("ipvsadm", &["-Ln", "--stats", "--exact"]), "10.200.0.2:53")[1]
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ipvs_in(&topology.node.netns) < DATAGRAMS {
+        assert!(Instant::now() < deadline, "IPVS never forwarded {DATAGRAMS} datagrams:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&topology.node.http_get("127.0.0.1:19472", "/status")).expect("/status is JSON");
+    let vip = &status["traffic"]["udp:10.220.0.10:53"];
+    assert_eq!(vip["packets"], DATAGRAMS, "IPVS forwarded {DATAGRAMS} (DR); traffic: {}", status["traffic"]);
+    assert!(
+        status["traffic"].get("udp:10.200.0.2:53").is_none(),
+        "a DR backend is not watched: {}",
+        status["traffic"]
+    );
 }

@@ -173,8 +173,6 @@ fn restoring_an_empty_snapshot_over_twenty_services_needs_force() {
 
 #[test]
 fn a_restore_is_refused_while_a_daemon_runs_and_counted_once_it_does() {
-    use std::io::{Read as _, Write as _};
-
     let node = Node::new();
     let config =
         node.config("config.yaml", &format!("{}metrics:\n  listen: 127.0.0.1:19471\n", two_services()));
@@ -191,13 +189,7 @@ fn a_restore_is_refused_while_a_daemon_runs_and_counted_once_it_does() {
 
     node.libraflux(&["snapshot", "restore", "known-good", "-c", &config, "--dir", &dir]).assert_code(0);
     let _daemon = super::daemon::Daemon::start(&node, &config);
-    let metrics = node.netns.enter(|| {
-        let mut stream = std::net::TcpStream::connect("127.0.0.1:19471").expect("connect to /metrics");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    });
+    let metrics = node.http_get("127.0.0.1:19471", "/metrics");
     // The daemon reads the rollback log at start (and then on its collect interval).
     assert!(metrics.lines().any(|line| line == "libraflux_rollbacks_total 1"), "{metrics}");
 }

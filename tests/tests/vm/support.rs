@@ -1,7 +1,15 @@
 //! Shared by the IPVS VM tests: running our client inside a namespace, building model values,
 //! and reading the table back with ipvsadm, the independent reader.
 
-use std::{future::Future, io::Write as _, path::PathBuf, process::Command, process::Stdio};
+use std::{
+    future::Future,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    process::Command,
+    process::Stdio,
+    time::Duration,
+};
 
 use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
@@ -215,6 +223,26 @@ impl Node {
 
     pub fn libraflux(&self, args: &[&str]) -> Ran {
         self.netns.run(&libraflux_tests::libraflux_bin(), args)
+    }
+
+    /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
+    /// of a 200 response.
+    pub fn http_get(&self, listen: &str, path: &str) -> String {
+        let (listen, request) = (
+            listen.to_owned(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        );
+        self.netns.enter(move || {
+            let mut stream =
+                TcpStream::connect(&listen).unwrap_or_else(|err| panic!("connect to {listen}: {err}"));
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            body.to_owned()
+        })
     }
 
     /// The table as `ipvsadm-save -n` prints it, lines sorted (see `sorted_lines`).
