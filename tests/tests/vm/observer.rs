@@ -361,15 +361,33 @@ fn the_daemon_counts_a_dr_vip_once() {
     let ipvs_in = |node: &NetNs| {
         ipvsadm_line(&node.exec("ipvsadm", &["-Ln", "--stats", "--exact"]), "10.200.0.2:53")[1]
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while ipvs_in(&topology.node.netns) < DATAGRAMS {
         assert!(Instant::now() < deadline, "IPVS never forwarded {DATAGRAMS} datagrams:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&topology.node.http_get("127.0.0.1:19472", "/status")).expect("/status is JSON");
+    // The daemon publishes /status after each reconcile (every second here): wait for one that
+    // saw the datagrams. Counting is done by then (it happens as the packet passes the hook).
+    let status = loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&topology.node.http_get("127.0.0.1:19472", "/status"))
+                .expect("/status is JSON");
+        let seen = status["traffic"]["udp:10.220.0.10:53"]["packets"].as_u64().unwrap_or(0);
+        if seen >= DATAGRAMS || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let vip = &status["traffic"]["udp:10.220.0.10:53"];
-    assert_eq!(vip["packets"], DATAGRAMS, "IPVS forwarded {DATAGRAMS} (DR); traffic: {}", status["traffic"]);
+    assert_eq!(
+        vip["packets"],
+        DATAGRAMS,
+        "IPVS forwarded {DATAGRAMS} (DR); traffic: {}\nfilters at lf-c ingress: {:?}, egress: {:?}\n{}",
+        status["traffic"],
+        bpf_filters(&topology.node.netns, "lf-c", "ingress"),
+        bpf_filters(&topology.node.netns, "lf-c", "egress"),
+        daemon.log()
+    );
     assert!(
         status["traffic"].get("udp:10.200.0.2:53").is_none(),
         "a DR backend is not watched: {}",
