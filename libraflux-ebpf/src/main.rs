@@ -166,6 +166,9 @@ fn count_ipv4(ctx: &TcContext) -> Result<(), i64> {
 }
 
 /// Counts an IPv6 TCP or UDP packet (without extension headers) to a watched destination.
+///
+/// The same steps as [`count_ipv4`] with the IPv6 types, written out twice on purpose: a version
+/// generic over the family took the IPv6 path from 43 to 52 ns per packet (`ebpf-bench run`).
 fn count_ipv6(ctx: &TcContext) -> Result<(), i64> {
     let headers = Headers::check(ctx, ETH_HLEN + IPV6_HLEN + L4_PORTS_LEN);
     let proto: u8 = headers.read(ctx, IPV6_NEXT_HEADER_OFFSET)?;

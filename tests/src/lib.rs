@@ -101,6 +101,25 @@ impl Drop for NetNs {
     }
 }
 
+/// A flow counter loaded in `netns`, attached to `interface` in `direction` and watching
+/// `watched`.
+pub fn counter_at(
+    netns: &NetNs,
+    interface: &'static str,
+    direction: libraflux::observe::Direction,
+    watched: Vec<libraflux::observe::DestKey>,
+) -> libraflux::observe::FlowCounter {
+    netns.enter(move || {
+        let limits = libraflux::observe::Limits::destinations(16);
+        let mut counter = libraflux::observe::FlowCounter::load(limits).expect("load the eBPF counter");
+        counter.attach(interface, direction).expect("attach");
+        for key in watched {
+            counter.watch(key).expect("watch");
+        }
+        counter
+    })
+}
+
 /// Two namespaces joined by a veth pair with fixed MACs, IPv4 and IPv6 addresses and permanent
 /// neighbour entries, so no ARP or neighbour discovery packet ever races the test's traffic.
 #[derive(Debug)]

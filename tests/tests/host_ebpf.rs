@@ -14,7 +14,7 @@ use libraflux::observe::{
     recent_flow_slot,
 };
 use libraflux_tests::{
-    VethPair,
+    VethPair, counter_at,
     frames::{self, Ipv4Shape, TCP_ACK, TCP_SYN, frame, frame_with, tcp, udp},
 };
 
@@ -46,15 +46,11 @@ fn unspecified(target: IpAddr) -> IpAddr {
 
 /// A counter loaded in the right namespace, attached at its ingress and watching `watched`.
 fn counter_on_right_ingress(pair: &VethPair, watched: Vec<DestKey>) -> FlowCounter {
+    let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, watched);
     pair.right.enter(move || {
-        let mut counter = FlowCounter::load(Limits::destinations(16)).expect("load the eBPF counter");
-        counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach at ingress");
         // Attaching again where it is attached must change nothing: the counts the tests check
         // would double if it stacked a second program.
         counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach again");
-        for key in watched {
-            counter.watch(key).expect("watch");
-        }
         counter
     })
 }
@@ -152,6 +148,12 @@ fn assert_counts(counter: &FlowCounter, keys: [DestKey; 3], ip_header: u64) {
         "TCP SYNs to the watched closed port: each a new flow"
     );
     assert!(udp_counts.last_seen_ns > 0 && tcp_counts.last_seen_ns > 0, "last_seen is set: {counts:?}");
+    let one = counter.flows(&udp).expect("read one destination").expect("watched");
+    assert_eq!(
+        (one.packets, one.bytes, one.new_flows),
+        (udp_counts.packets, udp_counts.bytes, udp_counts.new_flows)
+    );
+    assert_eq!(counter.flows(&unwatched).expect("read one destination"), None);
     assert!(!counts.contains_key(&unwatched), "an unwatched destination must not get a map entry");
     assert_eq!(counts.len(), 2, "only watched destinations are in the map: {counts:?}");
     assert_eq!(counter.parse_errors().expect("read parse errors"), 0);
@@ -548,12 +550,7 @@ fn packets_the_node_sends_itself_are_not_counted_at_egress() {
     let target = v4();
     let watched = key(target, UDP_PORT, IPPROTO_UDP);
     let at_peer_ingress = counter_on_right_ingress(&pair, vec![watched]);
-    let at_own_egress = pair.left.enter(move || {
-        let mut counter = FlowCounter::load(Limits::destinations(16)).expect("load the eBPF counter");
-        counter.attach(VethPair::LEFT_IF, Direction::Egress).expect("attach at egress");
-        counter.watch(watched).expect("watch");
-        counter
-    });
+    let at_own_egress = counter_at(&pair.left, VethPair::LEFT_IF, Direction::Egress, vec![watched]);
     send_traffic(&pair, target);
     assert_eq!(at_peer_ingress.counters().expect("read counters")[&watched].packets, DATAGRAMS);
     let own = at_own_egress.counters().expect("read counters")[&watched];

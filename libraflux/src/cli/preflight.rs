@@ -6,7 +6,6 @@ use super::common::{ConfigArg, Output, SkipChecks, load_config, preflight, requi
 pub struct PreflightArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Skip a check by name (repeatable).
     #[command(flatten)]
     skip: SkipChecks,
     #[arg(long, value_enum, default_value_t = Output::Text)]

@@ -85,8 +85,8 @@ impl Observer {
     /// How long since the last packet to `key`: `Some(None)` if watched and none seen yet,
     /// `None` if it is not watched or no observer runs (no traffic signal).
     pub fn idle(&self, key: &DestKey) -> Option<Option<std::time::Duration>> {
-        let snapshot = self.counters.as_ref()?.snapshot().ok()?;
-        snapshot.get(key).map(|flows| flows.idle_for(Instant::now()))
+        let flows = self.counters.as_ref()?.flows(key).ok()??;
+        Some(flows.idle_for(Instant::now()))
     }
 
     /// The counters of every watched destination; `None` without an observer or on a read error.
@@ -132,6 +132,14 @@ impl Counters {
             all.entry(key).and_modify(|seen| *seen = seen.combine(flows)).or_insert(flows);
         }
         Ok(all)
+    }
+
+    /// One destination, from whichever counters watch it (combined if both do).
+    fn flows(&self, key: &DestKey) -> Result<Option<FlowSnapshot>, ObserveError> {
+        Ok(match (self.vips.flows(key)?, self.backends.flows(key)?) {
+            (Some(vip), Some(backend)) => Some(vip.combine(backend)),
+            (vip, backend) => vip.or(backend),
+        })
     }
 }
 

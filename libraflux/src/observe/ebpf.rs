@@ -359,6 +359,17 @@ impl FlowCounter {
         Ok(out)
     }
 
+    /// What was observed for one destination (one map lookup, summed over CPUs); `None` if it is
+    /// not watched.
+    pub fn flows(&self, key: &DestKey) -> Result<Option<FlowSnapshot>, ObserveError> {
+        let counters = match key.map_key() {
+            MapKey::V4(key) => self.counters_of(COUNTERS_V4_MAP, &key)?,
+            MapKey::V6(key) => self.counters_of(COUNTERS_V6_MAP, &key)?,
+        };
+        let (now_ns, now) = monotonic_now_ns();
+        Ok(counters.map(|counters| FlowSnapshot::from_kernel(counters, now_ns, now)))
+    }
+
     /// Packets the program could not parse (truncated or malformed headers), summed over CPUs.
     pub fn parse_errors(&self) -> Result<u64, ObserveError> {
         let map = self.ebpf.map(PARSE_ERRORS_MAP).ok_or(missing_map(PARSE_ERRORS_MAP))?;
@@ -399,6 +410,14 @@ impl FlowCounter {
         }
     }
 
+    fn counters_of<K: Pod>(&self, name: &'static str, key: &K) -> Result<Option<FlowCounters>, ObserveError> {
+        match self.counters_map::<K>(name)?.get(key, 0) {
+            Ok(values) => Ok(Some(sum_cpus(&values))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(map_error("reading", name, source)),
+        }
+    }
+
     fn collect_keys<K: Pod + Into<DestKey>>(
         &self,
         name: &'static str,
@@ -417,8 +436,7 @@ impl FlowCounter {
     ) -> Result<(), ObserveError> {
         for entry in self.counters_map::<K>(name)?.iter() {
             let (key, values) = entry.map_err(|source| map_error("reading", name, source))?;
-            let total = values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(cpu.counters));
-            out.insert(key.into(), total);
+            out.insert(key.into(), sum_cpus(&values));
         }
         Ok(())
     }
@@ -521,6 +539,11 @@ fn remove_stale_filters(interface: &str, direction: Direction) -> Result<(), Obs
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, ObserveError> {
     let program = ebpf.program_mut(name).ok_or(ObserveError::Missing { kind: "program", name })?;
     program.try_into().map_err(|_| ObserveError::Missing { kind: "TC classifier", name })
+}
+
+/// One destination's counters combined over CPUs.
+fn sum_cpus(values: &PerCpuValues<DestEntry>) -> FlowCounters {
+    values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(cpu.counters))
 }
 
 fn missing_map(name: &'static str) -> ObserveError {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use libraflux::observe::{COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_UDP, Limits};
-use libraflux_tests::{NetNs, VethPair, libraflux_bin};
+use libraflux_tests::{NetNs, VethPair, counter_at, libraflux_bin};
 
 const PAYLOAD: usize = 64;
 const ETH: u64 = 14;
@@ -23,22 +23,6 @@ fn bpf_filters(netns: &NetNs, interface: &str, direction: &str) -> Vec<String> {
         .filter(|line| line.contains(" bpf ") && line.contains(" handle "))
         .map(str::to_owned)
         .collect()
-}
-
-fn load_and_attach(
-    netns: &NetNs,
-    interface: &'static str,
-    direction: Direction,
-    watched: Vec<DestKey>,
-) -> FlowCounter {
-    netns.enter(move || {
-        let mut counter = FlowCounter::load(Limits::destinations(8)).expect("load the eBPF counter");
-        counter.attach(interface, direction).expect("attach");
-        for key in watched {
-            counter.watch(key).expect("watch");
-        }
-        counter
-    })
 }
 
 /// Sends `count` datagrams from `from` to `target`, a port bound in `to`, and returns once all
@@ -67,14 +51,14 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
     let watched = DestKey::new(right, 5400, IPPROTO_UDP);
 
     // A first process attaches, then dies without detaching: its netlink filter stays.
-    let crashed = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    let crashed = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
     std::mem::forget(crashed);
     let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert_eq!(stale.len(), 1, "the crashed process's filter stays: {stale:?}");
     assert!(stale[0].contains(COUNT_PROGRAM), "named {COUNT_PROGRAM}: {stale:?}");
 
     // The restarted process attaches (twice, as a reconcile loop might) to the same hook.
-    let mut counter = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
     counter = pair.right.enter(move || {
         counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach again");
         counter
@@ -129,7 +113,7 @@ fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
     let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}");
 
-    let mut counter = load_and_attach(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+    let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
     let program_id = counter.program_id().expect("program id");
     let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
