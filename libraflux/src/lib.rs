@@ -4,6 +4,7 @@
 //! Kernel I/O lives only at the edges: [`ipvs`] (generic netlink), [`observe`] (eBPF) and
 //! [`preflight`]'s fact gathering.
 
+pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod drain;

@@ -2,7 +2,8 @@
 //! so, and otherwise snapshot the table and carry out exactly the plan that was shown.
 
 use libraflux::{
-    ipvs::{self, ApplyReport, Ipvs as _, IpvsClient, OnFailure, OpOutcome},
+    apply::Executed,
+    ipvs::{self, IpvsClient, OpOutcome},
     plan::{self, LimitViolation, Plan},
     preflight::Report,
 };
@@ -67,22 +68,28 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             }
         };
         outcome.snapshot_taken(&taken);
-        let ops = plan.ops();
-        let report = client.apply(&ops, OnFailure::Stop).await;
-        outcome.applied(&ops, &report);
+        let executed = libraflux::apply::execute(&mut client, &plan.phases()).await;
+        outcome.applied(&executed);
         outcome.finish();
-        incomplete(&report, ops.len(), "apply")
+        incomplete(&executed, "apply")
     })
 }
 
 /// Exit 1 when the kernel refused an operation, saying how far it got; `Ok` when all applied.
-pub(super) fn incomplete(report: &ApplyReport, total: usize, command: &str) -> anyhow::Result<()> {
+pub(super) fn incomplete(executed: &Executed, command: &str) -> anyhow::Result<()> {
+    let report = &executed.report;
     if report.is_complete() {
         return Ok(());
     }
+    let withheld = if executed.reduce_withheld {
+        "; nothing was removed or lowered (those wait until everything before them is acknowledged)"
+    } else {
+        ""
+    };
     let message = format!(
-        "applied {} of {total} operations before the kernel refused one; run {command} again to converge",
-        report.applied()
+        "applied {} of {} operations before the kernel refused one{withheld}; run {command} again to converge",
+        report.applied(),
+        report.outcomes.len()
     );
     Err(Failure::new(exit::RUNTIME_FAILURE, message).into())
 }
@@ -142,7 +149,8 @@ impl Outcome {
         }
     }
 
-    pub(super) fn applied(&mut self, ops: &[ipvs::Op], report: &ApplyReport) {
+    pub(super) fn applied(&mut self, executed: &Executed) {
+        let report = &executed.report;
         let not_applied = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::NotSent)).count();
         let unknown = report.outcomes.iter().filter(|o| matches!(o, OpOutcome::Unknown)).count();
         let refused: Vec<String> = report.refusals().map(|(_, err)| err.to_string()).collect();
@@ -157,18 +165,19 @@ impl Outcome {
                 println!(
                     "\nApplied {} of {} operations ({} refused, {not_applied} not sent, {unknown} unknown).",
                     report.applied(),
-                    ops.len(),
+                    report.outcomes.len(),
                     refused.len()
                 );
             }
             Output::Json => {
                 self.json["result"] = json!({
-                    "operations": ops.len(),
+                    "operations": report.outcomes.len(),
                     "applied": report.applied(),
                     "refused": refused,
                     "not_sent": not_applied,
                     "unknown": unknown,
                     "transport_error": report.transport_error.as_ref().map(ToString::to_string),
+                    "reduce_withheld": executed.reduce_withheld,
                 })
             }
         }

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use libraflux::{
     config::{self, Config, Ignore, Limits, Metrics},
-    ipvs::{Ipvs as _, IpvsClient, OnFailure, Timeouts},
+    ipvs::{Ipvs as _, IpvsClient, Timeouts},
     model::{Service, ServiceKey},
     plan,
     snapshot::{self, Snapshot, SnapshotName, Store, StoreError},
@@ -335,12 +335,11 @@ impl Restore<'_> {
             outcome.finish();
             return Ok(());
         }
-        let ops = plan.ops();
-        let report = client.apply(&ops, OnFailure::Stop).await;
-        outcome.applied(&ops, &report);
-        if !report.is_complete() {
+        let executed = libraflux::apply::execute(client, &plan.phases()).await;
+        outcome.applied(&executed);
+        if !executed.is_complete() {
             outcome.finish();
-            return incomplete(&report, ops.len(), "restore");
+            return incomplete(&executed, "restore");
         }
         if timeouts_change && let Err(err) = client.set_timeouts(wanted).await {
             outcome.finish();

@@ -4,7 +4,7 @@
 
 use crate::{
     config::{DesiredState, Ignore, Limits},
-    ipvs::{self, Ipvs, IpvsError, OnFailure, Op},
+    ipvs::{self, Ipvs, IpvsError, Op},
     plan::{self, LimitViolation},
 };
 
@@ -68,8 +68,10 @@ pub async fn reconcile<I: Ipvs>(
     if let Err(violations) = plan::check_limits(&plan, limits) {
         return Ok(Outcome::Refused { violations });
     }
-    let ops = plan.ops();
-    let report = ipvs.apply(&ops, OnFailure::Stop).await;
+    let phases = plan.phases();
+    let ops: Vec<Op> = phases.all().cloned().collect();
+    let executed = crate::apply::execute(ipvs, &phases).await;
+    let report = executed.report;
     if report.is_complete() {
         return Ok(Outcome::Applied { ops, drift: trigger == Trigger::Interval });
     }

@@ -3,8 +3,18 @@
 //! functions it calls): a missing service is ESRCH, a missing destination ENOENT, a duplicate
 //! EEXIST, an unknown scheduler ENOENT, a weight above i32::MAX or a lower threshold above the
 //! upper one ERANGE. It proves nothing about the kernel itself.
+//!
+//! Batches behave as the netlink client's do: ops are pipelined in datagrams of up to
+//! [`MemoryIpvs::set_batch_size`] ops, and the kernel carries out every request of a datagram it
+//! was sent, so with [`OnFailure::Stop`] the ops after a refused one in the same datagram still
+//! run; only later datagrams are not sent. Tests can make chosen ops fail
+//! ([`MemoryIpvs::refuse_ops`]) and read every state the table passed through
+//! ([`MemoryIpvs::record_history`]).
 
-use std::{collections::BTreeMap, future::Future};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+};
 
 use crate::model::{DestKey, Destination, Service, ServiceKey};
 
@@ -17,11 +27,23 @@ use super::{
 const SCHEDULERS: &[&str] =
     &["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"];
 
+/// Ops per datagram by default: what the client sends when its socket buffers were raised.
+const DEFAULT_BATCH: usize = 4096;
+
+/// The table as the planner sees it.
+type Table = BTreeMap<ServiceKey, Service>;
+
 #[derive(Clone, Debug)]
 pub struct MemoryIpvs {
     services: BTreeMap<ServiceKey, ServiceStatus>,
     timeouts: Timeouts,
     info: Info,
+    batch_size: usize,
+    /// Every op received so far, counted across `apply` calls; the ones in `refuse` fail.
+    received: usize,
+    refuse: BTreeSet<usize>,
+    /// The table after each applied op, when recording.
+    history: Option<Vec<Table>>,
 }
 
 impl Default for MemoryIpvs {
@@ -37,7 +59,33 @@ impl MemoryIpvs {
             services: BTreeMap::new(),
             timeouts: Timeouts { tcp: 900, tcp_fin: 120, udp: 300 },
             info: Info { version: 0x0001_0201, connection_table_size: 4096 },
+            batch_size: DEFAULT_BATCH,
+            received: 0,
+            refuse: BTreeSet::new(),
+            history: None,
         }
+    }
+
+    /// Ops per netlink datagram (at least 1): after a refusal with [`OnFailure::Stop`], the rest
+    /// of the datagram still runs.
+    pub fn set_batch_size(&mut self, ops: usize) {
+        self.batch_size = ops.max(1);
+    }
+
+    /// Makes the ops received `nth` (0 for the first op this table is given, counted across
+    /// `apply` calls) fail with ENOMEM, as a kernel short of memory would refuse them.
+    pub fn refuse_ops(&mut self, nth: impl IntoIterator<Item = usize>) {
+        self.refuse.extend(nth);
+    }
+
+    /// Starts keeping the table as it is after every applied op.
+    pub fn record_history(&mut self) {
+        self.history = Some(Vec::new());
+    }
+
+    /// The table after each applied op since [`MemoryIpvs::record_history`], in order.
+    pub fn history(&self) -> &[Table] {
+        self.history.as_deref().unwrap_or_default()
     }
 
     /// A table already holding `services` and their destinations, as if applied one by one.
@@ -69,30 +117,54 @@ impl MemoryIpvs {
         true
     }
 
+    /// Mirrors `IpvsClient::apply_ops`: up to `batch_size` ops a datagram; an op that cannot be
+    /// encoded ends the datagram before it and is refused alone, unsent.
     fn apply_sync(&mut self, ops: &[Op], on_failure: OnFailure) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let mut stopped = false;
+        let stop = on_failure == OnFailure::Stop;
+        let (mut in_batch, mut refused_in_batch, mut stopped) = (0, false, false);
         for op in ops {
+            let encodable = packet::request_for(op);
+            if encodable.is_err() || in_batch == self.batch_size {
+                stopped |= stop && refused_in_batch;
+                (in_batch, refused_in_batch) = (0, false);
+            }
             if stopped {
                 report.outcomes.push(OpOutcome::NotSent);
                 continue;
             }
+            if let Err(reason) = encodable {
+                report
+                    .outcomes
+                    .push(OpOutcome::Refused(IpvsError::Invalid { operation: op.operation(), reason }));
+                stopped = stop;
+                continue;
+            }
+            in_batch += 1;
             match self.apply_one(op) {
-                Ok(()) => report.outcomes.push(OpOutcome::Applied),
+                Ok(()) => {
+                    if let Some(history) = self.history.as_mut() {
+                        history.push(table_of(&self.services));
+                    }
+                    report.outcomes.push(OpOutcome::Applied);
+                }
                 Err(err) => {
+                    refused_in_batch = true;
                     report.outcomes.push(OpOutcome::Refused(err));
-                    stopped = on_failure == OnFailure::Stop;
                 }
             }
         }
         report
     }
 
+    /// Carries out one encodable op, or refuses it with the kernel's errno.
     fn apply_one(&mut self, op: &Op) -> Result<(), IpvsError> {
-        let operation = op.operation();
-        // What cannot be put on the wire is refused before sending, as the client does.
-        packet::request_for(op).map_err(|reason| IpvsError::Invalid { operation, reason })?;
-        let refuse = |errno| IpvsError::kernel(operation, errno);
+        let refuse = |errno| IpvsError::kernel(op.operation(), errno);
+        let nth = self.received;
+        self.received += 1;
+        if self.refuse.contains(&nth) {
+            return Err(refuse(libc::ENOMEM));
+        }
         match op {
             Op::AddService(service) => self.add_service(service).map_err(refuse),
             Op::UpdateService(service) => self.update_service(service).map_err(refuse),
@@ -147,6 +219,10 @@ impl MemoryIpvs {
         status.service.destinations.remove(dest);
         Ok(())
     }
+}
+
+fn table_of(services: &BTreeMap<ServiceKey, ServiceStatus>) -> Table {
+    services.values().map(|status| (status.service.key, status.service.clone())).collect()
 }
 
 fn check_scheduler(name: &str) -> Result<(), i32> {

@@ -95,6 +95,7 @@ struct DestinationChanges {
 #[derive(Serialize)]
 struct OpView {
     op: &'static str,
+    phase: &'static str,
     service: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<String>,
@@ -108,7 +109,11 @@ pub fn render_json(plan: &Plan) -> String {
         create: plan.create.iter().map(service).collect(),
         update: plan.update.iter().map(update).collect(),
         delete: plan.delete.iter().map(service).collect(),
-        ops: plan.ops().iter().map(op).collect(),
+        ops: {
+            let phases = plan.phases();
+            let make = phases.make.iter().map(|o| op(o, "make"));
+            make.chain(phases.reduce.iter().map(|o| op(o, "reduce"))).collect()
+        },
     };
     let mut text =
         serde_json::to_string_pretty(&view).expect("plan views serialise: only strings and numbers");
@@ -168,7 +173,7 @@ fn backend_update(update: &DestinationUpdate) -> BackendUpdateView {
     }
 }
 
-fn op(op: &Op) -> OpView {
+fn op(op: &Op, phase: &'static str) -> OpView {
     let (name, backend) = match op {
         Op::AddService(_) => ("add_service", None),
         Op::UpdateService(_) => ("update_service", None),
@@ -177,5 +182,5 @@ fn op(op: &Op) -> OpView {
         Op::UpdateDest(_, dest) => ("update_backend", Some(dest.key.to_string())),
         Op::DeleteDest(_, dest) => ("delete_backend", Some(dest.to_string())),
     };
-    OpView { op: name, service: op.service().to_string(), backend }
+    OpView { op: name, phase, service: op.service().to_string(), backend }
 }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 pub use crate::ipvs::Op;
 pub use json::{JSON_SCHEMA_VERSION, render_json};
 pub use limits::{LimitViolation, check_limits};
+pub use ops::Phases;
 pub use text::render_text;
 
 pub use crate::config::{Ignore, Limits};

@@ -1,49 +1,95 @@
-//! The kernel operations that carry out a plan, in the order apply must run them.
+//! The kernel operations that carry out a plan, in two phases with a barrier between them.
 //!
-//! Order, and why:
-//! 1. **Creates**, each service immediately followed by its backends. IPVS cannot hold a backend
-//!    before its service, and a service without backends refuses new connections (ICMP port
-//!    unreachable, or a reset) until its first backend exists; keeping the two together shrinks
-//!    that window to one netlink round trip per backend. It costs nothing: before the service
-//!    existed the VIP:port was not served either.
-//! 2. **Updates**, per service: its own attributes first, then backends **added, then updated,
-//!    then removed**. Make before break: capacity arrives before any is taken away, so a service
-//!    whose backends are all replaced, or moved to weight 0, never passes through an empty or
-//!    all-zero state.
-//! 3. **Deletes** last, again make before break: traffic that a new service takes over (say an
-//!    address service replacing a fwmark service for the same VIP) is covered by the new one
-//!    before the old one goes. Deleting a service drops its backends with it, so no backend is
-//!    deleted one by one first.
+//! 1. **Make** ([`Phases::make`]): creates (each service immediately followed by its backends),
+//!    then per updated service its own attributes, backends added, and backend edits that take
+//!    no capacity away (weight raised, forwarding or a threshold loosened).
+//! 2. **Reduce** ([`Phases::reduce`]): backend edits that take capacity away (weight lowered,
+//!    upper threshold tightened), backends removed, services deleted.
 //!
-//! Creates and updates touch different services, so their relative order does not matter; within
-//! each group services go by key, and backends by key.
+//! Apply sends the reduce phase only after the kernel acknowledged every op of the make phase,
+//! and not at all if it refused one (`crate::apply::execute`). So a partial failure never takes
+//! capacity away without the capacity that was to replace it, and the kernel's batch behaviour
+//! (ops after a refused one in the same netlink datagram still run) cannot reach across phases.
+//!
+//! Why this order keeps a service serving: every backend that carries traffic in the desired
+//! state has its final, positive weight before any weight is lowered or any backend removed
+//! (raises and adds are in the make phase; a lowered backend that keeps a positive weight stays
+//! positive throughout). So no step leaves every backend of a service at weight 0 unless the
+//! desired state does. A created service has no backends for one round trip per backend, which
+//! costs nothing: before it existed its VIP:port was not served either.
+//!
+//! Within each phase services go by key, and backends by key.
 
-use super::Plan;
+use super::{DestinationUpdate, Plan};
 use crate::{ipvs::Op, model::Service};
+
+/// A plan's ops, split at the barrier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// What adds or keeps capacity; runs first.
+    pub make: Vec<Op>,
+    /// What takes capacity away; runs only when every `make` op was acknowledged.
+    pub reduce: Vec<Op>,
+}
+
+impl Phases {
+    pub fn is_empty(&self) -> bool {
+        self.make.is_empty() && self.reduce.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.make.len() + self.reduce.len()
+    }
+
+    /// Both phases in execution order.
+    pub fn all(&self) -> impl Iterator<Item = &Op> {
+        self.make.iter().chain(&self.reduce)
+    }
+}
 
 /// The service without its destinations.
 fn bare(service: &Service) -> Service {
     Service { destinations: Default::default(), ..service.clone() }
 }
 
+impl DestinationUpdate {
+    /// Whether the edit takes capacity away: a lower weight, or a tighter upper connection
+    /// threshold (0 means none).
+    pub fn reduces_capacity(&self) -> bool {
+        let lowered = self.weight.is_some_and(|change| change.new < change.old);
+        let tightened = self
+            .upper_threshold
+            .is_some_and(|change| change.new != 0 && (change.old == 0 || change.new < change.old));
+        lowered || tightened
+    }
+}
+
 impl Plan {
-    /// The exact, ordered list of kernel operations for this plan (see the module docs).
-    pub fn ops(&self) -> Vec<Op> {
-        let mut ops = Vec::new();
+    /// The exact kernel operations for this plan, in two phases (see the module docs).
+    pub fn phases(&self) -> Phases {
+        let mut phases = Phases::default();
         for service in &self.create {
-            ops.push(Op::AddService(bare(service)));
-            ops.extend(service.destinations.values().map(|dest| Op::AddDest(service.key, *dest)));
+            phases.make.push(Op::AddService(bare(service)));
+            phases.make.extend(service.destinations.values().map(|dest| Op::AddDest(service.key, *dest)));
         }
         for update in &self.update {
             let service = update.key();
             if update.changes_service() {
-                ops.push(Op::UpdateService(bare(&update.target)));
+                phases.make.push(Op::UpdateService(bare(&update.target)));
             }
-            ops.extend(update.add.iter().map(|dest| Op::AddDest(service, *dest)));
-            ops.extend(update.update.iter().map(|change| Op::UpdateDest(service, change.target)));
-            ops.extend(update.remove.iter().map(|dest| Op::DeleteDest(service, dest.key)));
+            phases.make.extend(update.add.iter().map(|dest| Op::AddDest(service, *dest)));
+            for change in &update.update {
+                let op = Op::UpdateDest(service, change.target);
+                if change.reduces_capacity() { phases.reduce.push(op) } else { phases.make.push(op) }
+            }
+            phases.reduce.extend(update.remove.iter().map(|dest| Op::DeleteDest(service, dest.key)));
         }
-        ops.extend(self.delete.iter().map(|service| Op::DeleteService(service.key)));
-        ops
+        phases.reduce.extend(self.delete.iter().map(|service| Op::DeleteService(service.key)));
+        phases
+    }
+
+    /// [`Plan::phases`] as one list, in execution order.
+    pub fn ops(&self) -> Vec<Op> {
+        self.phases().all().cloned().collect()
     }
 }

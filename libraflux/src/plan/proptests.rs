@@ -1,6 +1,9 @@
 //! Properties of the planner over random desired, observed and ignored sets: applying a plan's
 //! ops converges (planning again yields nothing), ignored services are never touched, and a
-//! service that keeps backends never passes through an empty state while it is updated.
+//! service that keeps backends never passes through an empty state while it is updated. Under
+//! injected kernel refusals, with the kernel's batch behaviour: nothing of the reduce phase runs
+//! unless the whole make phase did, and no step leaves a serving service without a backend of
+//! weight above 0 unless the desired state has none.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +100,64 @@ proptest! {
         for key in SERVICE_KEYS.iter().map(|key| key.parse::<ServiceKey>().expect("key")) {
             if ignore.covers(&key) {
                 prop_assert_eq!(applied.get(&key), observed.get(&key));
+            }
+        }
+    }
+}
+
+/// Whether a service has a backend that takes new connections.
+fn serves(service: Option<&Service>) -> bool {
+    service.is_some_and(|service| service.destinations.values().any(|dest| dest.weight > 0))
+}
+
+/// Whether `after` took no capacity from `before`: every service and backend is still there, no
+/// weight lower, no upper threshold tighter.
+fn nothing_reduced(before: &Table, after: &Table) -> bool {
+    before.iter().all(|(key, old)| {
+        after.get(key).is_some_and(|new| {
+            old.destinations.iter().all(|(dest, was)| {
+                new.destinations.get(dest).is_some_and(|now| {
+                    let tighter = now.upper_threshold != 0
+                        && (was.upper_threshold == 0 || now.upper_threshold < was.upper_threshold);
+                    now.weight >= was.weight && !tighter
+                })
+            })
+        })
+    })
+}
+
+proptest! {
+    #[test]
+    fn the_barrier_holds_under_refusals_and_no_step_zeroes_a_serving_service(
+        desired in table(&[None, Some(24)]),
+        observed in table(&[Some(24), Some(32)]),
+        ignore in ignore(),
+        refused in collection::btree_set(0usize..24, 0..3),
+        batch in 1usize..8,
+    ) {
+        let phases = plan(&desired, &observed, &ignore).phases();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let mut ipvs = MemoryIpvs::with_services(observed.values().cloned());
+        ipvs.set_batch_size(batch);
+        ipvs.refuse_ops(refused.iter().copied());
+        ipvs.record_history();
+        let executed = runtime.block_on(crate::apply::execute(&mut ipvs, &phases));
+        let after = runtime.block_on(crate::ipvs::observed(&mut ipvs)).expect("read the in-memory table");
+
+        // Refusals count ops as received, and nothing is refused before the first injected one.
+        let make_failed = refused.first().is_some_and(|first| *first < phases.make.len());
+        if make_failed {
+            prop_assert!(nothing_reduced(&observed, &after), "capacity went after a refused make op");
+            prop_assert_eq!(executed.reduce_withheld, !phases.reduce.is_empty());
+        } else if refused.is_empty() {
+            prop_assert!(executed.is_complete(), "{:?}", executed.report);
+            prop_assert!(plan(&desired, &after, &ignore).is_empty(), "a second plan is not empty");
+        }
+        for step in ipvs.history() {
+            for key in SERVICE_KEYS.iter().map(|key| key.parse::<ServiceKey>().expect("key")) {
+                if serves(observed.get(&key)) && serves(desired.get(&key)) {
+                    prop_assert!(serves(step.get(&key)), "{key} had no backend above weight 0 at a step");
+                }
             }
         }
     }

@@ -120,13 +120,29 @@ fn stop_leaves_the_rest_unsent_and_continue_carries_on() {
         Op::DeleteDest(web, "10.0.0.9:80".parse().unwrap()),
         Op::AddDest(web, dest("10.0.0.2:80", 1)),
     ];
-    let stopped = apply(&mut MemoryIpvs::new(), &ops, OnFailure::Stop);
+    let mut one_per_datagram = MemoryIpvs::new();
+    one_per_datagram.set_batch_size(1);
+    let stopped = apply(&mut one_per_datagram, &ops, OnFailure::Stop);
     assert!(matches!(
         stopped.outcomes.as_slice(),
         [OpOutcome::Applied, OpOutcome::Refused(_), OpOutcome::NotSent]
     ));
     assert_eq!(stopped.applied(), 1);
     assert_eq!(stopped.refusals().map(|(index, _)| index).collect::<Vec<_>>(), [1]);
+
+    // As in the kernel, the rest of the datagram that held the refused op still runs.
+    let one_datagram = apply(&mut MemoryIpvs::new(), &ops, OnFailure::Stop);
+    assert!(matches!(
+        one_datagram.outcomes.as_slice(),
+        [OpOutcome::Applied, OpOutcome::Refused(_), OpOutcome::Applied]
+    ));
+    let mut two_per_datagram = MemoryIpvs::new();
+    two_per_datagram.set_batch_size(2);
+    let second_datagram = apply(&mut two_per_datagram, &ops, OnFailure::Stop);
+    assert!(matches!(
+        second_datagram.outcomes.as_slice(),
+        [OpOutcome::Applied, OpOutcome::Refused(_), OpOutcome::NotSent]
+    ));
 
     let continued = apply(&mut MemoryIpvs::new(), &ops, OnFailure::Continue);
     assert!(matches!(
@@ -231,4 +247,19 @@ fn fwmark_services_take_destinations_of_their_family() {
     let report = apply(&mut table, &ops, OnFailure::Continue);
     assert!(matches!(report.outcomes[1], OpOutcome::Applied));
     assert_eq!(refused_errno(&report, 2), libc::EINVAL);
+}
+
+#[test]
+fn injected_refusals_count_ops_across_calls_and_history_keeps_each_applied_state() {
+    let web = svc_key("tcp:10.0.0.1:80");
+    let mut table = MemoryIpvs::new();
+    table.refuse_ops([2]);
+    table.record_history();
+    assert!(apply(&mut table, &[Op::AddService(service("tcp:10.0.0.1:80"))], OnFailure::Stop).is_complete());
+    let ops = [Op::AddDest(web, dest("10.0.0.2:80", 1)), Op::AddDest(web, dest("10.0.0.3:80", 1))];
+    let report = apply(&mut table, &ops, OnFailure::Stop);
+    assert!(matches!(report.outcomes.as_slice(), [OpOutcome::Applied, OpOutcome::Refused(_)]));
+    assert_eq!(refused_errno(&report, 1), libc::ENOMEM);
+    let sizes: Vec<usize> = table.history().iter().map(|t| t[&web].destinations.len()).collect();
+    assert_eq!(sizes, [0, 1]);
 }
