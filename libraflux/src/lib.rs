@@ -16,3 +16,4 @@ pub mod observe;
 pub mod plan;
 pub mod preflight;
 pub mod snapshot;
+pub mod state_file;

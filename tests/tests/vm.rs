@@ -8,6 +8,7 @@ mod vm {
     mod behavior;
     mod daemon;
     mod daemon_health;
+    mod daemon_limits;
     mod drain;
     mod ipvs_capture;
     mod ipvs_client;

@@ -34,6 +34,11 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             state_dir: args.state_dir.join("state"),
             reconcile_interval: args.reconcile_interval,
         };
-        daemon::run(options, config, client).await
+        daemon::run(options, config, client).await.map_err(|err| {
+            match err.downcast::<daemon::reconcile::LimitRefusal>() {
+                Ok(refusal) => Failure::new(exit::REFUSED, refusal.to_string()).into(),
+                Err(err) => err,
+            }
+        })
     })
 }

@@ -77,13 +77,21 @@ pub struct NodeConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_services_created: u32,
+    /// Backends one apply may add to one service.
     pub max_backends_per_service: u32,
     pub max_services_deleted: u32,
+    /// The share (percent) of a service's backends one apply may remove or set to weight 0.
+    pub max_backends_removed_percent: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_services_created: 100, max_backends_per_service: 50, max_services_deleted: 10 }
+        Self {
+            max_services_created: 100,
+            max_backends_per_service: 50,
+            max_services_deleted: 10,
+            max_backends_removed_percent: 50,
+        }
     }
 }
 

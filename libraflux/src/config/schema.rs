@@ -131,7 +131,12 @@ fn interfaces(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<String> {
 }
 
 fn limits(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Limits> {
-    let keys = ["max_services_created", "max_backends_per_service", "max_services_deleted"];
+    let keys = [
+        "max_services_created",
+        "max_backends_per_service",
+        "max_services_deleted",
+        "max_backends_removed_percent",
+    ];
     let map = d.mapping(field.value, field.position(), "limits", &keys)?;
     clean(d, |d| {
         let defaults = Limits::default();
@@ -142,6 +147,10 @@ fn limits(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Limits> {
             max_services_created: limit(keys[0], defaults.max_services_created).unwrap_or_default(),
             max_backends_per_service: limit(keys[1], defaults.max_backends_per_service).unwrap_or_default(),
             max_services_deleted: limit(keys[2], defaults.max_services_deleted).unwrap_or_default(),
+            max_backends_removed_percent: map
+                .get(keys[3])
+                .map_or(Some(defaults.max_backends_removed_percent), |field| d.integer(field, 0, 100))
+                .unwrap_or_default(),
         }
     })
 }

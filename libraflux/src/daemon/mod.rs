@@ -3,6 +3,7 @@
 //! then reconciles on config reload (SIGHUP) and on an interval that also repairs drift.
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down.
 
+mod accepted;
 mod observer;
 pub mod reconcile;
 
@@ -71,8 +72,11 @@ const DRAIN_TICK: Duration = Duration::from_millis(500);
 /// `/healthz` fails when no reconcile finished for this many intervals.
 const STALE_INTERVALS: u32 = 3;
 
-/// Runs until SIGTERM or SIGINT. `config` is the validated configuration the CLI loaded.
-pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT. `config` is the validated configuration the CLI loaded; a
+/// configuration over a change limit is refused ([`reconcile::LimitRefusal`]) before anything
+/// is touched.
+pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyhow::Result<()> {
+    admit_at_start(&options, &config, &mut ipvs).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -140,6 +144,26 @@ pub async fn run(options: Options, config: Config, ipvs: IpvsClient) -> anyhow::
     Ok(())
 }
 
+/// Refuses a configuration that changes more than its limits allow from both the configuration
+/// accepted last and the table; records it as accepted otherwise.
+async fn admit_at_start(options: &Options, config: &Config, ipvs: &mut IpvsClient) -> anyhow::Result<()> {
+    let observed = crate::ipvs::observed(ipvs).await?;
+    let accepted = accepted::load(&options.state_dir).unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "cannot read the configuration accepted last; measuring against the table");
+        None
+    });
+    reconcile::admit_at_start(config, accepted.as_ref(), &observed)
+        .map_err(|violations| reconcile::LimitRefusal { violations })?;
+    record_accepted(options, config);
+    Ok(())
+}
+
+fn record_accepted(options: &Options, config: &Config) {
+    if let Err(err) = accepted::save(&options.state_dir, &config.desired) {
+        tracing::error!(error = %err, "cannot record the accepted configuration; a restart measures limits against the table");
+    }
+}
+
 /// Starts the metrics endpoint and the IPVS statistics collector (on its own netlink socket,
 /// on `metrics.collect_interval`, so scrapes never touch the kernel).
 async fn spawn_background(
@@ -187,8 +211,7 @@ impl Daemon {
         drain::apply_to(&mut desired, &self.drain_entries);
         self.observer.sync(&self.config);
         let config = &self.config;
-        let result =
-            reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, &config.limits, trigger).await;
+        let result = reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, trigger).await;
         self.record.reconciles += 1;
         match result {
             Ok(outcome) => {
@@ -355,12 +378,6 @@ impl Daemon {
                 }
                 ops.len()
             }
-            Outcome::Refused { violations } => {
-                for violation in violations {
-                    tracing::error!(?trigger, %violation, "plan refused by a change limit; not forced");
-                }
-                0
-            }
             Outcome::Failed { ops, applied, errors } => {
                 for error in errors {
                     tracing::error!(?trigger, %error, applied, total = ops.len(), "the kernel refused an operation");
@@ -383,17 +400,27 @@ impl Daemon {
                 }
                 (ReconcileResult::Ok, &ops[..])
             }
-            Outcome::Refused { .. } => (ReconcileResult::Refused, &[][..]),
             // Which of the ops went through is in the log; the kinds are not counted here.
             Outcome::Failed { .. } => (ReconcileResult::Error, &[][..]),
         };
         self.metrics.record_reconcile(result, duration, applied);
     }
 
-    /// SIGHUP: a config that fails validation is rejected and the running one stays in force.
+    /// SIGHUP: a config that fails validation, or changes more than its limits allow, is rejected
+    /// and the running one stays in force.
     async fn reload(&mut self) {
         match config::load(self.options.config_path.as_deref()) {
+            Ok(config) if let Err(violations) = reconcile::admit(&config, &self.config.desired) => {
+                self.record.reloads_failed += 1;
+                self.metrics.record_reload(false);
+                self.metrics.record_reconcile(ReconcileResult::Refused, Duration::ZERO, &[]);
+                for violation in &violations {
+                    tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
+                }
+                self.publish_status();
+            }
             Ok(config) => {
+                record_accepted(&self.options, &config);
                 self.record.reloads_ok += 1;
                 self.metrics.record_reload(true);
                 tracing::info!(services = config.desired.len(), "config reloaded");

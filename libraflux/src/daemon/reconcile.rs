@@ -1,9 +1,11 @@
-//! One reconcile: read the table, plan against the desired state, refuse what a limit refuses,
-//! apply the rest. The same `plan()` and limits as `libraflux apply`; a refused plan is never
-//! forced by the daemon.
+//! One reconcile: read the table, plan against the desired state, apply it in phases. The same
+//! `plan()` and execution as `libraflux apply`. Change limits are not checked here: they bound
+//! changes of the configuration, which the daemon checks when it accepts one (at start and on
+//! reload, `super::admit`); health, drains and drift repair only move the table towards a
+//! configuration already accepted, and a limit must never stop a backend being quiesced.
 
 use crate::{
-    config::{DesiredState, Ignore, Limits},
+    config::{Config, DesiredState, Ignore, Limits},
     ipvs::{self, Ipvs, IpvsError, Op},
     plan::{self, LimitViolation},
 };
@@ -29,10 +31,6 @@ pub enum Outcome {
         ops: Vec<Op>,
         drift: bool,
     },
-    /// The plan exceeds a change limit; nothing was touched.
-    Refused {
-        violations: Vec<LimitViolation>,
-    },
     /// The kernel refused an operation; `applied` of `ops` went through.
     Failed {
         ops: Vec<Op>,
@@ -46,27 +44,70 @@ impl Outcome {
     pub fn result_label(&self) -> &'static str {
         match self {
             Self::NoChanges | Self::Applied { .. } => "ok",
-            Self::Refused { .. } => "refused",
             Self::Failed { .. } => "error",
         }
     }
 }
 
-/// Plans `desired` against the kernel's table and applies it unless a limit refuses it.
+/// Whether `config` may be accepted: its change from `from` (the configuration in force, or the
+/// table) stays within its change limits.
+pub fn admit(config: &Config, from: &DesiredState) -> Result<(), Vec<LimitViolation>> {
+    admit_parts(&config.desired, &config.ignore, &config.limits, from)
+}
+
+fn admit_parts(
+    desired: &DesiredState,
+    ignore: &Ignore,
+    limits: &Limits,
+    from: &DesiredState,
+) -> Result<(), Vec<LimitViolation>> {
+    plan::check_limits(&plan::plan(desired, from, ignore), limits)
+}
+
+/// At start: `config` is accepted when it is within its limits of the configuration accepted
+/// last (a restart in the middle of applying it finishes it), or of the table as it is (a change
+/// applied with `libraflux apply` since).
+pub fn admit_at_start(
+    config: &Config,
+    accepted: Option<&DesiredState>,
+    observed: &DesiredState,
+) -> Result<(), Vec<LimitViolation>> {
+    either(accepted, observed, |from| admit(config, from))
+}
+
+fn either(
+    accepted: Option<&DesiredState>,
+    observed: &DesiredState,
+    admit: impl Fn(&DesiredState) -> Result<(), Vec<LimitViolation>>,
+) -> Result<(), Vec<LimitViolation>> {
+    match accepted.map(&admit) {
+        Some(Ok(())) => Ok(()),
+        _ => admit(observed),
+    }
+}
+
+/// The configuration was not accepted: it changes more than its limits allow.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the configuration exceeds a change limit against the running table and the configuration accepted \
+     last: {}; apply it with `libraflux apply --force` first, or raise the limit",
+    .violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+)]
+pub struct LimitRefusal {
+    pub violations: Vec<LimitViolation>,
+}
+
+/// Plans `desired` against the kernel's table and applies it.
 pub async fn reconcile<I: Ipvs>(
     ipvs: &mut I,
     desired: &DesiredState,
     ignore: &Ignore,
-    limits: &Limits,
     trigger: Trigger,
 ) -> Result<Outcome, IpvsError> {
     let observed = ipvs::observed(ipvs).await?;
     let plan = plan::plan(desired, &observed, ignore);
     if plan.is_empty() {
         return Ok(Outcome::NoChanges);
-    }
-    if let Err(violations) = plan::check_limits(&plan, limits) {
-        return Ok(Outcome::Refused { violations });
     }
     let phases = plan.phases();
     let ops: Vec<Op> = phases.all().cloned().collect();
@@ -98,22 +139,17 @@ mod tests {
         BTreeMap::from([(key, Service::new(key, "rr").with_destinations(dests))])
     }
 
-    async fn run(
-        ipvs: &mut MemoryIpvs,
-        desired: &DesiredState,
-        limits: &Limits,
-        trigger: Trigger,
-    ) -> Outcome {
-        reconcile(ipvs, desired, &Ignore::default(), limits, trigger).await.expect("in-memory IPVS answers")
+    async fn run(ipvs: &mut MemoryIpvs, desired: &DesiredState, trigger: Trigger) -> Outcome {
+        reconcile(ipvs, desired, &Ignore::default(), trigger).await.expect("in-memory IPVS answers")
     }
 
     #[tokio::test]
     async fn converges_then_finds_nothing_to_do() {
         let mut ipvs = MemoryIpvs::new();
         let want = desired(&["10.0.1.1:80", "10.0.1.2:80"]);
-        let first = run(&mut ipvs, &want, &Limits::default(), Trigger::Startup).await;
+        let first = run(&mut ipvs, &want, Trigger::Startup).await;
         assert!(matches!(&first, Outcome::Applied { ops, drift: false } if ops.len() == 3), "{first:?}");
-        assert_eq!(run(&mut ipvs, &want, &Limits::default(), Trigger::Interval).await, Outcome::NoChanges);
+        assert_eq!(run(&mut ipvs, &want, Trigger::Interval).await, Outcome::NoChanges);
     }
 
     #[tokio::test]
@@ -121,18 +157,23 @@ mod tests {
         let want = desired(&["10.0.1.1:80", "10.0.1.2:80"]);
         let drifted = desired(&["10.0.1.1:80"]);
         let mut ipvs = MemoryIpvs::with_services(drifted.into_values());
-        let outcome = run(&mut ipvs, &want, &Limits::default(), Trigger::Interval).await;
+        let outcome = run(&mut ipvs, &want, Trigger::Interval).await;
         assert!(matches!(&outcome, Outcome::Applied { ops, drift: true } if ops.len() == 1), "{outcome:?}");
         assert_eq!(ipvs::observed(&mut ipvs).await.unwrap(), want);
     }
 
-    #[tokio::test]
-    async fn a_plan_over_a_limit_is_refused_and_nothing_is_touched() {
-        let mut ipvs = MemoryIpvs::new();
-        let limits = Limits { max_services_created: 0, ..Limits::default() };
-        let outcome = run(&mut ipvs, &desired(&["10.0.1.1:80"]), &limits, Trigger::ConfigReload).await;
-        assert!(matches!(&outcome, Outcome::Refused { violations } if violations.len() == 1), "{outcome:?}");
-        assert!(ipvs::observed(&mut ipvs).await.unwrap().is_empty());
-        assert_eq!(outcome.result_label(), "refused");
+    #[test]
+    fn a_start_is_admitted_against_the_accepted_config_or_the_table() {
+        let limits = Limits { max_backends_per_service: 1, ..Default::default() };
+        let three = desired(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]);
+        let admit = |from: &DesiredState| admit_parts(&three, &Ignore::default(), &limits, from);
+        let half_applied = desired(&["10.0.1.1:80"]);
+        assert!(admit(&half_applied).is_err(), "two backends added at once");
+        assert_eq!(either(Some(&three), &half_applied, admit), Ok(()));
+        assert_eq!(either(None, &three, admit), Ok(()));
+        let refused = either(Some(&half_applied), &half_applied, admit).unwrap_err();
+        assert_eq!(refused.len(), 1);
+        let message = LimitRefusal { violations: refused }.to_string();
+        assert!(message.contains("adds 2 backends to service tcp:10.0.0.1:80"), "{message}");
     }
 }

@@ -3,8 +3,7 @@
 //! runs them and records how each ended. Both change the file under an exclusive lock.
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::Write as _,
+    fs::{self, OpenOptions},
     os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -107,23 +106,10 @@ impl DrainStore {
 
     /// Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new file.
     fn write(&self, drains: &[DrainEntry]) -> Result<(), StoreError> {
-        let path = self.dir.join(FILE);
-        let temp = self.dir.join(format!(".{FILE}.tmp"));
         let text = serde_json::to_string_pretty(&DrainFile { version: VERSION, drains: drains.to_vec() })
             .expect("drain entries serialise");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|source| self.io("creating", &temp, source))?;
-        file.write_all(text.as_bytes()).map_err(|source| self.io("writing", &temp, source))?;
-        file.sync_all().map_err(|source| self.io("syncing", &temp, source))?;
-        fs::rename(&temp, &path).map_err(|source| self.io("renaming", &path, source))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|source| self.io("syncing", &self.dir, source))
+        crate::state_file::write_atomic(&self.dir, FILE, text.as_bytes())
+            .map_err(|(operation, path, source)| StoreError::Io { operation, path, source })
     }
 
     fn io(&self, operation: &'static str, path: &Path, source: std::io::Error) -> StoreError {

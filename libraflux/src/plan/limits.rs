@@ -1,7 +1,12 @@
-//! Change limits: a plan that creates or deletes too many services, or gives a service too many
-//! backends, is refused before anything is touched, unless the operator forces it.
+//! Change limits: a plan that creates or deletes too many services, adds too many backends to a
+//! service, or takes too large a share of a service's backends out of service, is refused before
+//! anything is touched, unless the operator forces it.
+//!
+//! The limits bound what one change does, not what the table holds: a service that already has
+//! more backends than `max_backends_per_service` (applied once with `--force`) is not refused
+//! again for it.
 
-use super::{Limits, Plan};
+use super::{Limits, Plan, ServiceUpdate};
 use crate::model::ServiceKey;
 
 /// One limit a plan exceeds, with the figures.
@@ -12,14 +17,19 @@ pub enum LimitViolation {
     #[error("plan deletes {count} services; limit max_services_deleted is {limit} (use --force to override)")]
     ServicesDeleted { count: usize, limit: u32 },
     #[error(
-        "service {service} would have {count} backends; limit max_backends_per_service is {limit} \
+        "plan adds {count} backends to service {service}; limit max_backends_per_service is {limit} \
          (use --force to override)"
     )]
     BackendsPerService { service: ServiceKey, count: usize, limit: u32 },
+    #[error(
+        "plan takes {count} of the {of} backends of service {service} out of service (removed or set to \
+         weight 0); limit max_backends_removed_percent is {percent} %, {allowed} backend(s) here (use --force \
+         to override)"
+    )]
+    BackendsRemoved { service: ServiceKey, count: usize, of: usize, percent: u32, allowed: usize },
 }
 
-/// Every limit `plan` exceeds. The backend limit applies to the desired backend count of each
-/// service the plan creates or updates, not to services it leaves alone.
+/// Every limit `plan` exceeds, services in key order.
 pub fn check_limits(plan: &Plan, limits: &Limits) -> Result<(), Vec<LimitViolation>> {
     let mut violations = Vec::new();
     let exceeds = |count: usize, limit: u32| u64::try_from(count).unwrap_or(u64::MAX) > u64::from(limit);
@@ -29,20 +39,26 @@ pub fn check_limits(plan: &Plan, limits: &Limits) -> Result<(), Vec<LimitViolati
             limit: limits.max_services_created,
         });
     }
-    let touched = plan.create.iter().chain(plan.update.iter().map(|update| &update.target));
-    let mut crowded: Vec<LimitViolation> = touched
-        .filter(|service| exceeds(service.destinations.len(), limits.max_backends_per_service))
-        .map(|service| LimitViolation::BackendsPerService {
-            service: service.key,
-            count: service.destinations.len(),
+    let added = plan
+        .create
+        .iter()
+        .map(|service| (service.key, service.destinations.len()))
+        .chain(plan.update.iter().map(|update| (update.key(), update.add.len())));
+    let mut per_service: Vec<LimitViolation> = added
+        .filter(|(_, count)| exceeds(*count, limits.max_backends_per_service))
+        .map(|(service, count)| LimitViolation::BackendsPerService {
+            service,
+            count,
             limit: limits.max_backends_per_service,
         })
         .collect();
-    crowded.sort_by_key(|violation| match violation {
-        LimitViolation::BackendsPerService { service, .. } => Some(*service),
-        _ => None,
+    per_service.extend(plan.update.iter().filter_map(|update| removed_share(update, limits)));
+    per_service.sort_by_key(|violation| match violation {
+        LimitViolation::BackendsPerService { service, .. } => (Some(*service), 0),
+        LimitViolation::BackendsRemoved { service, .. } => (Some(*service), 1),
+        _ => (None, 0),
     });
-    violations.append(&mut crowded);
+    violations.append(&mut per_service);
     if exceeds(plan.delete.len(), limits.max_services_deleted) {
         violations.push(LimitViolation::ServicesDeleted {
             count: plan.delete.len(),
@@ -50,4 +66,24 @@ pub fn check_limits(plan: &Plan, limits: &Limits) -> Result<(), Vec<LimitViolati
         });
     }
     if violations.is_empty() { Ok(()) } else { Err(violations) }
+}
+
+/// The backends an update takes out of service (removed, or lowered from a positive weight to
+/// 0) against its share limit. At least one backend may always go, so a one-backend service can
+/// still have its backend replaced.
+fn removed_share(update: &ServiceUpdate, limits: &Limits) -> Option<LimitViolation> {
+    let zeroed =
+        update.update.iter().filter(|change| change.weight.is_some_and(|w| w.old > 0 && w.new == 0)).count();
+    let count = update.remove.len() + zeroed;
+    // The backends the service has now: those it keeps (all desired but the added), and the removed.
+    let of = update.target.destinations.len() - update.add.len() + update.remove.len();
+    let percent = limits.max_backends_removed_percent;
+    let allowed = (of * percent.min(100) as usize / 100).max(1);
+    (count > allowed).then_some(LimitViolation::BackendsRemoved {
+        service: update.key(),
+        count,
+        of,
+        percent,
+        allowed,
+    })
 }

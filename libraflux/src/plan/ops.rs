@@ -64,6 +64,26 @@ impl DestinationUpdate {
     }
 }
 
+impl DestinationUpdate {
+    /// The backend as it is now, with only its weight raised to the target, when the update
+    /// raises the weight.
+    fn raise_alone(&self) -> Option<crate::model::Destination> {
+        let weight = self.weight.filter(|change| change.new > change.old)?;
+        let mut present = self.target;
+        present.weight = weight.new;
+        if let Some(forwarding) = self.forwarding {
+            present.forwarding = forwarding.old;
+        }
+        if let Some(upper) = self.upper_threshold {
+            present.upper_threshold = upper.old;
+        }
+        if let Some(lower) = self.lower_threshold {
+            present.lower_threshold = lower.old;
+        }
+        Some(present)
+    }
+}
+
 impl Plan {
     /// The exact kernel operations for this plan, in two phases (see the module docs).
     pub fn phases(&self) -> Phases {
@@ -80,7 +100,17 @@ impl Plan {
             phases.make.extend(update.add.iter().map(|dest| Op::AddDest(service, *dest)));
             for change in &update.update {
                 let op = Op::UpdateDest(service, change.target);
-                if change.reduces_capacity() { phases.reduce.push(op) } else { phases.make.push(op) }
+                if !change.reduces_capacity() {
+                    phases.make.push(op);
+                    continue;
+                }
+                // A weight raised while a threshold tightens: the raise cannot wait behind the
+                // barrier (the backend may be what the service is to serve with), so it goes
+                // first on its own, with the fields it had.
+                if let Some(raised) = change.raise_alone() {
+                    phases.make.push(Op::UpdateDest(service, raised));
+                }
+                phases.reduce.push(op);
             }
             phases.reduce.extend(update.remove.iter().map(|dest| Op::DeleteDest(service, dest.key)));
         }

@@ -213,32 +213,97 @@ fn many(prefix: &str, count: usize, backends: usize) -> Vec<Service> {
         .collect()
 }
 
+fn limits(created: u32, backends: u32, deleted: u32) -> Limits {
+    Limits {
+        max_services_created: created,
+        max_backends_per_service: backends,
+        max_services_deleted: deleted,
+        ..Limits::default()
+    }
+}
+
 #[test]
 fn a_plan_within_the_limits_passes() {
-    let limits = Limits { max_services_created: 2, max_backends_per_service: 3, max_services_deleted: 2 };
     let plan = plan(&table(&many("198.51.100", 2, 3)), &table(&many("203.0.113", 2, 9)), &Ignore::default());
-    assert_eq!(check_limits(&plan, &limits), Ok(()), "deleted services' backends do not count");
+    assert_eq!(check_limits(&plan, &limits(2, 3, 2)), Ok(()), "deleted services' backends do not count");
 }
 
 #[test]
 fn each_exceeded_limit_is_named_with_its_figures() {
-    let limits = Limits { max_services_created: 1, max_backends_per_service: 2, max_services_deleted: 0 };
     let mut desired = table(&many("198.51.100", 2, 1));
     let mut grown = web();
-    grown.destinations.insert(dest("192.0.2.12:80", 1).key, dest("192.0.2.12:80", 1));
+    for backend in ["192.0.2.12:80", "192.0.2.13:80", "192.0.2.14:80"] {
+        grown.destinations.insert(dest(backend, 1).key, dest(backend, 1));
+    }
+    grown.destinations.remove(&dest("192.0.2.10:80", 1).key);
+    grown.destinations.remove(&dest("192.0.2.11:80", 1).key);
     desired.insert(grown.key, grown);
     let observed = table(&[web(), service("udp:203.0.113.1:53", "rr", &[])]);
-    let violations = check_limits(&plan(&desired, &observed, &Ignore::default()), &limits).unwrap_err();
+    let violations =
+        check_limits(&plan(&desired, &observed, &Ignore::default()), &limits(1, 2, 0)).unwrap_err();
     let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
     assert_eq!(
         messages,
         [
             "plan creates 2 services; limit max_services_created is 1 (use --force to override)",
-            "service tcp:192.0.2.1:80 would have 3 backends; limit max_backends_per_service is 2 \
+            "plan adds 3 backends to service tcp:192.0.2.1:80; limit max_backends_per_service is 2 \
              (use --force to override)",
+            "plan takes 2 of the 2 backends of service tcp:192.0.2.1:80 out of service (removed or set to \
+             weight 0); limit max_backends_removed_percent is 50 %, 1 backend(s) here (use --force to override)",
             "plan deletes 1 services; limit max_services_deleted is 0 (use --force to override)",
         ]
     );
+}
+
+/// A service applied once over the backend limit (with --force) is not refused again for it:
+/// the limit counts what one plan adds.
+#[test]
+fn a_service_already_over_the_backend_limit_can_still_change() {
+    let crowded = many("198.51.100", 1, 5).remove(0);
+    let mut reweighted = crowded.clone();
+    reweighted.destinations.values_mut().next().unwrap().weight = 7;
+    let plan = plan(&table(&[reweighted]), &table(&[crowded]), &Ignore::default());
+    assert_eq!(check_limits(&plan, &limits(0, 2, 0)), Ok(()));
+}
+
+#[test]
+fn the_removal_share_counts_removed_and_zeroed_backends_and_always_allows_one() {
+    let four = many("198.51.100", 1, 4).remove(0);
+    let with = |change: &dyn Fn(&mut Service)| {
+        let mut service = four.clone();
+        change(&mut service);
+        check_limits(
+            &plan(&table(&[service]), &table(std::slice::from_ref(&four)), &Ignore::default()),
+            &Limits::default(),
+        )
+    };
+    let keys: Vec<DestKey> = four.destinations.keys().copied().collect();
+    assert_eq!(
+        with(&|s| {
+            s.destinations.remove(&keys[0]);
+        }),
+        Ok(())
+    );
+    assert_eq!(with(&|s| s.destinations.get_mut(&keys[1]).unwrap().weight = 0), Ok(()));
+    let two = with(&|s| {
+        s.destinations.remove(&keys[0]);
+        s.destinations.get_mut(&keys[1]).unwrap().weight = 0;
+    });
+    assert_eq!(two, Ok(()), "2 of 4 is 50 %");
+    let three = with(&|s| {
+        s.destinations.remove(&keys[0]);
+        s.destinations.remove(&keys[2]);
+        s.destinations.get_mut(&keys[1]).unwrap().weight = 0;
+    });
+    assert!(matches!(
+        three.unwrap_err().as_slice(),
+        [LimitViolation::BackendsRemoved { count: 3, of: 4, allowed: 2, .. }]
+    ));
+
+    let single = many("198.51.100", 1, 1).remove(0);
+    let replaced = service(&single.key.to_string(), "rr", &[dest("192.0.2.99:80", 1)]);
+    let plan = plan(&table(&[replaced]), &table(&[single]), &Ignore::default());
+    assert_eq!(check_limits(&plan, &Limits::default()), Ok(()), "the only backend may be replaced");
 }
 
 #[test]
