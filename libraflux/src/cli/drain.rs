@@ -48,6 +48,10 @@ pub struct DrainArgs {
     /// Follow the drain until it ends; exit 0 when drained, 4 on timeout.
     #[arg(long)]
     wait: bool,
+    /// Drain even the last backend that serves a service (the service then fails open on its
+    /// unhealthy backends, or serves nothing).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     config: ConfigArg,
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
@@ -66,12 +70,11 @@ pub struct UndrainArgs {
 pub fn run(args: &DrainArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     let services = services_with(&config, args.backend, args.service)?;
-    if let Err(why) = daemon_status(config.metrics.listen) {
-        return Err(Failure::new(
-            exit::RUNTIME_FAILURE,
-            format!("{why}: drains are run by `libraflux daemon`"),
-        )
-        .into());
+    let status = daemon_status(config.metrics.listen).map_err(|why| {
+        Failure::new(exit::RUNTIME_FAILURE, format!("{why}: drains are run by `libraflux daemon`"))
+    })?;
+    if !args.force {
+        refuse_last_serving(&config, &status, &services, args.backend)?;
     }
     let started_unix_ms = now_ms();
     let entries: Vec<DrainEntry> = services
@@ -82,6 +85,7 @@ pub fn run(args: &DrainArgs) -> anyhow::Result<()> {
             rules: rules(&config, service, args),
             remove: args.remove,
             started_unix_ms,
+            at_zero_unix_ms: None,
             ended: None,
         })
         .collect();
@@ -127,6 +131,47 @@ fn warn_if_udp_stays_pinned() {
              their IPVS connection entry expires (timeout udp); see docs/connection-behavior.md"
         );
     }
+}
+
+/// Refuses (exit 3) to drain a backend that is the last one serving one of `services`: every
+/// other backend there is at weight 0, draining or unhealthy, as the daemon sees them.
+fn refuse_last_serving(
+    config: &Config,
+    status: &serde_json::Value,
+    services: &[ServiceKey],
+    backend: DestKey,
+) -> anyhow::Result<()> {
+    for service in services {
+        let name = service.to_string();
+        let draining = |other: &DestKey| {
+            status["drains"].as_array().is_some_and(|drains| {
+                drains
+                    .iter()
+                    .any(|d| d["service"] == name.as_str() && d["backend"] == other.to_string().as_str())
+            })
+        };
+        let healthy =
+            |other: &DestKey| status["health"][&name][other.to_string()]["healthy"].as_bool() != Some(false);
+        let others_serving = config.desired[service]
+            .destinations
+            .values()
+            .filter(|dest| {
+                dest.key != backend && dest.weight > 0 && !draining(&dest.key) && healthy(&dest.key)
+            })
+            .count();
+        if others_serving == 0 {
+            return Err(Failure::new(
+                exit::REFUSED,
+                format!(
+                    "{backend} is the last backend serving {service}: every other one is at weight 0, draining or \
+                     unhealthy, so draining it would take the service's traffic away; nothing was changed (use \
+                     --force to drain it anyway)"
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn services_with(

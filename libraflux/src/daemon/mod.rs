@@ -4,6 +4,7 @@
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down.
 
 mod accepted;
+mod drains;
 mod observer;
 pub mod reconcile;
 
@@ -22,7 +23,7 @@ use self::{
 };
 use crate::{
     config::{self, Config},
-    drain::{self, DrainEntry, DrainStore, Ended, Signal},
+    drain::{self, DrainEntry, DrainStore},
     health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
     metrics::{self, CheckOutcome, Metrics, ReconcileResult},
@@ -61,6 +62,8 @@ struct Daemon {
     drains: DrainStore,
     /// The drains as last read from the store.
     drain_entries: Vec<DrainEntry>,
+    /// IPVS InPkts of each running drain's backend, and when it last grew.
+    drain_packets: drains::PacketWatch,
     /// Services kept whole although every backend is unhealthy, as of the last reconcile.
     fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
@@ -91,6 +94,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         observer: Observer::start(&config),
         drains,
         drain_entries: Vec::new(),
+        drain_packets: Default::default(),
         config,
         ipvs,
         record: Record::default(),
@@ -204,11 +208,12 @@ impl Daemon {
     async fn reconcile(&mut self, trigger: Trigger) {
         let started = Instant::now();
         let config = &self.config;
-        let (desired, fail_open) =
-            health::effective(&config.desired, &config.settings, &self.health.snapshot());
+        // Drains first, then health: a service whose drains and unhealthy backends leave nothing
+        // serving fails open rather than going dark.
+        let mut drained = config.desired.clone();
+        drain::apply_to(&mut drained, &self.drain_entries);
+        let (desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
         self.set_fail_open(fail_open);
-        let mut desired = desired;
-        drain::apply_to(&mut desired, &self.drain_entries);
         self.observer.sync(&self.config);
         let config = &self.config;
         let result = reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, trigger).await;
@@ -239,70 +244,6 @@ impl Daemon {
                 tracing::error!(error = %err, "cannot read the drain state; keeping the last one");
                 false
             }
-        }
-    }
-
-    /// Picks up drains asked for or undone, and ends the running ones whose rule is met.
-    async fn drain_tick(&mut self) {
-        if self.load_drains() {
-            self.reconcile(Trigger::Drain).await;
-        }
-        if drain::running(&self.drain_entries).next().is_none() {
-            return;
-        }
-        let table = match self.ipvs.list_services().await {
-            Ok(table) => table,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read IPVS to evaluate drains");
-                return;
-            }
-        };
-        let now = SystemTime::now();
-        let mut endings = Vec::new();
-        for entry in drain::running(&self.drain_entries) {
-            let Some(signal) = self.drain_signal(entry, &table) else { continue };
-            if let Some(ending) = drain::evaluate(&entry.rules, entry.elapsed(now), signal) {
-                tracing::warn!(service = %entry.service, backend = %entry.backend, "{}", ending.describe());
-                endings.push((entry.service, entry.backend, ending));
-            }
-        }
-        if endings.is_empty() {
-            return;
-        }
-        let at_unix_ms = drain::unix_ms(now);
-        let recorded = self.drains.update(|drains| {
-            for drain in drains.iter_mut() {
-                if let Some((_, _, ending)) =
-                    endings.iter().find(|(s, b, _)| (*s, *b) == (drain.service, drain.backend))
-                {
-                    drain.ended.get_or_insert(Ended { ending: *ending, at_unix_ms });
-                }
-            }
-        });
-        if let Err(err) = recorded {
-            tracing::error!(error = %err, "cannot record the end of a drain");
-        }
-        if self.load_drains() {
-            self.reconcile(Trigger::Drain).await;
-        }
-    }
-
-    /// The protocol's signal for one drain: IPVS connections for TCP, eBPF quiet for UDP.
-    fn drain_signal(&self, entry: &DrainEntry, table: &[crate::ipvs::ServiceStatus]) -> Option<Signal> {
-        let ServiceKey::Addr { protocol, .. } = entry.service else {
-            // Firewall-mark services: the connection counts are still IPVS's.
-            return connections(entry, table);
-        };
-        match protocol {
-            crate::model::Protocol::Udp => {
-                let key =
-                    crate::observe::DestKey::new(entry.backend.addr, entry.backend.port, protocol.number());
-                Some(match self.observer.idle(&key) {
-                    Some(idle) => Signal::Udp { idle, observed: true },
-                    None => Signal::Udp { idle: None, observed: false },
-                })
-            }
-            crate::model::Protocol::Tcp | crate::model::Protocol::Sctp => connections(entry, table),
         }
     }
 
@@ -462,18 +403,6 @@ impl Daemon {
         });
         self.status.send_replace(status);
     }
-}
-
-/// IPVS's connection counts for a drain's backend; a backend gone from the table has none.
-fn connections(entry: &DrainEntry, table: &[crate::ipvs::ServiceStatus]) -> Option<Signal> {
-    let dest = table
-        .iter()
-        .find(|status| status.service.key == entry.service)
-        .and_then(|status| status.destinations.get(&entry.backend));
-    Some(match dest {
-        Some(dest) => Signal::Tcp { active: dest.active_connections, inactive: dest.inactive_connections },
-        None => Signal::Tcp { active: 0, inactive: 0 },
-    })
 }
 
 /// Tells systemd (Type=notify) about the daemon's state; a no-op outside systemd.

@@ -27,21 +27,44 @@ pub struct Rules {
 pub enum Signal {
     /// IPVS's connection counts of the destination.
     Tcp { active: u32, inactive: u32 },
-    /// How long since eBPF last saw a packet to the backend; `None` if it saw none since it
-    /// started watching. `observed: false` when no eBPF observer runs: only the grace period
-    /// and the timeout can end the drain then.
-    Udp { idle: Option<Duration>, observed: bool },
+    /// How long no packet has reached the backend, and who saw it.
+    Udp { quiet_for: Duration, source: TrafficSource },
+}
+
+/// Where a UDP drain's quiet comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficSource {
+    /// The eBPF counter saw packets to the backend: the time since its last one.
+    Ebpf,
+    /// No attached counter sees the backend's packets (never seen: its interface is not in
+    /// `node.interface`, or it is a DR or tunnel backend, or no observer runs): the time since
+    /// IPVS's InPkts counter of the destination last grew. IPVS updates it every 2 s.
+    IpvsInPkts,
+}
+
+/// Where a drain stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Since the drain was asked for; the timeout counts from here.
+    pub elapsed: Duration,
+    /// Since IPVS first showed the backend at weight 0 (or without it); `None` until then.
+    /// Nothing but the timeout can end a drain before: new connections may still arrive.
+    pub at_zero: Option<Duration>,
 }
 
 /// How a drain ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
-    /// TCP: no connection left (active, and inactive when asked).
+    /// TCP: no connection left (active, and inactive when asked) at weight 0.
     ConnectionsClosed,
-    /// UDP: the grace period passed and no packet reached the backend for the quiet window.
+    /// UDP: the grace period at weight 0 passed and the eBPF counter saw no packet to the
+    /// backend for the quiet window.
     GraceAndQuiet,
-    /// UDP without an eBPF observer: only the grace period could be waited for.
+    /// UDP: the same, with IPVS's InPkts as the signal (no attached counter sees the backend).
+    GraceAndQuietIpvs,
+    /// Written by versions that had no IPVS fallback; no longer produced.
     GraceOnlyNoTrafficSignal,
     /// The timeout passed first; traffic may have been cut.
     Timeout,
@@ -52,7 +75,13 @@ impl Ending {
     pub fn describe(self) -> &'static str {
         match self {
             Self::ConnectionsClosed => "drained: no connections left",
-            Self::GraceAndQuiet => "drained: grace period over and no traffic for the quiet window",
+            Self::GraceAndQuiet => {
+                "drained: grace period over and no traffic for the quiet window (eBPF counter)"
+            }
+            Self::GraceAndQuietIpvs => {
+                "drained: grace period over and no traffic for the quiet window (IPVS InPkts; no eBPF \
+                 counter sees this backend)"
+            }
             Self::GraceOnlyNoTrafficSignal => {
                 "grace period over; no eBPF traffic signal, so UDP quiet was not verified"
             }
@@ -61,22 +90,27 @@ impl Ending {
     }
 }
 
+/// How long IPVS's counters may lag the traffic: the kernel folds its per-CPU counters into what
+/// netlink reports every 2 s (the rate estimator's timer). A quiet window read from InPkts must
+/// last this much longer to mean as much as one read from the eBPF counter.
+pub const IPVS_COUNTER_LAG: Duration = Duration::from_secs(2);
+
 /// `None` while the drain goes on.
-pub fn evaluate(rules: &Rules, elapsed: Duration, signal: Signal) -> Option<Ending> {
-    let ended = match signal {
+pub fn evaluate(rules: &Rules, progress: Progress, signal: Signal) -> Option<Ending> {
+    let drained = progress.at_zero.and_then(|at_zero| match signal {
         Signal::Tcp { active, inactive } => {
             let left = if rules.include_inactive { active + inactive } else { active };
             (left == 0).then_some(Ending::ConnectionsClosed)
         }
-        Signal::Udp { .. } if elapsed < rules.grace => None,
-        Signal::Udp { observed: false, .. } => Some(Ending::GraceOnlyNoTrafficSignal),
-        Signal::Udp { idle, observed: true } => {
-            // No packet since watching started means quiet for as long as the drain has run.
-            let quiet_for = idle.unwrap_or(elapsed);
+        Signal::Udp { .. } if at_zero < rules.grace => None,
+        Signal::Udp { quiet_for, source: TrafficSource::Ebpf } => {
             (quiet_for >= rules.quiet).then_some(Ending::GraceAndQuiet)
         }
-    };
-    ended.or_else(|| (elapsed >= rules.timeout).then_some(Ending::Timeout))
+        Signal::Udp { quiet_for, source: TrafficSource::IpvsInPkts } => {
+            (quiet_for >= rules.quiet + IPVS_COUNTER_LAG).then_some(Ending::GraceAndQuietIpvs)
+        }
+    });
+    drained.or_else(|| (progress.elapsed >= rules.timeout).then_some(Ending::Timeout))
 }
 
 #[cfg(test)]
@@ -94,66 +128,73 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// Asked for `elapsed` ago, at weight 0 in IPVS for all of it.
+    fn zero(elapsed: u64) -> Progress {
+        Progress { elapsed: secs(elapsed), at_zero: Some(secs(elapsed)) }
+    }
+
+    fn udp(quiet_for: u64) -> Signal {
+        Signal::Udp { quiet_for: secs(quiet_for), source: TrafficSource::Ebpf }
+    }
+
     #[test]
     fn tcp_ends_when_active_connections_reach_zero() {
-        assert_eq!(evaluate(&RULES, secs(1), Signal::Tcp { active: 2, inactive: 0 }), None);
+        assert_eq!(evaluate(&RULES, zero(1), Signal::Tcp { active: 2, inactive: 0 }), None);
         assert_eq!(
-            evaluate(&RULES, secs(2), Signal::Tcp { active: 0, inactive: 7 }),
+            evaluate(&RULES, zero(2), Signal::Tcp { active: 0, inactive: 7 }),
             Some(Ending::ConnectionsClosed)
         );
+    }
+
+    /// The defect: a drain whose reconcile never reached IPVS ended as soon as the backend
+    /// happened to have no connection, although new ones could still arrive.
+    #[test]
+    fn nothing_but_the_timeout_ends_a_drain_before_ipvs_shows_weight_0() {
+        let not_yet = Progress { elapsed: secs(30), at_zero: None };
+        assert_eq!(evaluate(&RULES, not_yet, Signal::Tcp { active: 0, inactive: 0 }), None);
+        assert_eq!(evaluate(&RULES, not_yet, udp(30)), None);
+        let late = Progress { elapsed: secs(60), at_zero: None };
+        assert_eq!(evaluate(&RULES, late, Signal::Tcp { active: 0, inactive: 0 }), Some(Ending::Timeout));
     }
 
     #[test]
     fn tcp_can_wait_for_inactive_connections_too() {
         let rules = Rules { include_inactive: true, ..RULES };
-        assert_eq!(evaluate(&rules, secs(2), Signal::Tcp { active: 0, inactive: 7 }), None);
+        assert_eq!(evaluate(&rules, zero(2), Signal::Tcp { active: 0, inactive: 7 }), None);
         assert_eq!(
-            evaluate(&rules, secs(3), Signal::Tcp { active: 0, inactive: 0 }),
+            evaluate(&rules, zero(3), Signal::Tcp { active: 0, inactive: 0 }),
             Some(Ending::ConnectionsClosed)
         );
     }
 
     #[test]
     fn tcp_times_out_with_connections_left() {
-        assert_eq!(evaluate(&RULES, secs(60), Signal::Tcp { active: 1, inactive: 0 }), Some(Ending::Timeout));
+        assert_eq!(evaluate(&RULES, zero(60), Signal::Tcp { active: 1, inactive: 0 }), Some(Ending::Timeout));
     }
 
     #[test]
-    fn udp_never_ends_inside_the_grace_period_even_when_quiet() {
-        let quiet = Signal::Udp { idle: Some(secs(30)), observed: true };
-        assert_eq!(evaluate(&RULES, secs(9), quiet), None);
-        assert_eq!(evaluate(&RULES, secs(10), quiet), Some(Ending::GraceAndQuiet));
+    fn the_udp_grace_period_counts_from_weight_0_not_from_the_request() {
+        let late_zero = Progress { elapsed: secs(30), at_zero: Some(secs(9)) };
+        assert_eq!(evaluate(&RULES, late_zero, udp(30)), None);
+        assert_eq!(evaluate(&RULES, zero(10), udp(30)), Some(Ending::GraceAndQuiet));
     }
 
     #[test]
     fn udp_waits_for_the_quiet_window_after_the_grace_period() {
-        assert_eq!(evaluate(&RULES, secs(20), Signal::Udp { idle: Some(secs(1)), observed: true }), None);
-        assert_eq!(
-            evaluate(&RULES, secs(25), Signal::Udp { idle: Some(secs(5)), observed: true }),
-            Some(Ending::GraceAndQuiet)
-        );
+        assert_eq!(evaluate(&RULES, zero(20), udp(1)), None);
+        assert_eq!(evaluate(&RULES, zero(25), udp(5)), Some(Ending::GraceAndQuiet));
     }
 
     #[test]
-    fn udp_with_no_packet_seen_is_quiet_since_the_drain_began() {
-        assert_eq!(
-            evaluate(&RULES, secs(10), Signal::Udp { idle: None, observed: true }),
-            Some(Ending::GraceAndQuiet)
-        );
+    fn udp_says_which_signal_it_used_and_allows_for_the_ipvs_counters_lag() {
+        let ipvs = |quiet: u64| Signal::Udp { quiet_for: secs(quiet), source: TrafficSource::IpvsInPkts };
+        assert_eq!(evaluate(&RULES, zero(10), ipvs(6)), None, "5 s quiet plus 2 s of lag");
+        assert_eq!(evaluate(&RULES, zero(10), ipvs(7)), Some(Ending::GraceAndQuietIpvs));
+        assert!(Ending::GraceAndQuietIpvs.describe().contains("IPVS InPkts"));
     }
 
     #[test]
     fn udp_traffic_that_never_stops_times_out() {
-        assert_eq!(
-            evaluate(&RULES, secs(60), Signal::Udp { idle: Some(secs(0)), observed: true }),
-            Some(Ending::Timeout)
-        );
-    }
-
-    #[test]
-    fn udp_without_an_observer_ends_after_the_grace_period_and_says_so() {
-        let blind = Signal::Udp { idle: None, observed: false };
-        assert_eq!(evaluate(&RULES, secs(9), blind), None);
-        assert_eq!(evaluate(&RULES, secs(10), blind), Some(Ending::GraceOnlyNoTrafficSignal));
+        assert_eq!(evaluate(&RULES, zero(60), udp(0)), Some(Ending::Timeout));
     }
 }

@@ -7,7 +7,7 @@ mod store;
 
 use std::time::SystemTime;
 
-pub use machine::{Ending, Rules, Signal, evaluate};
+pub use machine::{Ending, Progress, Rules, Signal, TrafficSource, evaluate};
 pub use store::{DrainEntry, DrainStore, Ended, StoreError, unix_ms};
 
 use crate::config::DesiredState;

@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{Ending, Rules};
+use super::machine::{Ending, Progress, Rules};
 use crate::model::{DestKey, ServiceKey};
 
 const FILE: &str = "drains.json";
@@ -27,6 +27,10 @@ pub struct DrainEntry {
     /// Delete the destination when the drain ends; otherwise it stays at weight 0.
     pub remove: bool,
     pub started_unix_ms: u64,
+    /// When the daemon first saw the backend at weight 0 in IPVS (or gone from it): the grace
+    /// period counts from here.
+    #[serde(default)]
+    pub at_zero_unix_ms: Option<u64>,
     pub ended: Option<Ended>,
 }
 
@@ -40,6 +44,12 @@ impl DrainEntry {
     /// How long the drain has run at `now` (wall clock, so it survives restarts).
     pub fn elapsed(&self, now: SystemTime) -> Duration {
         Duration::from_millis(unix_ms(now).saturating_sub(self.started_unix_ms))
+    }
+
+    /// Where the drain stands at `now`.
+    pub fn progress(&self, now: SystemTime) -> Progress {
+        let since = |ms: u64| Duration::from_millis(unix_ms(now).saturating_sub(ms));
+        Progress { elapsed: since(self.started_unix_ms), at_zero: self.at_zero_unix_ms.map(since) }
     }
 }
 
@@ -137,6 +147,7 @@ mod tests {
             },
             remove: false,
             started_unix_ms: 1_000,
+            at_zero_unix_ms: None,
             ended: None,
         }
     }

@@ -205,11 +205,21 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     assert!(out.contains("drained: no connections left"), "{out}");
     assert_eq!(topology.weight("10.200.0.2:8081"), Some(0), "without --remove it stays at weight 0");
 
-    // The timeout path: a connection to 8080 that never closes.
+    // The timeout path: a connection to 8080 that never closes. 8080 is the last backend
+    // serving (8081 stays at weight 0), so the drain needs --force.
     let (held_8080, port) = connect(&topology.client);
     assert_eq!(port, 8080);
-    let mut timed =
-        topology.drain(&["10.200.0.2:8080", "-c", &config, "--grace", "0s", "--timeout", "3s", "--wait"]);
+    let mut timed = topology.drain(&[
+        "10.200.0.2:8080",
+        "-c",
+        &config,
+        "--grace",
+        "0s",
+        "--timeout",
+        "3s",
+        "--wait",
+        "--force",
+    ]);
     let (code, out) = finished(&mut timed, Duration::from_secs(30)).expect("the drain times out");
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("TIMEOUT"), "{out}");
@@ -266,7 +276,15 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
 
 #[test]
 fn a_steady_udp_stream_holds_the_drain_until_it_stops_and_the_quiet_window_passes() {
-    udp_stream_holds_the_drain_until_it_stops(&["type: none"]);
+    udp_stream_holds_the_drain_until_it_stops(&["type: none"], "[lfvip0, lf-d]", "(eBPF counter)");
+}
+
+/// The backend-facing interface is not in `node.interface`, so no counter sees the backend's
+/// packets. Before, "never seen" read as quiet and the drain ended after its grace period while
+/// the stream still flowed; now IPVS's InPkts holds it.
+#[test]
+fn a_udp_backend_no_counter_sees_is_drained_by_ipvs_inpkts() {
+    udp_stream_holds_the_drain_until_it_stops(&["type: none"], "lfvip0", "(IPVS InPkts");
 }
 
 /// The daemon's own UDP health checks reach the backend every second, through the interface
@@ -274,13 +292,18 @@ fn a_steady_udp_stream_holds_the_drain_until_it_stops_and_the_quiet_window_passe
 /// (the observer counts only packets that entered the node through an interface).
 #[test]
 fn the_daemons_own_udp_health_checks_do_not_hold_a_udp_drain() {
-    udp_stream_holds_the_drain_until_it_stops(&["type: udp_echo", "payload: ping", "interval: 1s"]);
+    udp_stream_holds_the_drain_until_it_stops(
+        &["type: udp_echo", "payload: ping", "interval: 1s"],
+        "[lfvip0, lf-d]",
+        "(eBPF counter)",
+    );
 }
 
 /// UDP backends that echo every datagram (so `udp_echo` checks pass) and a client stream through
 /// the VIP: the drain of the backend the stream is pinned to holds while it flows and ends once
-/// it has stopped for the quiet window, with `health` as the service's check.
-fn udp_stream_holds_the_drain_until_it_stops(health: &[&str]) {
+/// it has stopped for the quiet window, with `health` as the service's check, the observer on
+/// `interfaces`, and `signal` in the message that says which signal ended it.
+fn udp_stream_holds_the_drain_until_it_stops(health: &[&str], interfaces: &str, signal: &str) {
     let topology = Topology::new();
     for port in [5300, 5301] {
         let socket = topology.backends.enter(move || UdpSocket::bind(("10.200.0.2", port)).unwrap());
@@ -292,6 +315,8 @@ fn udp_stream_holds_the_drain_until_it_stops(health: &[&str]) {
         });
     }
     let config = topology.config_with_health("udp", 53, [5300, 5301], health);
+    let text = std::fs::read_to_string(&config).unwrap().replace("[lfvip0, lf-d]", interfaces);
+    std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start(&topology.node, &config);
 
     // One client 5-tuple; IPVS pins it to one backend and keeps sending there at weight 0.
@@ -342,9 +367,36 @@ fn udp_stream_holds_the_drain_until_it_stops(health: &[&str]) {
         finished(&mut drain, Duration::from_secs(30)).expect("the drain ends after the quiet window");
     assert_eq!(code, 0, "{out}\n{}", daemon.log());
     assert!(out.contains("no traffic for the quiet window"), "{out}");
+    assert!(out.contains(signal), "the drain names its signal {signal}: {out}");
     assert!(
         stopped.elapsed() >= Duration::from_secs(2),
         "ended before the quiet window: {:?}",
         stopped.elapsed()
     );
+}
+
+/// Fail-open comes after drains: draining the one backend still serving a service would take
+/// all its traffic away, so it is refused (exit 3) unless forced.
+#[test]
+fn draining_the_last_serving_backend_is_refused_unless_forced() {
+    let topology = Topology::new();
+    let config = topology.config("tcp", 80, [8080, 8081]);
+    let daemon = Daemon::start(&topology.node, &config);
+    let state_dir = topology.node.dir.to_string_lossy().into_owned();
+    let drain = |backend: &str, force: bool| {
+        let mut args = vec!["drain", backend, "-c", &config, "--state-dir", &state_dir];
+        if force {
+            args.push("--force");
+        }
+        topology.node.libraflux(&args)
+    };
+    drain("10.200.0.2:8080", false).assert_code(0);
+    topology.wait_weight("10.200.0.2:8080", Some(0), &daemon);
+    let refused = drain("10.200.0.2:8081", false);
+    refused.assert_code(3);
+    assert!(refused.stderr.contains("last backend serving"), "{}", refused.stderr);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(topology.weight("10.200.0.2:8081"), Some(1), "a refused drain changed the weight");
+    drain("10.200.0.2:8081", true).assert_code(0);
+    topology.wait_weight("10.200.0.2:8081", Some(0), &daemon);
 }
