@@ -5,7 +5,13 @@
 //! Debian's 6.1 `ip_vs_edit_service` unbinds the old scheduler, sets `svc->scheduler` to NULL,
 //! waits for `synchronize_rcu()` and only then binds the new one. A connection's first packet in
 //! that window finds no scheduler; `ip_vs_leave` answers it with an ICMP port unreachable, and
-//! the client gets ECONNREFUSED.
+//! the client gets ECONNREFUSED (figures before and after the fix: docs/observer.md).
+//!
+//! The fix: each change is made under a hold of the VIP's [`RefusalShield`], from a counter
+//! attached at the egress of the client-facing interface (`lf-c`), which drops those refusals on
+//! their way out. A TCP client then retransmits its SYN about 1 s later and connects (the test
+//! reports how many connections took that long); a UDP client's datagram is lost instead of
+//! refused (reported as timed out).
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -21,8 +27,9 @@ use std::{
 use libraflux::{
     ipvs::{OnFailure, Op},
     model::{Forwarding, Service},
+    observe::{Direction, RefusalShield},
 };
-use libraflux_tests::NetNs;
+use libraflux_tests::{NetNs, counter_at};
 
 use super::{
     drain::Topology,
@@ -197,17 +204,23 @@ fn balanced(key: &str) -> Service {
 }
 
 /// Changes the scheduler of `service` [`SWAPS`] times in place with our client, [`PAUSE`]
-/// apart, alternating wrr and rr.
-fn swap_schedulers(node: &NetNs, service: Service) {
+/// apart, alternating wrr and rr, each under a hold of `shield` on the service's VIP: what the
+/// apply path does around an `UpdateService` that changes the scheduler.
+fn swap_schedulers(node: &NetNs, service: Service, shield: &RefusalShield) {
+    let holder = shield.clone();
     with_client(node, move |mut client| async move {
         for swap in 0..SWAPS {
             let mut changed = service.clone();
             changed.scheduler = if swap % 2 == 0 { "wrr" } else { "rr" }.to_owned();
+            let hold =
+                holder.hold_service(&changed.key).expect("shield the VIP").expect("an address service");
             let report = client.apply_ops(&[Op::UpdateService(changed)], OnFailure::Stop).await;
+            hold.release().expect("end the shield");
             assert_eq!(report.applied(), 1, "scheduler change {swap}: {report:?}");
             tokio::time::sleep(PAUSE).await;
         }
     });
+    assert!(shield.shielded().expect("list shielded VIPs").is_empty(), "every hold ended");
 }
 
 /// Sets up `key` behind the VIP, runs `request` in a loop from the client while the scheduler
@@ -217,17 +230,30 @@ fn under_swaps(topology: &Topology, key: &str, request: fn() -> std::io::Result<
     apply_all(&topology.node.netns, add_ops(std::slice::from_ref(&service)));
     // The path works before anything changes.
     topology.client.enter(move || request().expect("a request through the VIP"));
+    // The kernel sends one host at most one ICMP error a second (after a burst of 6); a refusal
+    // it does not send is a silent drop, which the client retries like a held-back one. Many
+    // clients each have their own budget; this test's one client gets an unlimited one, so that
+    // every connection in the window is refused as it would be from as many different hosts.
+    topology.node.netns.exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"]);
+    // Refusals leave towards the client: the counter's shield works at lf-c's egress.
+    let counter = counter_at(&topology.node.netns, "lf-c", Direction::Egress, Vec::new());
+    let shield = counter.refusal_shield();
 
     let stop = Arc::new(AtomicBool::new(false));
     let loop_handle = load(&topology.client, &stop, request);
     std::thread::sleep(SETTLE);
     let started = Instant::now();
-    swap_schedulers(&topology.node.netns, service);
+    swap_schedulers(&topology.node.netns, service, &shield);
     let swapping = started.elapsed();
     std::thread::sleep(SETTLE);
     stop.store(true, Ordering::Relaxed);
     let tally = loop_handle.join().expect("the load loop");
-    eprintln!("{key}: {SWAPS} scheduler changes in {} ms: {}", swapping.as_millis(), tally.summary());
+    eprintln!(
+        "{key}: {SWAPS} scheduler changes in {} ms: {}; refusals held back: {}",
+        swapping.as_millis(),
+        tally.summary(),
+        shield.held_back().expect("read the shield's count")
+    );
     tally
 }
 
