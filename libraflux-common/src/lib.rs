@@ -14,6 +14,8 @@ pub const FAMILY_INET6: u8 = 6;
 /// IP protocol numbers used in [`DestKey::proto`] (as in `netinet/in.h`).
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Names of the per-CPU hash maps of [`Dest4`] -> [`DestEntry`] and [`Dest6`] ->
 /// [`DestEntry`]. One map per family keeps the IPv4 key at 8 bytes: the key is hashed and
@@ -48,6 +50,19 @@ pub const fn recent_flow_slot(src_addr: [u8; 4], src_port: u16) -> u32 {
 }
 
 const _: () = assert!(RECENT_FLOW_SLOTS.is_power_of_two());
+
+/// Names of the hash maps of shielded VIPs, [`Dest4`] / [`Dest6`] -> [`Shield`]: while a VIP is
+/// in its family's map and its [`Shield::until_ns`] has not passed, the program drops every ICMP
+/// port unreachable the node itself sends about a packet to that VIP (the quoted header's
+/// destination address, protocol and port). IPVS sends one when a service has no scheduler for a
+/// moment (a scheduler change in place); dropped, the client retries instead of giving up.
+/// Userspace inserts and removes the entries; the program only reads them.
+pub const SHIELD_V4_MAP: &str = "SHIELD_V4";
+pub const SHIELD_V6_MAP: &str = "SHIELD_V6";
+/// How many VIPs of each family can be shielded at once.
+pub const SHIELD_CAPACITY: u32 = 256;
+/// Name of the per-CPU array (one slot) counting the refusals the program dropped.
+pub const SHIELDED_MAP: &str = "SHIELDED";
 
 /// Name of the TC classifier program that counts packets per destination. It is also the name
 /// of the TC filter (`tc filter show`), by which the loader finds and removes filters a previous
@@ -170,6 +185,15 @@ pub struct UdpFlowSeen {
     pub first_seen_ns: u64,
 }
 
+/// The value of the shield maps: until when the VIP is shielded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shield {
+    /// CLOCK_MONOTONIC (`bpf_ktime_get_ns`) in nanoseconds. A bound on every shield: an entry
+    /// that a crashed process left behind stops dropping anything by itself.
+    pub until_ns: u64,
+}
+
 const _: () = assert!(size_of::<Dest4>() == 8);
 const _: () = assert!(align_of::<Dest4>() == 4);
 const _: () = assert!(size_of::<Dest6>() == 20);
@@ -181,6 +205,7 @@ const _: () = assert!(align_of::<UdpFlow4>() == 4);
 const _: () = assert!(size_of::<UdpFlow6>() == 36);
 const _: () = assert!(align_of::<UdpFlow6>() == 4);
 const _: () = assert!(size_of::<UdpFlowSeen>() == 8);
+const _: () = assert!(size_of::<Shield>() == 8);
 
 impl DestKey {
     pub const fn ipv4(addr: [u8; 4], port: u16, proto: u8) -> Self {
@@ -261,7 +286,7 @@ impl FlowCounters {
 mod user {
     // SAFETY: all these types are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (asserted above: 4 + 2 + 1 + 1 = 8; 16 + 2 + 1 + 1 = 20; 4 * 8 = 32;
-    // 32 + 8 + 16 + 2 + 1 + 5 = 64; 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8).
+    // 32 + 8 + 16 + 2 + 1 + 5 = 64; 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8; 8).
     unsafe impl aya::Pod for super::Dest4 {}
     unsafe impl aya::Pod for super::Dest6 {}
     unsafe impl aya::Pod for super::FlowCounters {}
@@ -269,6 +294,7 @@ mod user {
     unsafe impl aya::Pod for super::UdpFlow4 {}
     unsafe impl aya::Pod for super::UdpFlow6 {}
     unsafe impl aya::Pod for super::UdpFlowSeen {}
+    unsafe impl aya::Pod for super::Shield {}
 }
 
 #[cfg(test)]

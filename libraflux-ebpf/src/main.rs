@@ -8,6 +8,12 @@
 //! on untouched and counted in `PARSE_ERRORS`, never dropped. Packets the node sends itself (no
 //! ingress interface) are not counted: they are not client traffic.
 //!
+//! One kind of packet is dropped: an ICMP port unreachable the node itself sends about a packet
+//! to a VIP that userspace shielded (`SHIELD_V4`/`SHIELD_V6`) for the moment its service's
+//! scheduler is changed in place. IPVS refuses a connection that arrives while the service has no
+//! scheduler; without the refusal the client retransmits its SYN and connects. It can only happen
+//! where the refusal leaves the node: at the egress of the client-facing interface.
+//!
 //! Every packet on the interface runs this program, so its cost is kept down (docs/benchmarks.md
 //! measures it): header fields are read straight from the packet when they are in the linear
 //! area, each family has its own maps so an IPv4 lookup hashes an 8- or 12-byte key, the time
@@ -17,16 +23,16 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    bindings::{BPF_NOEXIST, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
 use libraflux_common::{
-    Dest4, Dest6, DestEntry, IPPROTO_TCP, IPPROTO_UDP, RECENT_FLOW_SLOTS, UdpFlow4, UdpFlow6, UdpFlowSeen,
-    ipv4_bytes, recent_flow_slot,
+    Dest4, Dest6, DestEntry, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, RECENT_FLOW_SLOTS,
+    SHIELD_CAPACITY, Shield, UdpFlow4, UdpFlow6, UdpFlowSeen, ipv4_bytes, recent_flow_slot,
 };
 
 /// Default capacities; the loader sets the real ones from the configuration.
@@ -56,6 +62,17 @@ static UDP_RECENT_V6: PerCpuArray<UdpFlow6> = PerCpuArray::with_max_entries(RECE
 #[map(name = "PARSE_ERRORS")]
 static PARSE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// VIPs (address, protocol, port) whose refusals are dropped until `Shield::until_ns`; written by
+/// userspace only.
+#[map(name = "SHIELD_V4")]
+static SHIELD_V4: HashMap<Dest4, Shield> = HashMap::with_max_entries(SHIELD_CAPACITY, 0);
+#[map(name = "SHIELD_V6")]
+static SHIELD_V6: HashMap<Dest6, Shield> = HashMap::with_max_entries(SHIELD_CAPACITY, 0);
+
+/// Refusals dropped for a shielded VIP, slot 0.
+#[map(name = "SHIELDED")]
+static SHIELDED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -78,21 +95,38 @@ const L4_PORTS_LEN: usize = 4;
 const TCP_FLAGS_OFFSET: usize = 13;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+/// ICMP "destination unreachable, port unreachable" (RFC 792) and its ICMPv6 twin (RFC 4443):
+/// what `ip_vs_leave` sends. Both ICMP headers are 8 bytes, followed by the quoted packet.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_PORT_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PORT_UNREACH: u8 = 4;
+const ICMP_HLEN: usize = 8;
+/// In an IPv4 header: protocol and destination; in an IPv6 header: next header and destination.
+const IPV4_PROTO: usize = 9;
+const IPV4_DST: usize = 16;
+const IPV6_NEXT_HEADER: usize = 6;
+const IPV6_DST: usize = 24;
 
 /// An observer must not decide the packet's fate: `TC_ACT_UNSPEC` lets the next filter (netlink
 /// clsact) or program (tcx: `TCX_NEXT`) run, and the packet continues if none decides.
 const VERDICT: i32 = TC_ACT_UNSPEC;
+/// The one exception, a refusal of a shielded VIP: dropped (`TC_ACT_SHOT` is also `TCX_DROP`).
+const DROP: i32 = TC_ACT_SHOT;
 
 #[classifier]
 pub fn libraflux_count(ctx: TcContext) -> i32 {
-    if let Err(err) = try_count(&ctx) {
-        if let Some(slot) = PARSE_ERRORS.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-            unsafe { *slot += 1 };
+    match try_count(&ctx) {
+        Ok(verdict) => verdict,
+        Err(err) => {
+            if let Some(slot) = PARSE_ERRORS.get_ptr_mut(0) {
+                // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+                unsafe { *slot += 1 };
+            }
+            debug!(&ctx, "libraflux_count: header read failed: {}", err);
+            VERDICT
         }
-        debug!(&ctx, "libraflux_count: header read failed: {}", err);
     }
-    VERDICT
 }
 
 /// The benchmarks' reference (`REFERENCE_PROGRAM`): attached like the counter, it does nothing,
@@ -102,20 +136,27 @@ pub fn libraflux_noop(_ctx: TcContext) -> i32 {
     VERDICT
 }
 
-fn try_count(ctx: &TcContext) -> Result<(), i64> {
+fn try_count(ctx: &TcContext) -> Result<i32, i64> {
+    // skb->protocol holds the ethertype in network byte order.
+    let ethertype = u16::from_be(ctx.skb.protocol() as u16);
     // SAFETY: the context is the kernel's __sk_buff for this run; the verifier checks the access.
     if unsafe { (*ctx.skb.skb).ingress_ifindex } == 0 {
         // Sent by this node itself (at egress; every received packet has its ingress interface
         // set before the TC hooks run): health checks and other local traffic to a backend are
-        // not client traffic, and must not look like it to drain.
-        return Ok(());
+        // not client traffic, and must not look like it to drain. Only the node's refusals are
+        // looked at.
+        return match ethertype {
+            ETH_P_IP => shield_ipv4(ctx),
+            ETH_P_IPV6 => shield_ipv6(ctx),
+            _ => Ok(VERDICT),
+        };
     }
-    // skb->protocol holds the ethertype in network byte order.
-    match u16::from_be(ctx.skb.protocol() as u16) {
-        ETH_P_IP => count_ipv4(ctx),
-        ETH_P_IPV6 => count_ipv6(ctx),
-        _ => Ok(()),
+    match ethertype {
+        ETH_P_IP => count_ipv4(ctx)?,
+        ETH_P_IPV6 => count_ipv6(ctx)?,
+        _ => {}
     }
+    Ok(VERDICT)
 }
 
 /// Counts an IPv4 TCP or UDP packet to a watched destination. Other protocols and non-first
@@ -200,6 +241,77 @@ fn count_ipv6(ctx: &TcContext) -> Result<(), i64> {
     };
     record(ctx, entry, new_flow);
     Ok(())
+}
+
+/// [`DROP`] for an ICMP port unreachable the node sends about a packet to a VIP shielded now
+/// (`SHIELD_V4`), else [`VERDICT`]. The VIP is the quoted packet's destination address, protocol
+/// and port. Rare packets, so every field past the fixed header goes through the helper, which
+/// takes the offsets computed from the two IHLs.
+fn shield_ipv4(ctx: &TcContext) -> Result<i32, i64> {
+    let headers = Headers::check(ctx, ETH_HLEN + IPV4_HLEN);
+    if headers.read::<u8>(ctx, IPV4_PROTO_OFFSET)? != IPPROTO_ICMP {
+        return Ok(VERDICT);
+    }
+    let version_ihl: u8 = headers.read(ctx, ETH_HLEN)?;
+    let icmp = ETH_HLEN + usize::from(version_ihl & 0x0f) * 4;
+    let [kind, code]: [u8; 2] = ctx.load(icmp)?;
+    if kind != ICMP_DEST_UNREACH || code != ICMP_PORT_UNREACH {
+        return Ok(VERDICT);
+    }
+    let quoted = icmp + ICMP_HLEN;
+    let quoted_ihl: u8 = ctx.load(quoted)?;
+    let port: u16 = ctx.load(quoted + usize::from(quoted_ihl & 0x0f) * 4 + L4_DST_PORT)?;
+    let vip = Dest4 {
+        addr: ctx.load(quoted + IPV4_DST)?,
+        port: u16::from_be(port),
+        proto: ctx.load(quoted + IPV4_PROTO)?,
+        _pad: 0,
+    };
+    Ok(shield_verdict(SHIELD_V4.get_ptr(vip)))
+}
+
+/// [`shield_ipv4`] for ICMPv6 (`SHIELD_V6`). Neither the refusal nor the packet it quotes may
+/// have extension headers (IPVS's never do; others pass).
+fn shield_ipv6(ctx: &TcContext) -> Result<i32, i64> {
+    const ICMP: usize = ETH_HLEN + IPV6_HLEN;
+    const QUOTED: usize = ICMP + ICMP_HLEN;
+    if read::<u8>(ctx, IPV6_NEXT_HEADER_OFFSET)? != IPPROTO_ICMPV6 {
+        return Ok(VERDICT);
+    }
+    let [kind, code]: [u8; 2] = read(ctx, ICMP)?;
+    if kind != ICMPV6_DEST_UNREACH || code != ICMPV6_PORT_UNREACH {
+        return Ok(VERDICT);
+    }
+    let port: u16 = ctx.load(QUOTED + IPV6_HLEN + L4_DST_PORT)?;
+    let vip = Dest6 {
+        addr: ctx.load(QUOTED + IPV6_DST)?,
+        port: u16::from_be(port),
+        proto: ctx.load(QUOTED + IPV6_NEXT_HEADER)?,
+        _pad: 0,
+    };
+    Ok(shield_verdict(SHIELD_V6.get_ptr(vip)))
+}
+
+/// [`DROP`] (counted in `SHIELDED`) if `shield`, the refused VIP's entry, exists and has not
+/// reached its bound; else [`VERDICT`]. Takes the lookup's pointer rather than the VIP: an enum
+/// of the two key types made the compiler store an uninitialised register, which the verifier
+/// refuses.
+#[inline(always)]
+fn shield_verdict(shield: Option<*const Shield>) -> i32 {
+    let Some(shield) = shield else { return VERDICT };
+    // SAFETY: a value the map lookup just returned: memory valid for this run. An update
+    // from userspace at the same moment may reuse the (preallocated) element; an aligned
+    // u64 load then reads one shield's value or another's, for this one packet.
+    let until_ns = unsafe { (*shield).until_ns };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    if unsafe { bpf_ktime_get_ns() } >= until_ns {
+        return VERDICT;
+    }
+    if let Some(slot) = SHIELDED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+    DROP
 }
 
 /// The time of this packet from the coarse clock, read only when jiffies moved since the entry's

@@ -6,6 +6,14 @@ use std::net::IpAddr;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// ICMP destination unreachable and its codes (RFC 792); ICMPv6's (RFC 4443).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_HOST_UNREACH: u8 = 1;
+pub const ICMP_PORT_UNREACH: u8 = 3;
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+pub const ICMPV6_PORT_UNREACH: u8 = 4;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 
@@ -78,6 +86,26 @@ pub fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
     header.extend_from_slice(&dst_port.to_be_bytes());
     header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     header
+}
+
+/// The ICMP (ICMPv6 for IPv6) error `kind`/`code` that the receiver of `refused` (a frame) sends
+/// back to its sender, quoting its IP packet, from the same IP header `shape` (IPv4).
+pub fn icmp_error(refused: &[u8], kind: u8, code: u8, shape: Ipv4Shape) -> Vec<u8> {
+    let packet = &refused[14..];
+    let (sender, receiver, proto): (IpAddr, IpAddr, u8) = match packet[0] >> 4 {
+        4 => {
+            let addr = |at: usize| IpAddr::from(<[u8; 4]>::try_from(&packet[at..at + 4]).unwrap());
+            (addr(12), addr(16), IPPROTO_ICMP)
+        }
+        6 => {
+            let addr = |at: usize| IpAddr::from(<[u8; 16]>::try_from(&packet[at..at + 16]).unwrap());
+            (addr(8), addr(24), IPPROTO_ICMPV6)
+        }
+        version => panic!("IP version {version}"),
+    };
+    let mut message = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(packet);
+    frame_with(receiver, sender, proto, shape, &message)
 }
 
 /// An ARP request: not IP, so never counted.

@@ -30,6 +30,7 @@ use libraflux_common::{
 
 use super::{
     netns::NetNs,
+    shield::RefusalShield,
     source::{FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
 };
 
@@ -85,6 +86,8 @@ struct TestRunContext {
 
 /// `lo` is interface 1 in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
+/// `TC_ACT_SHOT`: the program's verdict for a packet it drops.
+const SHOT: u32 = 2;
 
 /// The netlink filter's fixed place: priority 0x4c46 ("LF") runs before filters that let the
 /// kernel pick a priority (49152 and down); the handle is unique to LibraFlux at that priority.
@@ -211,6 +214,8 @@ pub struct FlowCounter {
     attachments: Vec<Attachment>,
     /// [`COUNT_PROGRAM`], or [`REFERENCE_PROGRAM`] for benchmarks.
     program: &'static str,
+    /// The shield maps, taken out of `ebpf`.
+    shield: RefusalShield,
 }
 
 impl FlowCounter {
@@ -239,7 +244,21 @@ impl FlowCounter {
         // After the load: the loaded program holds its own reference to the log map, so the
         // logger may be dropped (no runtime) without breaking it.
         forward_ebpf_logs(&mut ebpf);
-        Ok(Self { ebpf, attachments: Vec::new(), program: program_name })
+        let shield = RefusalShield::take_from(&mut ebpf)?;
+        Ok(Self { ebpf, attachments: Vec::new(), program: program_name, shield })
+    }
+
+    /// The shield of this counter's program: it holds back the node's refusals of a VIP while the
+    /// VIP's scheduler changes (see [`RefusalShield`]). It works where this counter is attached
+    /// at [`Direction::Egress`] of the interface the refusals leave by, the client-facing one;
+    /// anywhere else it drops nothing.
+    pub fn refusal_shield(&self) -> RefusalShield {
+        self.shield.clone()
+    }
+
+    /// Whether this counter is attached to `interface` in `direction`.
+    pub fn is_attached(&self, interface: &str, direction: Direction) -> bool {
+        self.position(interface, direction).is_some()
     }
 
     /// Attaches the counter to `interface` in `direction` ([`AttachMode::current`]). Attaching
@@ -301,9 +320,26 @@ impl FlowCounter {
     /// program skips packets this node sent itself). For benchmarks and tests; the maps are
     /// updated as they would be by `repeat` real packets.
     pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ObserveError> {
+        let attr = self.run_test(frame, repeat, LOOPBACK_IFINDEX)?;
+        Ok(Duration::from_nanos(u64::from(attr.duration)))
+    }
+
+    /// Runs the program once over `frame` as a packet this node sends (no ingress interface,
+    /// as at the egress of a refusal the node makes) and says whether it dropped it.
+    pub fn drops_when_sent(&mut self, frame: &[u8]) -> Result<bool, ObserveError> {
+        let attr = self.run_test(frame, 1, 0)?;
+        Ok(attr.retval == SHOT)
+    }
+
+    fn run_test(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+        ingress_ifindex: u32,
+    ) -> Result<TestRunAttr, ObserveError> {
         let program = classifier(&mut self.ebpf, self.program)?;
         let fd = program.fd().map_err(ObserveError::ProgramInfo)?.as_fd().as_raw_fd();
-        let context = TestRunContext { ingress_ifindex: LOOPBACK_IFINDEX, ..TestRunContext::default() };
+        let context = TestRunContext { ingress_ifindex, ..TestRunContext::default() };
         let mut attr = TestRunAttr {
             prog_fd: u32::try_from(fd)
                 .map_err(|_| ObserveError::TestRun(std::io::ErrorKind::InvalidInput.into()))?,
@@ -324,7 +360,7 @@ impl FlowCounter {
         if ret != 0 {
             return Err(ObserveError::TestRun(std::io::Error::last_os_error()));
         }
-        Ok(Duration::from_nanos(u64::from(attr.duration)))
+        Ok(attr)
     }
 
     /// Starts counting traffic to `key`. Watching an already watched key keeps its counts.
@@ -546,11 +582,11 @@ fn sum_cpus(values: &PerCpuValues<DestEntry>) -> FlowCounters {
     values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(cpu.counters))
 }
 
-fn missing_map(name: &'static str) -> ObserveError {
+pub(super) fn missing_map(name: &'static str) -> ObserveError {
     ObserveError::Missing { kind: "map", name }
 }
 
-fn map_error(operation: &'static str, map: &'static str, source: MapError) -> ObserveError {
+pub(super) fn map_error(operation: &'static str, map: &'static str, source: MapError) -> ObserveError {
     ObserveError::Map { operation, map, source }
 }
 /// Forwards the programs' aya-log records to `log` (and so to tracing) from a tokio task.

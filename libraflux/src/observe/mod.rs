@@ -3,10 +3,12 @@
 
 mod ebpf;
 mod netns;
+mod shield;
 mod source;
 
 pub use ebpf::{AttachMode, Direction, FlowCounter, Limits, ObserveError, RunStats, enable_run_time_stats};
 pub use libraflux_common::{
-    COUNT_PROGRAM, DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP, recent_flow_slot,
+    COUNT_PROGRAM, DestKey, FlowCounters, IPPROTO_TCP, IPPROTO_UDP, SHIELD_CAPACITY, recent_flow_slot,
 };
+pub use shield::{RefusalShield, ShieldHold};
 pub use source::{FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};

@@ -1,0 +1,289 @@
+//! Scheduler changes of a live service under load (issue #15): a new connection per request
+//! through the VIP while LibraFlux's client changes the service's scheduler in place
+//! (`Op::UpdateService`) again and again.
+//!
+//! Debian's 6.1 `ip_vs_edit_service` unbinds the old scheduler, sets `svc->scheduler` to NULL,
+//! waits for `synchronize_rcu()` and only then binds the new one. A connection's first packet in
+//! that window finds no scheduler; `ip_vs_leave` answers it with an ICMP port unreachable, and
+//! the client gets ECONNREFUSED (figures before and after the fix: docs/observer.md).
+//!
+//! The fix: each change is made under a hold of the VIP's [`RefusalShield`], from a counter
+//! attached at the egress of the client-facing interface (`lf-c`), which drops those refusals on
+//! their way out. A TCP client then retransmits its SYN about 1 s later and connects (the test
+//! reports how many connections took that long); a UDP client's datagram is lost instead of
+//! refused (reported as timed out).
+
+use std::{
+    io::{ErrorKind, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use libraflux::{
+    ipvs::{OnFailure, Op},
+    model::{Forwarding, Service},
+    observe::{Direction, RefusalShield},
+};
+use libraflux_tests::{NetNs, counter_at};
+
+use super::{
+    drain::Topology,
+    support::{add_ops, apply_all, dest, service, with_client, with_dests},
+};
+
+/// In-place scheduler changes per test, alternating wrr and rr.
+const SWAPS: usize = 30;
+/// Between two changes: the load keeps going meanwhile.
+const PAUSE: Duration = Duration::from_millis(150);
+/// Load before the first change and after the last: long enough for a SYN retransmitted after
+/// the kernel's initial 1 s RTO to complete.
+const SETTLE: Duration = Duration::from_millis(1500);
+/// Bound on every load loop, whatever happens.
+const MAX_LOAD: Duration = Duration::from_secs(60);
+/// A request slower than this waited for a retransmission.
+const SLOW: Duration = Duration::from_millis(900);
+const BACKEND: &str = "10.200.0.2";
+const BACKEND_PORTS: [u16; 2] = [8080, 8081];
+
+/// What one request loop saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    /// ECONNREFUSED: the node's ICMP port unreachable reached the client.
+    refused: usize,
+    /// No answer within the request's timeout (UDP: the datagram was lost).
+    timed_out: usize,
+    /// Anything else, with the first few errors kept.
+    other: usize,
+    errors: Vec<String>,
+    /// Successful requests slower than [`SLOW`].
+    slow: usize,
+    slowest: Duration,
+}
+
+impl Tally {
+    fn total(&self) -> usize {
+        self.ok + self.refused + self.timed_out + self.other
+    }
+
+    fn record(&mut self, outcome: std::io::Result<Duration>) {
+        match outcome {
+            Ok(took) => {
+                self.ok += 1;
+                self.slow += usize::from(took > SLOW);
+                self.slowest = self.slowest.max(took);
+            }
+            Err(err) if err.kind() == ErrorKind::ConnectionRefused => self.refused += 1,
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.timed_out += 1
+            }
+            Err(err) => {
+                self.other += 1;
+                if self.errors.len() < 5 {
+                    self.errors.push(err.to_string());
+                }
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} refused of {} requests ({} timed out, {} other errors {:?}); {} took > {} ms, slowest {} ms",
+            self.refused,
+            self.total(),
+            self.timed_out,
+            self.other,
+            self.errors,
+            self.slow,
+            SLOW.as_millis(),
+            self.slowest.as_millis()
+        )
+    }
+}
+
+/// Runs `request` in a loop on a thread inside `client` until `stop` is set (or [`MAX_LOAD`]).
+fn load(
+    client: &NetNs,
+    stop: &Arc<AtomicBool>,
+    request: fn() -> std::io::Result<Duration>,
+) -> JoinHandle<Tally> {
+    let stop = Arc::clone(stop);
+    client.spawn(move || {
+        let started = Instant::now();
+        let mut tally = Tally::default();
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LOAD {
+            tally.record(request());
+        }
+        tally
+    })
+}
+
+/// One TCP connection through the VIP: connect, one request, its answer.
+fn tcp_request() -> std::io::Result<Duration> {
+    let started = Instant::now();
+    let vip: SocketAddr = "10.220.0.10:80".parse().expect("VIP");
+    // Long enough for two SYN retransmissions (1 s, then 2 s more).
+    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(b"ping\n")?;
+    let mut answer = [0u8; 5];
+    stream.read_exact(&mut answer)?;
+    assert_eq!(&answer, b"pong\n", "the backend's answer");
+    Ok(started.elapsed())
+}
+
+/// One datagram through the VIP from a fresh connected socket, and its echo.
+fn udp_request() -> std::io::Result<Duration> {
+    let started = Instant::now();
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.connect("10.220.0.10:53")?;
+    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+    socket.send(b"ping")?;
+    let mut answer = [0u8; 16];
+    let len = socket.recv(&mut answer)?;
+    assert_eq!(&answer[..len], b"ping", "the backend's echo");
+    Ok(started.elapsed())
+}
+
+/// TCP backends that answer each connection's request with `pong` and close it; they stop
+/// once `stop` is set and each has accepted one more connection (see [`wake`]).
+fn tcp_backends(netns: &NetNs, stop: &Arc<AtomicBool>) {
+    for port in BACKEND_PORTS {
+        let listener = netns.enter(move || TcpListener::bind((BACKEND, port)).expect("bind a backend"));
+        let stop = Arc::clone(stop);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut request = [0u8; 5];
+                if stream.read_exact(&mut request).is_ok() {
+                    let _ = stream.write_all(b"pong\n");
+                }
+            }
+        });
+    }
+}
+
+/// Ends the backends' accept loops after `stop` was set.
+fn wake(netns: &NetNs) {
+    netns.enter(|| {
+        for port in BACKEND_PORTS {
+            let backend: SocketAddr = format!("{BACKEND}:{port}").parse().expect("backend address");
+            let _ = TcpStream::connect_timeout(&backend, Duration::from_secs(1));
+        }
+    });
+}
+
+/// UDP backends that echo every datagram; their threads block in `recv_from` until the test
+/// process exits (as in `drain`).
+fn udp_backends(netns: &NetNs) {
+    for port in BACKEND_PORTS {
+        let socket = netns.enter(move || UdpSocket::bind((BACKEND, port)).expect("bind a backend"));
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok((len, from)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(&buffer[..len], from);
+            }
+        });
+    }
+}
+
+/// The service `key` with both backends, NAT, scheduler `rr`.
+fn balanced(key: &str) -> Service {
+    let backends: Vec<_> =
+        BACKEND_PORTS.iter().map(|port| dest(&format!("{BACKEND}:{port}"), 1, Forwarding::Nat)).collect();
+    with_dests(service(key, "rr"), &backends)
+}
+
+/// Changes the scheduler of `service` [`SWAPS`] times in place with our client, [`PAUSE`]
+/// apart, alternating wrr and rr, each under a hold of `shield` on the service's VIP: what the
+/// apply path does around an `UpdateService` that changes the scheduler.
+fn swap_schedulers(node: &NetNs, service: Service, shield: &RefusalShield) {
+    let holder = shield.clone();
+    with_client(node, move |mut client| async move {
+        for swap in 0..SWAPS {
+            let mut changed = service.clone();
+            changed.scheduler = if swap % 2 == 0 { "wrr" } else { "rr" }.to_owned();
+            let hold =
+                holder.hold_service(&changed.key).expect("shield the VIP").expect("an address service");
+            let report = client.apply_ops(&[Op::UpdateService(changed)], OnFailure::Stop).await;
+            hold.release().expect("end the shield");
+            assert_eq!(report.applied(), 1, "scheduler change {swap}: {report:?}");
+            tokio::time::sleep(PAUSE).await;
+        }
+    });
+    assert!(shield.shielded().expect("list shielded VIPs").is_empty(), "every hold ended");
+}
+
+/// Sets up `key` behind the VIP, runs `request` in a loop from the client while the scheduler
+/// changes [`SWAPS`] times, and returns what the loop saw.
+fn under_swaps(topology: &Topology, key: &str, request: fn() -> std::io::Result<Duration>) -> Tally {
+    let service = balanced(key);
+    apply_all(&topology.node.netns, add_ops(std::slice::from_ref(&service)));
+    // The path works before anything changes.
+    topology.client.enter(move || request().expect("a request through the VIP"));
+    // The kernel sends one host at most one ICMP error a second (after a burst of 6); a refusal
+    // it does not send is a silent drop, which the client retries like a held-back one. Many
+    // clients each have their own budget; this test's one client gets an unlimited one, so that
+    // every connection in the window is refused as it would be from as many different hosts.
+    topology.node.netns.exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"]);
+    // Refusals leave towards the client: the counter's shield works at lf-c's egress.
+    let counter = counter_at(&topology.node.netns, "lf-c", Direction::Egress, Vec::new());
+    let shield = counter.refusal_shield();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_handle = load(&topology.client, &stop, request);
+    std::thread::sleep(SETTLE);
+    let started = Instant::now();
+    swap_schedulers(&topology.node.netns, service, &shield);
+    let swapping = started.elapsed();
+    std::thread::sleep(SETTLE);
+    stop.store(true, Ordering::Relaxed);
+    let tally = loop_handle.join().expect("the load loop");
+    eprintln!(
+        "{key}: {SWAPS} scheduler changes in {} ms: {}; refusals held back: {}",
+        swapping.as_millis(),
+        tally.summary(),
+        shield.held_back().expect("read the shield's count")
+    );
+    tally
+}
+
+#[test]
+fn tcp_scheduler_swaps_refuse_no_connection() {
+    let topology = Topology::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    tcp_backends(&topology.backends, &stop);
+    let tally = under_swaps(&topology, "tcp:10.220.0.10:80", tcp_request);
+    stop.store(true, Ordering::Relaxed);
+    wake(&topology.backends);
+    assert!(tally.ok > 0, "no request got through: {}", tally.summary());
+    assert_eq!(
+        (tally.refused, tally.timed_out, tally.other),
+        (0, 0, 0),
+        "scheduler changes failed connections: {}",
+        tally.summary()
+    );
+}
+
+#[test]
+fn udp_scheduler_swaps_refuse_no_request() {
+    let topology = Topology::new();
+    udp_backends(&topology.backends);
+    let tally = under_swaps(&topology, "udp:10.220.0.10:53", udp_request);
+    assert!(tally.ok > 0, "no request got through: {}", tally.summary());
+    assert_eq!(
+        (tally.refused, tally.other),
+        (0, 0),
+        "scheduler changes refused requests: {}",
+        tally.summary()
+    );
+}
