@@ -4,6 +4,7 @@
 
 use crate::{
     ipvs::{ApplyReport, Ipvs, OnFailure, OpOutcome},
+    observe::{RefusalShield, ShieldHold},
     plan::Phases,
 };
 
@@ -25,7 +26,20 @@ impl Executed {
 /// Sends the make phase; then, only if the kernel acknowledged every one of its ops, the
 /// reduce phase. Within a phase a refusal stops what was not yet sent (`OnFailure::Stop`).
 pub async fn execute<I: Ipvs>(ipvs: &mut I, phases: &Phases) -> Executed {
+    execute_shielded(ipvs, phases, None).await
+}
+
+/// [`execute`], with the VIPs whose scheduler changes held behind `shield` for the make phase,
+/// so that the kernel's refusals of new connections in the middle of the change never reach a
+/// client (they retry instead). A VIP that cannot be held is logged and changed anyway.
+pub async fn execute_shielded<I: Ipvs>(
+    ipvs: &mut I,
+    phases: &Phases,
+    shield: Option<&RefusalShield>,
+) -> Executed {
+    let holds = shield.map(|shield| hold(shield, phases)).unwrap_or_default();
     let mut report = ipvs.apply(&phases.make, OnFailure::Stop).await;
+    release(holds);
     let reduce_withheld = !report.is_complete() && !phases.reduce.is_empty();
     if report.is_complete() {
         let reduced = ipvs.apply(&phases.reduce, OnFailure::Stop).await;
@@ -35,6 +49,28 @@ pub async fn execute<I: Ipvs>(ipvs: &mut I, phases: &Phases) -> Executed {
         report.outcomes.extend(phases.reduce.iter().map(|_| OpOutcome::NotSent));
     }
     Executed { report, reduce_withheld }
+}
+
+fn hold(shield: &RefusalShield, phases: &Phases) -> Vec<ShieldHold> {
+    let mut holds = Vec::new();
+    for service in &phases.scheduler_changes {
+        match shield.hold_service(service) {
+            Ok(hold) => holds.extend(hold),
+            Err(err) => {
+                tracing::warn!(%service, error = %err, "cannot hold back refusals while the scheduler changes")
+            }
+        }
+    }
+    holds
+}
+
+fn release(holds: Vec<ShieldHold>) {
+    for hold in holds {
+        let vip = hold.vip();
+        if let Err(err) = hold.release() {
+            tracing::warn!(?vip, error = %err, "cannot release a refusal shield; it lapses on its own");
+        }
+    }
 }
 
 #[cfg(test)]

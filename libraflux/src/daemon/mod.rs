@@ -216,7 +216,9 @@ impl Daemon {
         self.set_fail_open(fail_open);
         self.observer.sync(&self.config);
         let config = &self.config;
-        let result = reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, trigger).await;
+        let shield = self.observer.refusal_shield();
+        let result =
+            reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, trigger, shield.as_ref()).await;
         self.record.reconciles += 1;
         match result {
             Ok(outcome) => {

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use crate::{
     config::Config,
     model::{Forwarding, Service, ServiceKey},
-    observe::{DestKey, Direction, FlowCounter, FlowSnapshot, FlowSource as _, Limits, ObserveError},
+    observe::{
+        DestKey, Direction, FlowCounter, FlowSnapshot, FlowSource as _, Limits, ObserveError, RefusalShield,
+    },
 };
 
 /// Room for destinations added by reloads without reloading the programs.
@@ -57,6 +59,12 @@ impl Observer {
 
     pub fn attached(&self) -> bool {
         self.counters.is_some()
+    }
+
+    /// The shield that holds back the node's refusals of a VIP while its scheduler changes:
+    /// the NAT-backend counter's, which sits at egress of every `node.interface`.
+    pub fn refusal_shield(&self) -> Option<RefusalShield> {
+        self.counters.as_ref().map(|counters| counters.backends.refusal_shield())
     }
 
     /// Makes the watched sets equal what `config` wants counted.

@@ -7,6 +7,7 @@
 use crate::{
     config::{Config, DesiredState, Ignore, Limits},
     ipvs::{self, Ipvs, IpvsError, Op},
+    observe::RefusalShield,
     plan::{self, LimitViolation},
 };
 
@@ -97,12 +98,14 @@ pub struct LimitRefusal {
     pub violations: Vec<LimitViolation>,
 }
 
-/// Plans `desired` against the kernel's table and applies it.
+/// Plans `desired` against the kernel's table and applies it, holding refusals back behind
+/// `shield` while a scheduler changes.
 pub async fn reconcile<I: Ipvs>(
     ipvs: &mut I,
     desired: &DesiredState,
     ignore: &Ignore,
     trigger: Trigger,
+    shield: Option<&RefusalShield>,
 ) -> Result<Outcome, IpvsError> {
     let observed = ipvs::observed(ipvs).await?;
     let plan = plan::plan(desired, &observed, ignore);
@@ -111,7 +114,7 @@ pub async fn reconcile<I: Ipvs>(
     }
     let phases = plan.phases();
     let ops: Vec<Op> = phases.all().cloned().collect();
-    let executed = crate::apply::execute(ipvs, &phases).await;
+    let executed = crate::apply::execute_shielded(ipvs, &phases, shield).await;
     let report = executed.report;
     if report.is_complete() {
         return Ok(Outcome::Applied { ops, drift: trigger == Trigger::Interval });
@@ -140,7 +143,7 @@ mod tests {
     }
 
     async fn run(ipvs: &mut MemoryIpvs, desired: &DesiredState, trigger: Trigger) -> Outcome {
-        reconcile(ipvs, desired, &Ignore::default(), trigger).await.expect("in-memory IPVS answers")
+        reconcile(ipvs, desired, &Ignore::default(), trigger, None).await.expect("in-memory IPVS answers")
     }
 
     #[tokio::test]

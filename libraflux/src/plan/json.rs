@@ -49,6 +49,8 @@ struct UpdateView {
     service: String,
     changes: ServiceChanges,
     backends: BackendChanges,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -158,6 +160,7 @@ fn update(update: &ServiceUpdate) -> UpdateView {
             update: update.update.iter().map(backend_update).collect(),
             remove: update.remove.iter().map(backend).collect(),
         },
+        warnings: update.scheduler.iter().map(|_| super::text::SCHEDULER_SWAP_WARNING).collect(),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Phases {
     pub make: Vec<Op>,
     /// What takes capacity away; runs only when every `make` op was acknowledged.
     pub reduce: Vec<Op>,
+    /// Services whose scheduler the make phase changes in place: on 6.1 the kernel refuses new
+    /// connections to them for a moment (`crate::observe::RefusalShield`).
+    pub scheduler_changes: Vec<crate::model::ServiceKey>,
 }
 
 impl Phases {
@@ -96,6 +99,9 @@ impl Plan {
             let service = update.key();
             if update.changes_service() {
                 phases.make.push(Op::UpdateService(bare(&update.target)));
+            }
+            if update.scheduler.is_some() {
+                phases.scheduler_changes.push(service);
             }
             phases.make.extend(update.add.iter().map(|dest| Op::AddDest(service, *dest)));
             for change in &update.update {

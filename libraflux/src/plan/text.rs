@@ -94,10 +94,15 @@ fn created(w: &mut Writer, service: &Service) {
     }
 }
 
+/// What a scheduler change costs on the kernels we test (6.1): said in the plan, text and JSON.
+pub const SCHEDULER_SWAP_WARNING: &str = "new connections may be refused while the scheduler is swapped \
+     (the daemon holds those refusals back where its eBPF observer is attached)";
+
 fn updated(w: &mut Writer, update: &ServiceUpdate) {
     w.action(2, Action::Update, &format!("service {}", update.key()), "");
     if let Some(change) = &update.scheduler {
         w.line(6, &format!("scheduler:   {} -> {}", change.old, change.new));
+        w.line(8, &format!("note: {SCHEDULER_SWAP_WARNING}"));
     }
     if let Some(change) = update.persistence {
         w.line(6, &format!("persistence: {} -> {}", persistence(change.old), persistence(change.new)));

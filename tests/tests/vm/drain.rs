@@ -47,7 +47,7 @@ impl Topology {
         Self { node, client, backends }
     }
 
-    fn config(&self, protocol: &str, port: u16, backend_ports: [u16; 2]) -> String {
+    pub(super) fn config(&self, protocol: &str, port: u16, backend_ports: [u16; 2]) -> String {
         self.config_with_health(protocol, port, backend_ports, &["type: none"])
     }
 

@@ -32,6 +32,7 @@ use libraflux::{
 use libraflux_tests::{NetNs, counter_at};
 
 use super::{
+    daemon::Daemon,
     drain::Topology,
     support::{add_ops, apply_all, dest, service, with_client, with_dests},
 };
@@ -285,5 +286,58 @@ fn udp_scheduler_swaps_refuse_no_request() {
         (0, 0),
         "scheduler changes refused requests: {}",
         tally.summary()
+    );
+}
+
+/// What operators run: `libraflux daemon` with the client-facing interface in `node.interface`,
+/// and reloads that change the service's scheduler. The daemon holds each change's refusals back
+/// through its own observer, so no connection is refused.
+#[test]
+fn daemon_reloads_that_change_the_scheduler_refuse_no_connection() {
+    const RELOADS: usize = 10;
+    let topology = Topology::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    tcp_backends(&topology.backends, &stop);
+    topology.node.netns.exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"]);
+    let config = topology.config("tcp", 80, BACKEND_PORTS);
+    let with_scheduler = |scheduler: &str| {
+        let text = std::fs::read_to_string(&config).expect("the config");
+        let text = text.replace("[lfvip0, lf-d]", "[lfvip0, lf-c, lf-d]");
+        let text = text.replace("scheduler: rr", &format!("scheduler: {scheduler}"));
+        let text = text.replace("scheduler: wrr", &format!("scheduler: {scheduler}"));
+        std::fs::write(&config, text).expect("write the config");
+    };
+    with_scheduler("rr");
+    let daemon = Daemon::start(&topology.node, &config);
+    topology.client.enter(|| tcp_request().expect("a request through the VIP"));
+
+    let load_stop = Arc::new(AtomicBool::new(false));
+    let loop_handle = load(&topology.client, &load_stop, tcp_request);
+    std::thread::sleep(SETTLE);
+    for reload in 0..RELOADS {
+        let scheduler = if reload % 2 == 0 { "wrr" } else { "rr" };
+        with_scheduler(scheduler);
+        daemon.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = format!("-A -t 10.220.0.10:80 -s {scheduler}");
+        while !topology.node.saved().contains(&line) {
+            assert!(Instant::now() < deadline, "reload {reload} not applied:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(PAUSE);
+    }
+    std::thread::sleep(SETTLE);
+    load_stop.store(true, Ordering::Relaxed);
+    let tally = loop_handle.join().expect("the load loop");
+    stop.store(true, Ordering::Relaxed);
+    wake(&topology.backends);
+    eprintln!("daemon: {RELOADS} reloads changing the scheduler: {}", tally.summary());
+    assert!(tally.ok > 0, "no request got through: {}", tally.summary());
+    assert_eq!(
+        (tally.refused, tally.timed_out, tally.other),
+        (0, 0, 0),
+        "scheduler changes by reload failed connections: {}\n{}",
+        tally.summary(),
+        daemon.log()
     );
 }
