@@ -10,7 +10,8 @@ use libraflux::{
 use serde_json::json;
 
 use super::common::{
-    ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, require_passed, runtime,
+    ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, refuse_beside_a_daemon,
+    require_passed, runtime,
 };
 use super::snapshot;
 
@@ -32,6 +33,13 @@ pub struct ApplyArgs {
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
+    refuse_beside_a_daemon(
+        config.metrics.listen,
+        args.dry_run,
+        "it owns IPVS on this node, and an apply beside it would fight it (it reverts unknown changes as \
+         drift and puts back its health and drain weights). Hand it the config instead: put the file in \
+         place and run `systemctl reload libraflux` (SIGHUP); nothing was changed",
+    )?;
     runtime()?.block_on(async {
         let (client, report) = preflight(&config, &args.skip.names).await?;
         let mut outcome = Outcome { output: args.output, json: json!({ "dry_run": args.dry_run }) };

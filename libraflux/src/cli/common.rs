@@ -136,3 +136,21 @@ pub fn require_passed(report: &Report) -> anyhow::Result<()> {
     )
     .into())
 }
+
+/// One writer per node: when a daemon answers on `listen`, a command that would change IPVS
+/// beside it is refused (exit 3) with `what_instead`; a dry run only warns.
+pub fn refuse_beside_a_daemon(
+    listen: std::net::SocketAddr,
+    dry_run: bool,
+    what_instead: &str,
+) -> anyhow::Result<()> {
+    if super::status::daemon_status(listen).is_err() {
+        return Ok(());
+    }
+    let why = format!("a LibraFlux daemon answers on {listen}; {what_instead}");
+    if dry_run {
+        eprintln!("warning: {why}");
+        return Ok(());
+    }
+    Err(Failure::new(exit::REFUSED, why).into())
+}

@@ -118,18 +118,12 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
 /// restore under it would be silently undone: refuse, and say what to do instead.
 fn refuse_under_a_running_daemon(config: Option<&Config>, dry_run: bool) -> anyhow::Result<()> {
     let listen = config.map_or_else(|| Metrics::default().listen, |config| config.metrics.listen);
-    if super::status::daemon_status(listen).is_err() {
-        return Ok(());
-    }
-    let why = format!(
-        "a LibraFlux daemon answers on {listen}; it converges IPVS to its config and would undo the restore \
-         within one reconcile interval. Roll back the config instead, or stop the daemon first"
-    );
-    if dry_run {
-        eprintln!("warning: {why}");
-        return Ok(());
-    }
-    Err(Failure::new(exit::REFUSED, why).into())
+    super::common::refuse_beside_a_daemon(
+        listen,
+        dry_run,
+        "it converges IPVS to its config and would undo the restore within one reconcile interval. Roll \
+         back the config instead, or stop the daemon first",
+    )
 }
 
 /// The config named by `-c` (which must load), else the default one when it exists. A default

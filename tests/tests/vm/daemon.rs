@@ -1,6 +1,7 @@
 //! `libraflux daemon` on real IPVS: it tells systemd it is ready after the first reconcile,
 //! repairs drift made with ipvsadm, keeps the running config when a reload is invalid, applies a
-//! valid reload, and exits on SIGTERM without flushing the table.
+//! valid reload, is the only writer (`apply` beside it is refused), and exits on SIGTERM without
+//! flushing the table.
 
 use std::{
     fs::File,
@@ -140,6 +141,16 @@ fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_e
         "reload not applied:\n{}",
         daemon.log()
     );
+
+    // One writer: an apply beside the running daemon is refused and names the reload; a dry run
+    // still shows its plan, with a warning.
+    let apply = node.libraflux(&["apply", "-c", &config]);
+    apply.assert_code(3);
+    assert!(apply.stderr.contains("systemctl reload libraflux"), "{}", apply.stderr);
+    assert_eq!(node.saved(), sorted_lines(&reweighted), "a refused apply changed IPVS");
+    let dry = node.libraflux(&["apply", "-c", &config, "--dry-run"]);
+    dry.assert_code(0);
+    assert!(dry.stderr.contains("warning: a LibraFlux daemon answers"), "{}", dry.stderr);
 
     // SIGTERM: a clean exit that leaves the table, so traffic keeps flowing.
     daemon.signal(libc::SIGTERM);
