@@ -4,7 +4,7 @@
 use libraflux::{
     apply::Executed,
     ipvs::{self, IpvsClient, OpOutcome},
-    plan::{self, LimitViolation, Plan},
+    plan::{self, LimitViolation, Plan, Removal},
     preflight::Report,
 };
 use serde_json::json;
@@ -25,6 +25,14 @@ pub struct ApplyArgs {
     /// Go on even when the plan exceeds a change limit.
     #[arg(long)]
     force: bool,
+    /// Delete backends and services that left the configuration at once, without draining them
+    /// (their established connections are cut).
+    #[arg(long, conflicts_with = "no_wait")]
+    immediate: bool,
+    /// Set what left the configuration to weight 0 and return without waiting for the drains;
+    /// the next apply (or the daemon) finishes them.
+    #[arg(long)]
+    no_wait: bool,
     #[command(flatten)]
     skip: SkipChecks,
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -53,17 +61,25 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         }
         let mut client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
         let observed = ipvs::observed(&mut client).await?;
-        let plan = plan::plan(&config.desired, &observed, &config.ignore);
+        let none = std::collections::BTreeSet::new();
+        let removal = if args.immediate { Removal::Immediate } else { Removal::Graceful { drained: &none } };
+        let plan = plan::plan_removals(&config.desired, &config.desired, &observed, &config.ignore, removal);
         outcome.plan(&plan);
+        // Limits bound the change of configuration: what leaves counts as removed, drained or not.
+        let intent = plan::plan(&config.desired, &observed, &config.ignore);
         outcome.enforce_limits(
-            &plan,
+            &intent,
             &config.limits,
             args.force,
             "the plan exceeds a change limit; nothing was changed",
         )?;
-        if args.dry_run || plan.is_empty() {
+        if args.dry_run || (plan.is_empty() && plan.leaving.is_empty()) {
             outcome.finish();
             return checks;
+        }
+        if plan.is_empty() {
+            return super::removals::finish(&mut client, &config, &plan.leaving, args.no_wait, &mut outcome)
+                .await;
         }
         // The table as it was, so that this apply can be undone with `snapshot restore`.
         let taken = match snapshot::take_automatic(&mut client, &observed, &config).await {
@@ -78,8 +94,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         outcome.snapshot_taken(&taken);
         let executed = libraflux::apply::execute(&mut client, &plan.phases()).await;
         outcome.applied(&executed);
-        outcome.finish();
-        incomplete(&executed, "apply")
+        if !executed.is_complete() || plan.leaving.is_empty() {
+            outcome.finish();
+            return incomplete(&executed, "apply");
+        }
+        super::removals::finish(&mut client, &config, &plan.leaving, args.no_wait, &mut outcome).await
     })
 }
 

@@ -84,6 +84,7 @@ pub fn run(args: &DrainArgs) -> anyhow::Result<()> {
             backend: args.backend,
             rules: rules(&config, service, args),
             remove: args.remove,
+            removed_from_config: false,
             started_unix_ms,
             at_zero_unix_ms: None,
             ended: None,

@@ -7,6 +7,7 @@ mod debug;
 mod docs;
 mod drain;
 mod preflight;
+mod removals;
 mod snapshot;
 mod status;
 mod validate;

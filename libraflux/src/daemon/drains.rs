@@ -3,51 +3,15 @@
 //! met. TCP: IPVS's connection counts. UDP: the eBPF counter's quiet when it sees the backend's
 //! packets, otherwise the growth of IPVS's InPkts, never "no signal, so quiet".
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Daemon, reconcile::Trigger};
+use crate::plan::Leaving;
 use crate::{
     drain::{self, DrainEntry, Ended, Progress, Signal, TrafficSource},
-    ipvs::{DestinationStatus, ServiceStatus},
-    model::{DestKey, Protocol, ServiceKey},
+    ipvs::ServiceStatus,
+    model::{Protocol, ServiceKey},
 };
-
-/// IPVS InPkts per drained backend and when it last changed.
-#[derive(Debug, Default)]
-pub(super) struct PacketWatch {
-    seen: BTreeMap<(ServiceKey, DestKey), (u64, Instant)>,
-}
-
-impl PacketWatch {
-    /// Takes in the running drains' counters; forgets the backends no longer draining.
-    fn update(&mut self, drains: &[&DrainEntry], table: &[ServiceStatus], now: Instant) {
-        self.seen.retain(|key, _| drains.iter().any(|d| (d.service, d.backend) == *key));
-        for drain in drains {
-            let packets = destination(table, drain).map_or(0, |dest| dest.stats.packets_in);
-            let entry = self.seen.entry((drain.service, drain.backend)).or_insert((packets, now));
-            if entry.0 != packets {
-                *entry = (packets, now);
-            }
-        }
-    }
-
-    /// How long InPkts of `drain`'s backend has not grown (since watching began, at most).
-    fn quiet_for(&self, drain: &DrainEntry, now: Instant) -> Duration {
-        self.seen.get(&(drain.service, drain.backend)).map_or(Duration::ZERO, |(_, since)| now - *since)
-    }
-}
-
-fn destination<'t>(table: &'t [ServiceStatus], drain: &DrainEntry) -> Option<&'t DestinationStatus> {
-    table.iter().find(|status| status.service.key == drain.service)?.destinations.get(&drain.backend)
-}
-
-/// Whether nothing new can reach the backend: weight 0 in IPVS, or not in IPVS at all.
-fn at_weight_zero(table: &[ServiceStatus], drain: &DrainEntry) -> bool {
-    destination(table, drain).is_none_or(|dest| dest.destination.weight == 0)
-}
 
 impl Daemon {
     /// Picks up drains asked for or undone, and ends the running ones whose rule is met.
@@ -57,7 +21,7 @@ impl Daemon {
         }
         let running: Vec<DrainEntry> = drain::running(&self.drain_entries).cloned().collect();
         if running.is_empty() {
-            self.drain_packets = PacketWatch::default();
+            self.drain_packets = drain::PacketWatch::default();
             return;
         }
         let table = match self.ipvs.list_services().await {
@@ -69,12 +33,14 @@ impl Daemon {
         };
         let (now, instant) = (SystemTime::now(), Instant::now());
         let now_ms = drain::unix_ms(now);
-        self.drain_packets.update(&running.iter().collect::<Vec<_>>(), &table, instant);
+        let backends: Vec<drain::Backend> = running.iter().map(|d| (d.service, d.backend)).collect();
+        self.drain_packets.update(&backends, &table, instant);
         let mut zeroed = Vec::new();
         let mut endings = Vec::new();
         for entry in &running {
-            let at_zero_ms =
-                entry.at_zero_unix_ms.or_else(|| at_weight_zero(&table, entry).then_some(now_ms));
+            let at_zero_ms = entry
+                .at_zero_unix_ms
+                .or_else(|| drain::at_weight_zero(&table, (entry.service, entry.backend)).then_some(now_ms));
             if entry.at_zero_unix_ms.is_none() && at_zero_ms.is_some() {
                 tracing::info!(service = %entry.service, backend = %entry.backend, "drain: IPVS shows weight 0; the grace period starts");
                 zeroed.push((entry.service, entry.backend));
@@ -114,19 +80,89 @@ impl Daemon {
     /// The protocol's signal for one drain: IPVS connections for TCP (and firewall-mark
     /// services); for UDP the eBPF counter's quiet, or IPVS InPkts when no counter sees it.
     fn drain_signal(&self, entry: &DrainEntry, table: &[ServiceStatus], now: Instant) -> Signal {
+        let backend = (entry.service, entry.backend);
         let ServiceKey::Addr { protocol: Protocol::Udp, .. } = entry.service else {
-            return destination(table, entry).map_or(Signal::Tcp { active: 0, inactive: 0 }, |dest| {
-                Signal::Tcp { active: dest.active_connections, inactive: dest.inactive_connections }
-            });
+            return drain::connections(table, backend);
         };
         let key =
             crate::observe::DestKey::new(entry.backend.addr, entry.backend.port, Protocol::Udp.number());
         match self.observer.idle(&key) {
             Some(Some(idle)) => Signal::Udp { quiet_for: idle, source: TrafficSource::Ebpf },
             _ => Signal::Udp {
-                quiet_for: self.drain_packets.quiet_for(entry, now),
+                quiet_for: self.drain_packets.quiet_for(backend, now),
                 source: TrafficSource::IpvsInPkts,
             },
         }
+    }
+}
+
+/// The backends whose removal drain has ended: the next plan deletes them.
+pub(super) fn removals_drained(drains: &[DrainEntry]) -> std::collections::BTreeSet<drain::Backend> {
+    drains
+        .iter()
+        .filter(|d| d.removed_from_config && d.ended.is_some())
+        .map(|d| (d.service, d.backend))
+        .collect()
+}
+
+impl Daemon {
+    /// Keeps one removal drain per backend leaving the configuration: starts the missing ones
+    /// (with their service's drain rules, or the defaults for a service that left), turns an
+    /// operator's drain of a leaving backend into one, and drops those no longer needed: the
+    /// backend is configured again (the drain is cancelled) or, after `applied`, deleted.
+    pub(super) fn sync_removals(&mut self, leaving: &Leaving, applied: bool) {
+        let needed = |d: &DrainEntry| leaving.backends.contains(&(d.service, d.backend));
+        let stale = |d: &DrainEntry| d.removed_from_config && !needed(d) && (d.ended.is_none() || applied);
+        let unmarked = |d: &DrainEntry| !d.removed_from_config && needed(d);
+        let missing: Vec<drain::Backend> = leaving
+            .backends
+            .iter()
+            .filter(|backend| !self.drain_entries.iter().any(|d| (d.service, d.backend) == **backend))
+            .copied()
+            .collect();
+        if missing.is_empty() && !self.drain_entries.iter().any(|d| stale(d) || unmarked(d)) {
+            return;
+        }
+        let started_unix_ms = drain::now_ms();
+        let new: Vec<DrainEntry> = missing
+            .iter()
+            .map(|(service, backend)| {
+                let rules = self.config.settings.get(service).map(|s| s.drain).unwrap_or_default();
+                tracing::warn!(%service, %backend, "left the configuration: weight 0, deleted once drained");
+                DrainEntry {
+                    service: *service,
+                    backend: *backend,
+                    rules: drain::Rules {
+                        grace: rules.grace,
+                        timeout: rules.timeout,
+                        quiet: rules.quiet,
+                        include_inactive: false,
+                    },
+                    remove: true,
+                    removed_from_config: true,
+                    started_unix_ms,
+                    at_zero_unix_ms: None,
+                    ended: None,
+                }
+            })
+            .collect();
+        let updated = self.drains.update(|drains| {
+            for drain in drains.iter_mut().filter(|d| unmarked(d)) {
+                drain.remove = true;
+                drain.removed_from_config = true;
+            }
+            drains.retain(|d| {
+                let cancel = stale(d);
+                if cancel && d.ended.is_none() {
+                    tracing::info!(service = %d.service, backend = %d.backend, "configured again: removal drain cancelled");
+                }
+                !cancel
+            });
+            drains.extend(new.iter().cloned());
+        });
+        if let Err(err) = updated {
+            tracing::error!(error = %err, "cannot record the drains of removed backends; they stay at weight 0");
+        }
+        self.load_drains();
     }
 }

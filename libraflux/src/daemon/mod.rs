@@ -28,6 +28,7 @@ use crate::{
     ipvs::IpvsClient,
     metrics::{self, CheckOutcome, Metrics, ReconcileResult},
     model::ServiceKey,
+    plan::Removal,
 };
 
 /// How the daemon runs, from the command line.
@@ -63,7 +64,7 @@ struct Daemon {
     /// The drains as last read from the store.
     drain_entries: Vec<DrainEntry>,
     /// IPVS InPkts of each running drain's backend, and when it last grew.
-    drain_packets: drains::PacketWatch,
+    drain_packets: drain::PacketWatch,
     /// Services kept whole although every backend is unhealthy, as of the last reconcile.
     fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
@@ -217,13 +218,22 @@ impl Daemon {
         self.observer.sync(&self.config);
         let config = &self.config;
         let shield = self.observer.refusal_shield();
-        let result =
-            reconcile::reconcile(&mut self.ipvs, &desired, &config.ignore, trigger, shield.as_ref()).await;
+        let drained = drains::removals_drained(&self.drain_entries);
+        let request = reconcile::Request {
+            desired: &desired,
+            configured: &config.desired,
+            removal: Removal::Graceful { drained: &drained },
+            ignore: &config.ignore,
+            trigger,
+            shield: shield.as_ref(),
+        };
+        let result = reconcile::reconcile(&mut self.ipvs, request).await;
         self.record.reconciles += 1;
         match result {
-            Ok(outcome) => {
+            Ok((outcome, leaving)) => {
                 self.log_outcome(trigger, &outcome);
                 self.record_metrics(&outcome, started.elapsed());
+                self.sync_removals(&leaving, outcome.result_label() == "ok");
             }
             Err(err) => {
                 tracing::error!(?trigger, error = %err, "reconcile failed: cannot read IPVS");

@@ -8,7 +8,7 @@ use crate::{
     config::{Config, DesiredState, Ignore, Limits},
     ipvs::{self, Ipvs, IpvsError, Op},
     observe::RefusalShield,
-    plan::{self, LimitViolation},
+    plan::{self, Leaving, LimitViolation, Removal},
 };
 
 /// Why a reconcile ran.
@@ -98,32 +98,51 @@ pub struct LimitRefusal {
     pub violations: Vec<LimitViolation>,
 }
 
-/// Plans `desired` against the kernel's table and applies it, holding refusals back behind
-/// `shield` while a scheduler changes.
-pub async fn reconcile<I: Ipvs>(
+/// What one reconcile is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// What IPVS should hold for the configured services (health and drains applied).
+    pub desired: &'a DesiredState,
+    /// The configuration: what is not in it is leaving, and drained before it goes.
+    pub configured: &'a DesiredState,
+    pub removal: Removal<'a>,
+    pub ignore: &'a Ignore,
+    pub trigger: Trigger,
+    /// Holds refusals back while a scheduler changes.
+    pub shield: Option<&'a RefusalShield>,
+}
+
+/// Plans the request against the kernel's table and applies it; also says what is leaving the
+/// configuration and kept at weight 0 until drained.
+pub async fn reconcile<I: Ipvs>(ipvs: &mut I, request: Request<'_>) -> Result<(Outcome, Leaving), IpvsError> {
+    let observed = ipvs::observed(ipvs).await?;
+    let Request { desired, configured, removal, ignore, trigger, shield } = request;
+    let mut plan = plan::plan_removals(desired, configured, &observed, ignore, removal);
+    let leaving = std::mem::take(&mut plan.leaving);
+    Ok((execute(ipvs, &plan, trigger, shield).await, leaving))
+}
+
+async fn execute<I: Ipvs>(
     ipvs: &mut I,
-    desired: &DesiredState,
-    ignore: &Ignore,
+    plan: &plan::Plan,
     trigger: Trigger,
     shield: Option<&RefusalShield>,
-) -> Result<Outcome, IpvsError> {
-    let observed = ipvs::observed(ipvs).await?;
-    let plan = plan::plan(desired, &observed, ignore);
+) -> Outcome {
     if plan.is_empty() {
-        return Ok(Outcome::NoChanges);
+        return Outcome::NoChanges;
     }
     let phases = plan.phases();
     let ops: Vec<Op> = phases.all().cloned().collect();
     let executed = crate::apply::execute_shielded(ipvs, &phases, shield).await;
     let report = executed.report;
     if report.is_complete() {
-        return Ok(Outcome::Applied { ops, drift: trigger == Trigger::Interval });
+        return Outcome::Applied { ops, drift: trigger == Trigger::Interval };
     }
     let mut errors: Vec<String> = report.refusals().map(|(_, err)| err.to_string()).collect();
     if let Some(err) = &report.transport_error {
         errors.push(err.to_string());
     }
-    Ok(Outcome::Failed { applied: report.applied(), ops, errors })
+    Outcome::Failed { applied: report.applied(), ops, errors }
 }
 
 #[cfg(test)]
@@ -143,7 +162,15 @@ mod tests {
     }
 
     async fn run(ipvs: &mut MemoryIpvs, desired: &DesiredState, trigger: Trigger) -> Outcome {
-        reconcile(ipvs, desired, &Ignore::default(), trigger, None).await.expect("in-memory IPVS answers")
+        let request = Request {
+            desired,
+            configured: desired,
+            removal: Removal::Immediate,
+            ignore: &Ignore::default(),
+            trigger,
+            shield: None,
+        };
+        reconcile(ipvs, request).await.expect("in-memory IPVS answers").0
     }
 
     #[tokio::test]

@@ -3,11 +3,13 @@
 //! state the daemon plans against (`apply_to`).
 
 mod machine;
+mod signal;
 mod store;
 
 use std::time::SystemTime;
 
-pub use machine::{Ending, Progress, Rules, Signal, TrafficSource, evaluate};
+pub use machine::{Ending, IPVS_COUNTER_LAG, Progress, Rules, Signal, TrafficSource, evaluate};
+pub use signal::{Backend, PacketWatch, at_weight_zero, connections, destination};
 pub use store::{DrainEntry, DrainStore, Ended, StoreError, unix_ms};
 
 use crate::config::DesiredState;

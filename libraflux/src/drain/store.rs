@@ -26,6 +26,10 @@ pub struct DrainEntry {
     pub rules: Rules,
     /// Delete the destination when the drain ends; otherwise it stays at weight 0.
     pub remove: bool,
+    /// The daemon started it because the backend (or its service) left the configuration; it is
+    /// cancelled when the backend is configured again.
+    #[serde(default)]
+    pub removed_from_config: bool,
     pub started_unix_ms: u64,
     /// When the daemon first saw the backend at weight 0 in IPVS (or gone from it): the grace
     /// period counts from here.
@@ -146,6 +150,7 @@ mod tests {
                 include_inactive: false,
             },
             remove: false,
+            removed_from_config: false,
             started_unix_ms: 1_000,
             at_zero_unix_ms: None,
             ended: None,

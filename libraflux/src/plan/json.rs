@@ -16,7 +16,20 @@ struct PlanView {
     create: Vec<ServiceView>,
     update: Vec<UpdateView>,
     delete: Vec<ServiceView>,
+    drain_then_delete: DrainThenDelete,
     ops: Vec<OpView>,
+}
+
+#[derive(Serialize)]
+struct DrainThenDelete {
+    services: Vec<String>,
+    backends: Vec<LeavingBackend>,
+}
+
+#[derive(Serialize)]
+struct LeavingBackend {
+    service: String,
+    backend: String,
 }
 
 #[derive(Serialize)]
@@ -111,6 +124,18 @@ pub fn render_json(plan: &Plan) -> String {
         create: plan.create.iter().map(service).collect(),
         update: plan.update.iter().map(update).collect(),
         delete: plan.delete.iter().map(service).collect(),
+        drain_then_delete: DrainThenDelete {
+            services: plan.leaving.services.iter().map(ToString::to_string).collect(),
+            backends: plan
+                .leaving
+                .backends
+                .iter()
+                .map(|(service, backend)| LeavingBackend {
+                    service: service.to_string(),
+                    backend: backend.to_string(),
+                })
+                .collect(),
+        },
         ops: {
             let phases = plan.phases();
             let make = phases.make.iter().map(|o| op(o, "make"));

@@ -9,6 +9,7 @@
 mod json;
 mod limits;
 mod ops;
+mod removal;
 mod text;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use crate::ipvs::Op;
 pub use json::{JSON_SCHEMA_VERSION, render_json};
 pub use limits::{LimitViolation, check_limits};
 pub use ops::Phases;
+pub use removal::{Leaving, Removal, plan_removals};
 pub use text::render_text;
 
 pub use crate::config::{Ignore, Limits};
@@ -36,6 +38,9 @@ pub struct Plan {
     pub update: Vec<ServiceUpdate>,
     /// Services to delete, as observed (the kernel drops their backends with them).
     pub delete: Vec<Service>,
+    /// What leaves the configuration but is kept at weight 0 until drained
+    /// ([`plan_removals`]); empty for a plain [`plan`].
+    pub leaving: Leaving,
 }
 
 impl Plan {

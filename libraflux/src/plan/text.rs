@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Change, DestinationUpdate, Plan, ServiceUpdate};
+use super::{Change, DestinationUpdate, Leaving, Plan, ServiceUpdate};
 use crate::model::{Destination, Service};
 
 #[derive(Clone, Copy)]
@@ -51,8 +51,15 @@ impl Writer {
 
 /// Renders `plan` for a terminal or a log; `colour` adds ANSI colours to the markers.
 pub fn render_text(plan: &Plan, colour: bool) -> String {
-    if plan.is_empty() {
+    if plan.is_empty() && plan.leaving.is_empty() {
         return "No changes. IPVS matches the configuration.\n".to_owned();
+    }
+    if plan.is_empty() {
+        return format!(
+            "No changes. {} backend(s) that left the configuration are at weight 0, draining before they are \
+             deleted.\n",
+            plan.leaving.backends.len()
+        );
     }
     let mut w = Writer { out: String::new(), colour };
     w.line(0, "LibraFlux will make these changes to IPVS:");
@@ -62,7 +69,7 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
     }
     for update in &plan.update {
         w.line(0, "");
-        updated(&mut w, update);
+        updated(&mut w, update, &plan.leaving);
     }
     for service in &plan.delete {
         w.line(0, "");
@@ -72,9 +79,14 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
         };
         w.action(2, Action::Delete, &format!("service {}", service.key), &backends);
     }
+    let draining = if plan.leaving.is_empty() {
+        String::new()
+    } else {
+        format!(" {} backend(s) to drain, then delete.", plan.leaving.backends.len())
+    };
     let _ = writeln!(
         w.out,
-        "\nPlan: {} to create, {} to update, {} to delete.",
+        "\nPlan: {} to create, {} to update, {} to delete.{draining}",
         plan.create.len(),
         plan.update.len(),
         plan.delete.len()
@@ -98,8 +110,13 @@ fn created(w: &mut Writer, service: &Service) {
 pub const SCHEDULER_SWAP_WARNING: &str = "new connections may be refused while the scheduler is swapped \
      (the daemon holds those refusals back where its eBPF observer is attached)";
 
-fn updated(w: &mut Writer, update: &ServiceUpdate) {
-    w.action(2, Action::Update, &format!("service {}", update.key()), "");
+fn updated(w: &mut Writer, update: &ServiceUpdate, leaving: &Leaving) {
+    if leaving.services.contains(&update.key()) {
+        let rest = "  drain, then delete: its backends go to weight 0, the service goes when all are drained";
+        w.action(2, Action::Delete, &format!("service {}", update.key()), rest);
+    } else {
+        w.action(2, Action::Update, &format!("service {}", update.key()), "");
+    }
     if let Some(change) = &update.scheduler {
         w.line(6, &format!("scheduler:   {} -> {}", change.old, change.new));
         w.line(8, &format!("note: {SCHEDULER_SWAP_WARNING}"));
@@ -114,7 +131,17 @@ fn updated(w: &mut Writer, update: &ServiceUpdate) {
         w.action(6, Action::Create, &format!("backend {}", dest.key), &format!("  {}", attributes(dest)));
     }
     for change in &update.update {
-        w.action(6, Action::Update, &format!("backend {}", change.key()), &format!("  {}", changes(change)));
+        if leaving.backends.contains(&(update.key(), change.key())) {
+            let rest = format!("  drain, then delete ({})", changes(change));
+            w.action(6, Action::Delete, &format!("backend {}", change.key()), &rest);
+        } else {
+            w.action(
+                6,
+                Action::Update,
+                &format!("backend {}", change.key()),
+                &format!("  {}", changes(change)),
+            );
+        }
     }
     for dest in &update.remove {
         w.action(6, Action::Delete, &format!("backend {}", dest.key), &format!("  {}", attributes(dest)));

@@ -74,7 +74,8 @@ services:
 "
         ),
     );
-    let json = node.libraflux(&["apply", "-c", &edited, "--dry-run", "--output", "json"]);
+    // --immediate: deleted at once, as before graceful removal (tests/tests/vm/removal.rs drains).
+    let json = node.libraflux(&["apply", "-c", &edited, "--dry-run", "--immediate", "--output", "json"]);
     json.assert_code(0);
     let value: serde_json::Value =
         serde_json::from_str(&json.stdout).expect("apply --output json prints JSON");
@@ -84,7 +85,7 @@ services:
         "{value:#}"
     );
 
-    let applied = node.libraflux(&["apply", "-c", &edited]);
+    let applied = node.libraflux(&["apply", "-c", &edited, "--immediate"]);
     applied.assert_code(0);
     assert!(applied.stdout.contains("Applied 3 of 3 operations"), "{}", applied.stdout);
     assert_eq!(

@@ -92,13 +92,13 @@ impl Topology {
             .expect("start libraflux drain")
     }
 
-    fn weight(&self, backend: &str) -> Option<u32> {
+    pub(super) fn weight(&self, backend: &str) -> Option<u32> {
         let table = self.node.netns.exec("ipvsadm", &["-Ln"]);
         let line = table.lines().find(|line| line.contains(backend))?;
         line.split_whitespace().nth(3)?.parse().ok()
     }
 
-    fn wait_weight(&self, backend: &str, weight: Option<u32>, daemon: &Daemon) {
+    pub(super) fn wait_weight(&self, backend: &str, weight: Option<u32>, daemon: &Daemon) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.weight(backend) != weight {
             assert!(
@@ -113,7 +113,7 @@ impl Topology {
 
 /// TCP listeners in the backend namespace that answer with their port and keep every
 /// connection open until dropped.
-fn tcp_backends(netns: &NetNs, ports: [u16; 2]) -> Arc<AtomicBool> {
+pub(super) fn tcp_backends(netns: &NetNs, ports: [u16; 2]) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     for port in ports {
         let listener = netns.enter(move || TcpListener::bind(("10.200.0.2", port)).expect("bind a backend"));
@@ -142,7 +142,7 @@ fn tcp_backends(netns: &NetNs, ports: [u16; 2]) -> Arc<AtomicBool> {
 }
 
 /// Connects from the client through the VIP; returns the stream and the backend port it reached.
-fn connect(client: &NetNs) -> (TcpStream, u16) {
+pub(super) fn connect(client: &NetNs) -> (TcpStream, u16) {
     client.enter(|| {
         let mut stream =
             TcpStream::connect_timeout(&"10.220.0.10:80".parse().unwrap(), Duration::from_secs(3))
@@ -155,7 +155,7 @@ fn connect(client: &NetNs) -> (TcpStream, u16) {
     })
 }
 
-fn finished(child: &mut Child, within: Duration) -> Option<(i32, String)> {
+pub(super) fn finished(child: &mut Child, within: Duration) -> Option<(i32, String)> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {

@@ -42,7 +42,7 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
         "  - name: dns\n    protocol: udp\n    vip: 10.220.0.10\n    port: 5353",
     );
     let edited = node.config("edited.yaml", &edited);
-    let applied = node.libraflux(&["apply", "-c", &edited]);
+    let applied = node.libraflux(&["apply", "-c", &edited, "--immediate"]);
     applied.assert_code(0);
     assert!(
         applied.stdout.contains("taken; restore with: libraflux snapshot restore pre-apply-"),
