@@ -13,7 +13,29 @@ use super::common::{
     ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, refuse_beside_a_daemon,
     require_passed, runtime,
 };
-use super::snapshot;
+use super::{removals::Target, snapshot};
+
+/// `--immediate` / `--no-wait`, for every command that may remove backends.
+#[derive(Debug, clap::Args)]
+pub(super) struct RemovalArgs {
+    /// Delete backends and services that leave the table at once, without draining them (their
+    /// established connections are cut).
+    #[arg(long, conflicts_with = "no_wait")]
+    pub(super) immediate: bool,
+    /// Set what leaves the table to weight 0 and return without waiting for the drains; the next
+    /// apply (or the daemon) finishes them.
+    #[arg(long)]
+    pub(super) no_wait: bool,
+}
+
+impl RemovalArgs {
+    pub(super) fn removal<'a>(
+        &self,
+        drained: &'a std::collections::BTreeSet<libraflux::drain::Backend>,
+    ) -> Removal<'a> {
+        if self.immediate { Removal::Immediate } else { Removal::Graceful { drained } }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -25,14 +47,8 @@ pub struct ApplyArgs {
     /// Go on even when the plan exceeds a change limit.
     #[arg(long)]
     force: bool,
-    /// Delete backends and services that left the configuration at once, without draining them
-    /// (their established connections are cut).
-    #[arg(long, conflicts_with = "no_wait")]
-    immediate: bool,
-    /// Set what left the configuration to weight 0 and return without waiting for the drains;
-    /// the next apply (or the daemon) finishes them.
-    #[arg(long)]
-    no_wait: bool,
+    #[command(flatten)]
+    removal: RemovalArgs,
     #[command(flatten)]
     skip: SkipChecks,
     #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -62,8 +78,9 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         let mut client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
         let observed = ipvs::observed(&mut client).await?;
         let none = std::collections::BTreeSet::new();
-        let removal = if args.immediate { Removal::Immediate } else { Removal::Graceful { drained: &none } };
-        let plan = plan::plan_removals(&config.desired, &config.desired, &observed, &config.ignore, removal);
+        let removal = args.removal.removal(&none);
+        let target = Target::of(&config);
+        let plan = target.plan(&observed, removal);
         outcome.plan(&plan);
         // Limits bound the change of configuration: what leaves counts as removed, drained or not.
         let intent = plan::plan(&config.desired, &observed, &config.ignore);
@@ -78,8 +95,14 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             return checks;
         }
         if plan.is_empty() {
-            return super::removals::finish(&mut client, &config, &plan.leaving, args.no_wait, &mut outcome)
-                .await;
+            return super::removals::finish(
+                &mut client,
+                target,
+                &plan.leaving,
+                args.removal.no_wait,
+                &mut outcome,
+            )
+            .await;
         }
         // The table as it was, so that this apply can be undone with `snapshot restore`.
         let taken = match snapshot::take_automatic(&mut client, &observed, &config).await {
@@ -98,7 +121,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             outcome.finish();
             return incomplete(&executed, "apply");
         }
-        super::removals::finish(&mut client, &config, &plan.leaving, args.no_wait, &mut outcome).await
+        super::removals::finish(&mut client, target, &plan.leaving, args.removal.no_wait, &mut outcome).await
     })
 }
 

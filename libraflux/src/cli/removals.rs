@@ -3,13 +3,13 @@
 //! with the same progress display as `drain --wait`, then delete what drained.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::{IsTerminal as _, Write as _},
     time::{Duration, Instant},
 };
 
 use libraflux::{
-    config::Config,
+    config::{Config, DesiredState, Ignore, ServiceSettings},
     drain::{self, Backend, Ending, PacketWatch, Progress, Rules, Signal, TrafficSource},
     ipvs::{self, IpvsClient},
     model::{Protocol, ServiceKey},
@@ -26,10 +26,30 @@ use super::{
 /// How often the table is read while waiting.
 const TICK: Duration = Duration::from_millis(500);
 
+/// What the table is being brought to: the desired state, what to leave alone, and the drain
+/// rules of the configured services.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub desired: &'a DesiredState,
+    pub ignore: &'a Ignore,
+    pub settings: Option<&'a BTreeMap<ServiceKey, ServiceSettings>>,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        Self { desired: &config.desired, ignore: &config.ignore, settings: Some(&config.settings) }
+    }
+
+    /// The plan with `removal`.
+    pub fn plan(&self, observed: &DesiredState, removal: Removal<'_>) -> plan::Plan {
+        plan::plan_removals(self.desired, self.desired, observed, self.ignore, removal)
+    }
+}
+
 /// Waits for the drains of `leaving` (unless `no_wait`), then deletes what drained.
 pub async fn finish(
     client: &mut IpvsClient,
-    config: &Config,
+    target: Target<'_>,
     leaving: &Leaving,
     no_wait: bool,
     outcome: &mut Outcome,
@@ -46,11 +66,10 @@ pub async fn finish(
         outcome.finish();
         return Ok(());
     }
-    let endings = wait(client, config, leaving, outcome.output).await?;
+    let endings = wait(client, target, leaving, outcome.output).await?;
     let drained: BTreeSet<Backend> = endings.iter().map(|(backend, _)| *backend).collect();
     let observed = ipvs::observed(client).await?;
-    let removal = Removal::Graceful { drained: &drained };
-    let plan = plan::plan_removals(&config.desired, &config.desired, &observed, &config.ignore, removal);
+    let plan = target.plan(&observed, Removal::Graceful { drained: &drained });
     let executed = libraflux::apply::execute(client, &plan.phases()).await;
     let timed_out: Vec<String> = endings
         .iter()
@@ -94,12 +113,12 @@ pub async fn finish(
 /// Evaluates every drain each [`TICK`] until all have ended; returns how each ended.
 async fn wait(
     client: &mut IpvsClient,
-    config: &Config,
+    target: Target<'_>,
     leaving: &Leaving,
     output: Output,
 ) -> anyhow::Result<Vec<(Backend, Ending)>> {
     let backends: Vec<Backend> = leaving.backends.iter().copied().collect();
-    let rules: Vec<Rules> = backends.iter().map(|(service, _)| rules_of(config, service)).collect();
+    let rules: Vec<Rules> = backends.iter().map(|(service, _)| rules_of(target, service)).collect();
     let started = Instant::now();
     let deadline = rules.iter().map(|r| r.timeout).max().unwrap_or_default() + Duration::from_secs(30);
     let mut at_zero: Vec<Option<Instant>> = vec![None; backends.len()];
@@ -167,7 +186,8 @@ fn signal(table: &[ipvs::ServiceStatus], packets: &PacketWatch, backend: Backend
 }
 
 /// The service's drain rules; the defaults for a service that left the configuration.
-fn rules_of(config: &Config, service: &ServiceKey) -> Rules {
-    let drain = config.settings.get(service).map(|settings| settings.drain).unwrap_or_default();
+fn rules_of(target: Target<'_>, service: &ServiceKey) -> Rules {
+    let drain =
+        target.settings.and_then(|settings| settings.get(service)).map(|s| s.drain).unwrap_or_default();
     Rules { grace: drain.grace, timeout: drain.timeout, quiet: drain.quiet, include_inactive: false }
 }

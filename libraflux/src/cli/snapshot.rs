@@ -19,10 +19,12 @@ use libraflux::{
 use serde_json::json;
 
 use super::{
+    apply::RemovalArgs,
     apply::{Outcome, incomplete},
     common::{
         ConfigArg, Failure, Output, SkipChecks, exit, load_config, preflight_for, require_passed, runtime,
     },
+    removals::Target,
 };
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +76,8 @@ enum SnapshotCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
+        removal: RemovalArgs,
+        #[command(flatten)]
         skip: SkipChecks,
     },
 }
@@ -98,10 +102,10 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SnapshotCommand::Restore { name, dry_run, force, skip } => {
+        SnapshotCommand::Restore { name, dry_run, force, removal, skip } => {
             refuse_under_a_running_daemon(config.as_ref(), *dry_run)?;
             let restore =
-                Restore { dry_run: *dry_run, force: *force, skip: &skip.names, output: args.output };
+                Restore { dry_run: *dry_run, force: *force, removal, skip: &skip.names, output: args.output };
             restore.run(&store, config.as_ref(), name)?;
             if !*dry_run {
                 let at = libraflux::drain::now_ms();
@@ -271,6 +275,7 @@ fn show(store: &Store, name: &SnapshotName, output: Output) -> anyhow::Result<()
 struct Restore<'a> {
     dry_run: bool,
     force: bool,
+    removal: &'a RemovalArgs,
     skip: &'a [String],
     output: Output,
 }
@@ -301,7 +306,8 @@ impl Restore<'_> {
                 return checks;
             }
             let mut client = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
-            self.restore(&mut client, &mut outcome, &snapshot, &desired, &ignore, &limits).await?;
+            let target = Target { desired: &desired, ignore: &ignore, settings: config.map(|c| &c.settings) };
+            self.restore(&mut client, &mut outcome, &snapshot, target, &limits).await?;
             checks
         })
     }
@@ -311,12 +317,12 @@ impl Restore<'_> {
         client: &mut IpvsClient,
         outcome: &mut Outcome,
         snapshot: &Snapshot,
-        desired: &BTreeMap<ServiceKey, Service>,
-        ignore: &Ignore,
+        target: Target<'_>,
         limits: &Limits,
     ) -> anyhow::Result<()> {
         let observed = libraflux::ipvs::observed(client).await?;
-        let plan = plan::plan(desired, &observed, ignore);
+        let none = std::collections::BTreeSet::new();
+        let plan = target.plan(&observed, self.removal.removal(&none));
         outcome.plan(&plan);
         let current = client.timeouts().await.context("reading the IPVS timeouts")?;
         let wanted: Timeouts = snapshot.timeouts.into();
@@ -324,8 +330,9 @@ impl Restore<'_> {
         timeouts_line(outcome, current, wanted);
         let refusal =
             "the restore exceeds a change limit; nothing was changed (use --force to restore anyway)";
-        outcome.enforce_limits(&plan, limits, self.force, refusal)?;
-        if self.dry_run || (plan.is_empty() && !timeouts_change) {
+        let intent = plan::plan(target.desired, &observed, target.ignore);
+        outcome.enforce_limits(&intent, limits, self.force, refusal)?;
+        if self.dry_run || (plan.is_empty() && plan.leaving.is_empty() && !timeouts_change) {
             outcome.finish();
             return Ok(());
         }
@@ -339,8 +346,11 @@ impl Restore<'_> {
             outcome.finish();
             return Err(Failure::new(exit::RUNTIME_FAILURE, format!("setting the timeouts: {err}")).into());
         }
-        outcome.finish();
-        Ok(())
+        if plan.leaving.is_empty() {
+            outcome.finish();
+            return Ok(());
+        }
+        super::removals::finish(client, target, &plan.leaving, self.removal.no_wait, outcome).await
     }
 }
 

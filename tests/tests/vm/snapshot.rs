@@ -56,7 +56,7 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     let changed = node.saved();
     assert_ne!(changed, original);
 
-    let dry = node.libraflux(&["snapshot", "restore", "before", "--dry-run", "--dir", &dir]);
+    let dry = node.libraflux(&["snapshot", "restore", "before", "--dry-run", "--immediate", "--dir", &dir]);
     dry.assert_code(0);
     assert!(
         dry.stdout.contains("~ timeouts: tcp 100 -> 910, tcp_fin 10 -> 121, udp 50 -> 301"),
@@ -66,7 +66,8 @@ fn restore_undoes_apply_and_ipvsadm_changes_exactly() {
     assert!(dry.stdout.contains("Plan: 1 to create, 1 to update, 2 to delete."), "{}", dry.stdout);
     assert_eq!(node.saved(), changed, "a dry run must not touch the kernel");
 
-    let restored = node.libraflux(&["snapshot", "restore", "before", "--dir", &dir]);
+    // --immediate: the UDP service the edit added would otherwise drain for its grace period.
+    let restored = node.libraflux(&["snapshot", "restore", "before", "--immediate", "--dir", &dir]);
     restored.assert_code(0);
     assert_eq!(node.saved(), original);
     assert_eq!(timeouts(&node), original_timeouts);
