@@ -8,7 +8,10 @@ use std::{
     io::Read as _,
     net::TcpStream,
     process::{Child, Command, Stdio},
-    sync::atomic::Ordering,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -39,6 +42,16 @@ fn write_config(path: &str, with_8081: bool, original: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The drain tests' topology with TCP backends on 8080 and 8081 that hold every connection; the
+/// backends' stop flag, the config's path and its text.
+fn two_tcp_backends() -> (Topology, Arc<AtomicBool>, String, String) {
+    let topology = Topology::new();
+    let stop = tcp_backends(&topology.backends, [8080, 8081]);
+    let config = topology.config("tcp", 80, [8080, 8081]);
+    let original = std::fs::read_to_string(&config).unwrap();
+    (topology, stop, config, original)
+}
+
 fn apply(topology: &Topology, config: &str) -> Child {
     Command::new("ip")
         .args(["netns", "exec", topology.node.netns.name(), &libraflux_bin(), "apply", "-c", config])
@@ -50,10 +63,7 @@ fn apply(topology: &Topology, config: &str) -> Child {
 
 #[test]
 fn apply_drains_a_removed_backend_until_its_connection_closes() {
-    let topology = Topology::new();
-    let stop = tcp_backends(&topology.backends, [8080, 8081]);
-    let config = topology.config("tcp", 80, [8080, 8081]);
-    let original = std::fs::read_to_string(&config).unwrap();
+    let (topology, stop, config, original) = two_tcp_backends();
     topology.node.libraflux(&["apply", "-c", &config]).assert_code(0);
     let mut held = held_on_8081(&topology);
 
@@ -91,10 +101,7 @@ fn apply_drains_a_removed_backend_until_its_connection_closes() {
 
 #[test]
 fn no_wait_leaves_weight_0_for_the_next_apply_and_immediate_deletes_at_once() {
-    let topology = Topology::new();
-    let stop = tcp_backends(&topology.backends, [8080, 8081]);
-    let config = topology.config("tcp", 80, [8080, 8081]);
-    let original = std::fs::read_to_string(&config).unwrap();
+    let (topology, stop, config, original) = two_tcp_backends();
     topology.node.libraflux(&["apply", "-c", &config]).assert_code(0);
     let mut held = held_on_8081(&topology);
 
@@ -120,10 +127,7 @@ fn no_wait_leaves_weight_0_for_the_next_apply_and_immediate_deletes_at_once() {
 
 #[test]
 fn a_reload_drains_a_removed_backend_and_configuring_it_again_cancels_the_drain() {
-    let topology = Topology::new();
-    let stop = tcp_backends(&topology.backends, [8080, 8081]);
-    let config = topology.config("tcp", 80, [8080, 8081]);
-    let original = std::fs::read_to_string(&config).unwrap();
+    let (topology, stop, config, original) = two_tcp_backends();
     let daemon = Daemon::start(&topology.node, &config);
     let mut held = held_on_8081(&topology);
 
