@@ -15,6 +15,7 @@ mod vm {
     mod ipvs_scale;
     mod ipvs_traffic;
     mod observer;
+    mod reliability;
     mod smoke;
     mod snapshot;
     mod support;

@@ -24,7 +24,7 @@ use super::{daemon::Daemon, support::Node};
 pub(super) struct Topology {
     pub(super) node: Node,
     pub(super) client: NetNs,
-    backends: NetNs,
+    pub(super) backends: NetNs,
 }
 
 fn link(director: &NetNs, peer: &NetNs, director_if: &str, peer_if: &str, subnet: &str) {
