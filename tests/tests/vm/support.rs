@@ -191,6 +191,9 @@ pub fn thresholds(netns: &NetNs) -> Vec<(String, u32, u32)> {
 pub struct Node {
     pub netns: NetNs,
     pub dir: PathBuf,
+    /// The `libraflux` binary this node runs: [`libraflux_tests::libraflux_bin`] unless a test
+    /// points it at a copy.
+    pub bin: String,
 }
 
 impl Node {
@@ -201,7 +204,7 @@ impl Node {
         netns.ip(&["link", "set", "lfvip0", "up"]);
         let dir = std::env::temp_dir().join(netns.name());
         std::fs::create_dir_all(&dir).unwrap();
-        Self { netns, dir }
+        Self { netns, dir, bin: libraflux_tests::libraflux_bin() }
     }
 
     /// Writes a config file. Unless `text` sets `snapshots` itself, it gets a `snapshots.dir` in
@@ -222,7 +225,7 @@ impl Node {
     }
 
     pub fn libraflux(&self, args: &[&str]) -> Ran {
-        self.netns.run(&libraflux_tests::libraflux_bin(), args)
+        self.netns.run(&self.bin, args)
     }
 
     /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
