@@ -142,7 +142,6 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     retired: Arc<Mutex<BTreeSet<SocketAddr>>>,
     workers: Vec<JoinHandle<Vec<Event>>>,
-    pub started: Instant,
 }
 
 impl Load {
@@ -150,7 +149,6 @@ impl Load {
     pub fn start(client: &NetNs, plan: &LoadPlan) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let retired = Arc::new(Mutex::new(BTreeSet::new()));
-        let started = Instant::now();
         let mut workers = Vec::new();
         for (index, target) in plan.long_lived.iter().copied().enumerate() {
             let worker = LongLived {
@@ -174,7 +172,7 @@ impl Load {
                 workers.push(client.spawn(move || requests(kind, target, every, timeout, &stop)));
             }
         }
-        Self { stop, retired, workers, started }
+        Self { stop, retired, workers }
     }
 
     /// The service `target` is going away: long-lived connections to it are not opened again
