@@ -136,11 +136,24 @@ pub struct LoadPlan {
     pub timeout: Duration,
 }
 
+/// A long-lived connection as it stands: the service it goes to, the backend that answers it,
+/// and when its lifetime ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub target: SocketAddr,
+    pub backend: SocketAddr,
+    pub ends: Instant,
+}
+
+/// One slot per long-lived worker: its open session, if any.
+type Sessions = Arc<Mutex<Vec<Option<Session>>>>;
+
 /// A running load; stopped (and its threads joined) by [`Load::stop`], or on drop.
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
     retired: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    sessions: Sessions,
     workers: Vec<JoinHandle<Vec<Event>>>,
 }
 
@@ -149,6 +162,7 @@ impl Load {
     pub fn start(client: &NetNs, plan: &LoadPlan) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let retired = Arc::new(Mutex::new(BTreeSet::new()));
+        let sessions: Sessions = Arc::new(Mutex::new(vec![None; plan.long_lived.len()]));
         let mut workers = Vec::new();
         for (index, target) in plan.long_lived.iter().copied().enumerate() {
             let worker = LongLived {
@@ -158,6 +172,8 @@ impl Load {
                 timeout: plan.timeout,
                 stop: Arc::clone(&stop),
                 retired: Arc::clone(&retired),
+                sessions: Arc::clone(&sessions),
+                slot: index,
             };
             workers.push(client.spawn(move || worker.run()));
         }
@@ -172,13 +188,18 @@ impl Load {
                 workers.push(client.spawn(move || requests(kind, target, every, timeout, &stop)));
             }
         }
-        Self { stop, retired, workers }
+        Self { stop, retired, sessions, workers }
     }
 
     /// The service `target` is going away: long-lived connections to it are not opened again
     /// once they end (by their lifetime, or cut).
     pub fn retire(&self, target: SocketAddr) {
         self.retired.lock().unwrap().insert(target);
+    }
+
+    /// The long-lived connections open now, once each has been answered.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.sessions.lock().unwrap().iter().flatten().copied().collect()
     }
 
     /// Stops every worker and returns all events, ordered by send time.
@@ -281,9 +302,15 @@ struct LongLived {
     timeout: Duration,
     stop: Arc<AtomicBool>,
     retired: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    sessions: Sessions,
+    slot: usize,
 }
 
 impl LongLived {
+    fn publish(&self, session: Option<Session>) {
+        self.sessions.lock().unwrap()[self.slot] = session;
+    }
+
     fn run(self) -> Vec<Event> {
         let started = Instant::now();
         let mut next = started;
@@ -307,6 +334,7 @@ impl LongLived {
                 }
             };
             self.session(&mut stream, at, &mut next, started, &mut events);
+            self.publish(None);
         }
         events
     }
@@ -325,6 +353,10 @@ impl LongLived {
             let at = Instant::now();
             match exchange(stream) {
                 Ok(answered) => {
+                    if backend.is_none() {
+                        let ends = opened + self.lifetime;
+                        self.publish(Some(Session { target: self.target, backend: answered, ends }));
+                    }
                     backend = Some(answered);
                     let outcome = Outcome::Answered { backend: answered, latency: at.elapsed() };
                     events.push(Event { at, kind: Kind::LongLived, outcome });

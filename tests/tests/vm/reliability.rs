@@ -22,11 +22,11 @@ mod report;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use libraflux_tests::load::{Kind, Load, LoadPlan, Server};
+use libraflux_tests::load::{Kind, Load, LoadPlan, Server, Session};
 
 use self::{
     layout::{HEALTH_FALL, HEALTH_INTERVAL, LARGE_BACKENDS, LARGE_SERVICES, Layout},
@@ -35,6 +35,9 @@ use self::{
 use super::{daemon::Daemon, drain::Topology, support::check_generated_section};
 
 const VIP: &str = "10.220.0.10";
+const VIP_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 220, 0, 10));
+const WEB: SocketAddr = SocketAddr::new(VIP_ADDR, 80);
+const CHAT: SocketAddr = SocketAddr::new(VIP_ADDR, 81);
 const B1: &str = "10.200.0.2";
 const B2: &str = "10.200.0.3";
 const B3: &str = "10.200.0.4";
@@ -214,11 +217,11 @@ fn addr(text: &str) -> SocketAddr {
 }
 
 fn plan() -> LoadPlan {
-    let mut long_lived = vec![addr(&format!("{VIP}:80")); WEB_LONG_LIVED];
-    long_lived.extend(vec![addr(&format!("{VIP}:81")); CHAT_LONG_LIVED]);
+    let mut long_lived = vec![WEB; WEB_LONG_LIVED];
+    long_lived.extend(vec![CHAT; CHAT_LONG_LIVED]);
     LoadPlan {
-        tcp: addr(&format!("{VIP}:80")),
-        udp: addr(&format!("{VIP}:53")),
+        tcp: WEB,
+        udp: SocketAddr::new(VIP_ADDR, 53),
         long_lived,
         request_workers: REQUEST_WORKERS,
         request_every: REQUEST_EVERY,
@@ -236,7 +239,7 @@ fn every_operation_under_live_load_costs_what_docs_reliability_md_says() {
     let load = Load::start(&run.topology.client, &plan());
     run.op("baseline: no operation", "nothing changes", |_| std::thread::sleep(BASELINE));
     apply_operations(&mut run, &load);
-    daemon_operations(&mut run);
+    daemon_operations(&mut run, &load);
     let events = load.stop();
     let report = Report::new(&run.windows, &events, load_started(&events));
     report.print();
@@ -260,12 +263,13 @@ fn apply_operations(run: &mut Run, load: &Load) {
             layout.service("dns").add(B3, 1);
         }));
     });
-    run.op("apply: change a weight", "web 10.200.0.2 weight 1 to 3, dns 10.200.0.4 weight 1 to 2", |run| {
+    run.op("apply: change a weight", "web 10.200.0.3 weight 1 to 3, dns 10.200.0.4 weight 1 to 2", |run| {
         run.apply(run.edited(|layout| {
-            layout.service("web").weight(B1, 3);
+            layout.service("web").weight(B2, 3);
             layout.service("dns").weight(B3, 2);
         }));
     });
+    await_long_lived(load, WEB, Some(addr(&format!("{B2}:8080"))));
     run.op("apply: remove a backend", "10.200.0.3 leaves web and dns", |run| {
         run.apply(run.edited(|layout| {
             layout.service("web").remove(B2);
@@ -281,11 +285,12 @@ fn apply_operations(run: &mut Run, load: &Load) {
     run.op("apply: turn persistence off", "web loses its persistence", |run| {
         run.apply(run.edited(|layout| layout.service("web").persistence = None));
     });
-    // The clients of chat go away with it: their connections are not opened again.
-    load.retire(addr(&format!("{VIP}:81")));
     let before = run.layout.clone();
     let mut rollback = String::new();
+    await_long_lived(load, CHAT, None);
     run.op("apply: remove a service", "chat (with its long-lived connections) leaves the config", |run| {
+        // The clients of chat go away with it: their connections are not opened again.
+        load.retire(CHAT);
         let stdout = run.apply(run.edited(|layout| layout.services.retain(|service| service.name != "chat")));
         let (_, tail) =
             stdout.split_once("restore with: libraflux snapshot restore ").expect("a pre-apply snapshot");
@@ -300,7 +305,7 @@ fn apply_operations(run: &mut Run, load: &Load) {
 
 /// Changes to a running `libraflux daemon`: reloads, drains, restarts, a crash in the middle of
 /// a large reload, and a backend that dies under a TCP health check.
-fn daemon_operations(run: &mut Run) {
+fn daemon_operations(run: &mut Run, load: &Load) {
     run.op(
         "daemon: start",
         "`libraflux daemon` takes over the table it finds, which matches its config",
@@ -316,9 +321,10 @@ fn daemon_operations(run: &mut Run) {
         });
         run.reload(layout, Duration::from_secs(15));
     });
-    run.op("reload: change a weight", "SIGHUP: web 10.200.0.3 weight 1 to 2", |run| {
-        run.reload(run.edited(|layout| layout.service("web").weight(B2, 2)), Duration::from_secs(15));
+    run.op("reload: change a weight", "SIGHUP: web 10.200.0.4 weight 1 to 3", |run| {
+        run.reload(run.edited(|layout| layout.service("web").weight(B3, 3)), Duration::from_secs(15));
     });
+    await_long_lived(load, WEB, Some(addr(&format!("{B3}:8080"))));
     run.op("reload: remove a backend", "SIGHUP: 10.200.0.4 leaves web and dns", |run| {
         let layout = run.edited(|layout| {
             layout.service("web").remove(B3);
@@ -344,6 +350,7 @@ fn daemon_operations(run: &mut Run) {
         },
     );
     let drained = run.edited(|layout| layout.service("web").weight(B2, 0));
+    await_long_lived(load, WEB, Some(addr(&format!("{B2}:8080"))));
     run.op("drain a backend", "`libraflux drain 10.200.0.3:8080`: weight 0, connections live on", |run| {
         let state_dir = run.state_dir();
         run.libraflux(&[
@@ -427,6 +434,29 @@ fn kill_during_large_reload(run: &mut Run) {
     eprintln!("large reload: the restarted daemon was ready after {:.1?}", restarted.elapsed());
     assert_eq!(run.topology.node.saved(), large.saved(), "the restarted daemon converges (ipvsadm-save)");
     run.layout = large;
+}
+
+/// Waits (at most 60 s) until a long-lived connection to `target` (on `backend`, if given) has
+/// been answered and has at least 10 s of its lifetime left, so that the next operation meets
+/// it: an operation that would cut it cannot pass for lack of a connection to cut.
+fn await_long_lived(load: &Load, target: SocketAddr, backend: Option<SocketAddr>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sessions = load.sessions();
+        let meets = |session: &Session| {
+            session.target == target
+                && backend.is_none_or(|backend| session.backend == backend)
+                && session.ends > Instant::now() + Duration::from_secs(10)
+        };
+        if sessions.iter().any(meets) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no long-lived connection to {target} on {backend:?}: {sessions:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Services, and services plus destinations, in the calling thread's network namespace, from
