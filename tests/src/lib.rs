@@ -4,6 +4,7 @@
 //! Test traffic only ever goes to addresses inside namespaces these helpers created.
 
 pub mod frames;
+pub mod load;
 
 use std::{
     fs::File,

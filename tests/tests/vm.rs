@@ -16,6 +16,7 @@ mod vm {
     mod ipvs_scale;
     mod ipvs_traffic;
     mod observer;
+    mod reliability;
     mod removal;
     mod scheduler_swap;
     mod smoke;

@@ -26,7 +26,6 @@ use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -37,7 +36,7 @@ use std::{
 use libraflux_tests::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::support::restore;
+use super::support::{check_generated_section, restore, workspace};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 220, 0, 10);
 /// How long a probe waits for an answer before it calls the flow `stalls`.
@@ -468,29 +467,6 @@ fn render(kernel: &str, rows: &BTreeMap<(usize, usize), Vec<Row>>, udp_idle: &[(
     out
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// Lines that differ between the committed and the fresh table, `-` committed, `+` fresh.
-fn diff(committed: &str, fresh: &str) -> String {
-    let old: Vec<&str> = committed.lines().collect();
-    let new: Vec<&str> = fresh.lines().collect();
-    let mut out = String::new();
-    for index in 0..old.len().max(new.len()) {
-        let (a, b) = (old.get(index), new.get(index));
-        if a != b {
-            if let Some(a) = a {
-                out.push_str(&format!("-{a}\n"));
-            }
-            if let Some(b) = b {
-                out.push_str(&format!("+{b}\n"));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn connection_behavior_matches_the_committed_doc() {
     let started = Instant::now();
@@ -543,21 +519,11 @@ fn connection_behavior_matches_the_committed_doc() {
     std::fs::write(results.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
 
     let fresh = render(&kernel, &rows, &udp_idle);
-    let doc_path = workspace().join("docs/connection-behavior.md");
-    let doc = std::fs::read_to_string(&doc_path).expect("reading docs/connection-behavior.md");
-    let start = doc.find(BEGIN).expect("begin marker in the doc") + BEGIN.len();
-    let end = doc.find(END).expect("end marker in the doc");
-    let committed = doc[start..end].trim_matches('\n');
-    if std::env::var_os("BLESS").is_some() {
-        let blessed = format!("{}\n{}\n{}", &doc[..start], fresh.trim_matches('\n'), &doc[end..]);
-        std::fs::write(&doc_path, blessed).unwrap();
-        eprintln!("BLESS: rewrote the table in {}", doc_path.display());
-        return;
-    }
-    assert!(
-        committed == fresh.trim_matches('\n'),
-        "docs/connection-behavior.md disagrees with this run (results in target/behavior/results.json; \
-         BLESS=1 rewrites the table):\n{}",
-        diff(committed, fresh.trim_matches('\n'))
+    check_generated_section(
+        "docs/connection-behavior.md",
+        BEGIN,
+        END,
+        &fresh,
+        "target/behavior/results.json",
     );
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux_tests::{libraflux_bin, sorted_lines};
+use libraflux_tests::sorted_lines;
 
 use super::support::Node;
 
@@ -42,13 +42,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon in `node`'s namespace with NOTIFY_SOCKET set, and waits for READY=1.
     pub fn start(node: &Node, config: &str) -> Self {
+        Self::start_within(node, config, Duration::from_secs(30))
+    }
+
+    /// [`Daemon::start`], waiting at most `within` for READY=1.
+    pub fn start_within(node: &Node, config: &str, within: Duration) -> Self {
         let notify_path = node.dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
-        notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        notify.set_read_timeout(Some(within)).unwrap();
         let log = node.dir.join("daemon.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", node.netns.name(), &libraflux_bin(), "daemon", "-c", config])
+            .args(["netns", "exec", node.netns.name(), &node.bin, "daemon", "-c", config])
             .args(["--reconcile-interval", "1s", "--state-dir"])
             .arg(&node.dir)
             .env("NOTIFY_SOCKET", &notify_path)
@@ -61,7 +66,7 @@ impl Daemon {
         let mut buf = [0u8; 256];
         let len = notify
             .recv(&mut buf)
-            .unwrap_or_else(|err| panic!("no READY=1 within 30 s ({err}):\n{}", daemon.log()));
+            .unwrap_or_else(|err| panic!("no READY=1 within {within:?} ({err}):\n{}", daemon.log()));
         assert_eq!(
             String::from_utf8_lossy(&buf[..len]).trim_end(),
             "READY=1",

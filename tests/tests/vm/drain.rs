@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux_tests::{NetNs, libraflux_bin};
+use libraflux_tests::NetNs;
 
 use super::{daemon::Daemon, support::Node};
 
@@ -83,7 +83,7 @@ impl Topology {
     fn drain(&self, args: &[&str]) -> Child {
         let dir = self.node.dir.to_string_lossy().into_owned();
         Command::new("ip")
-            .args(["netns", "exec", self.node.netns.name(), &libraflux_bin(), "drain"])
+            .args(["netns", "exec", self.node.netns.name(), &self.node.bin, "drain"])
             .args(args)
             .args(["--state-dir", &dir])
             .stdout(Stdio::piped())

@@ -191,6 +191,9 @@ pub fn thresholds(netns: &NetNs) -> Vec<(String, u32, u32)> {
 pub struct Node {
     pub netns: NetNs,
     pub dir: PathBuf,
+    /// The `libraflux` binary this node runs: [`libraflux_tests::libraflux_bin`] unless a test
+    /// points it at a copy.
+    pub bin: String,
 }
 
 impl Node {
@@ -201,7 +204,7 @@ impl Node {
         netns.ip(&["link", "set", "lfvip0", "up"]);
         let dir = std::env::temp_dir().join(netns.name());
         std::fs::create_dir_all(&dir).unwrap();
-        Self { netns, dir }
+        Self { netns, dir, bin: libraflux_tests::libraflux_bin() }
     }
 
     /// Writes a config file. Unless `text` sets `snapshots` itself, it gets a `snapshots.dir` in
@@ -222,7 +225,7 @@ impl Node {
     }
 
     pub fn libraflux(&self, args: &[&str]) -> Ran {
-        self.netns.run(&libraflux_tests::libraflux_bin(), args)
+        self.netns.run(&self.bin, args)
     }
 
     /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
@@ -249,4 +252,51 @@ impl Node {
     pub fn saved(&self) -> String {
         libraflux_tests::sorted_lines(&self.netns.exec("ipvsadm-save", &["-n"]))
     }
+}
+
+/// The workspace root, where docs/ and target/ live.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A section of a committed doc that a VM test generates from what it observed: the lines
+/// between `begin` and `end` in `doc` (relative to the workspace). Fails with a diff when the
+/// committed section and `fresh` disagree; with `BLESS` set, rewrites the section instead.
+/// `results` names where the run's raw results are, for the failure message.
+pub fn check_generated_section(doc: &str, begin: &str, end: &str, fresh: &str, results: &str) {
+    let doc_path = workspace().join(doc);
+    let text = std::fs::read_to_string(&doc_path).unwrap_or_else(|err| panic!("reading {doc}: {err}"));
+    let start = text.find(begin).unwrap_or_else(|| panic!("begin marker in {doc}")) + begin.len();
+    let stop = text.find(end).unwrap_or_else(|| panic!("end marker in {doc}"));
+    let committed = text[start..stop].trim_matches('\n');
+    let fresh = fresh.trim_matches('\n');
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&doc_path, format!("{}\n{fresh}\n{}", &text[..start], &text[stop..])).unwrap();
+        eprintln!("BLESS: rewrote the generated section of {}", doc_path.display());
+        return;
+    }
+    assert!(
+        committed == fresh,
+        "{doc} disagrees with this run (results in {results}; BLESS=1 rewrites it):\n{}",
+        diff(committed, fresh)
+    );
+}
+
+/// Lines that differ between the committed and the fresh text, `-` committed, `+` fresh.
+fn diff(committed: &str, fresh: &str) -> String {
+    let old: Vec<&str> = committed.lines().collect();
+    let new: Vec<&str> = fresh.lines().collect();
+    let mut out = String::new();
+    for index in 0..old.len().max(new.len()) {
+        let (a, b) = (old.get(index), new.get(index));
+        if a != b {
+            if let Some(a) = a {
+                out.push_str(&format!("-{a}\n"));
+            }
+            if let Some(b) = b {
+                out.push_str(&format!("+{b}\n"));
+            }
+        }
+    }
+    out
 }
