@@ -124,11 +124,18 @@ impl Daemon {
             return;
         }
         let started_unix_ms = drain::now_ms();
+        let mut services: Vec<&ServiceKey> = missing.iter().map(|(service, _)| service).collect();
+        services.dedup();
+        for service in services.into_iter().filter(|service| leaving.services.contains(service)) {
+            tracing::warn!(%service, "left the configuration: its backends at weight 0, deleted once all are drained");
+        }
         let new: Vec<DrainEntry> = missing
             .iter()
             .map(|(service, backend)| {
                 let rules = self.config.settings.get(service).map(|s| s.drain).unwrap_or_default();
-                tracing::warn!(%service, %backend, "left the configuration: weight 0, deleted once drained");
+                if !leaving.services.contains(service) {
+                    tracing::warn!(%service, %backend, "left the configuration: weight 0, deleted once drained");
+                }
                 DrainEntry {
                     service: *service,
                     backend: *backend,

@@ -11,6 +11,9 @@ use super::{B1, B2, VIP};
 pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 pub const HEALTH_FALL: u32 = 2;
 
+/// How long a UDP backend that leaves the config is drained before it is deleted.
+pub const UDP_DRAIN_TIMEOUT: &str = "8s";
+
 /// One IPVS service of the test's config, with its backends (address, weight).
 #[derive(Clone, Debug)]
 pub struct Svc {
@@ -63,6 +66,12 @@ impl Svc {
         } else {
             out.push_str("    health:\n      type: none\n");
         }
+        // Short drains, so what leaves the config is deleted within the suite's time. TCP waits
+        // out the long-lived connections (LIFETIME). A UDP drain ends by its timeout: IPVS keeps
+        // sending a datagram whose source port repeats a flow it still holds (300 s) to the
+        // backend at weight 0, and with a fresh port per request that happens every few seconds.
+        let timeout = if self.protocol == "udp" { UDP_DRAIN_TIMEOUT } else { "60s" };
+        let _ = writeln!(out, "    drain: {{ grace: 1s, quiet: 2s, timeout: {timeout} }}");
         out.push_str("    backends:\n");
         for (address, weight) in &self.backends {
             let _ = writeln!(
@@ -147,7 +156,7 @@ impl Layout {
 
     pub fn yaml(&self) -> String {
         let mut out = String::from(
-            "node:\n  interface: lfvip0\nlimits:\n  max_services_created: 100\n  max_services_deleted: 100\n  \
+            "node:\n  interface: [lfvip0, lf-c]\nlimits:\n  max_services_created: 100\n  max_services_deleted: 100\n  \
              max_backends_per_service: 100\nservices:\n",
         );
         for service in &self.services {

@@ -62,7 +62,7 @@ impl Figures<'_> {
     fn verdict(&self) -> ([String; 3], String) {
         if let Some(why) = self.known {
             let cells = ["measured, not asserted"; 3].map(str::to_owned);
-            return (cells, format!("loses traffic (being fixed: {why})"));
+            return (cells, format!("loses traffic (known: {why})"));
         }
         let allowance = self.window.allowance.as_ref();
         let cells = Kind::ALL.map(|kind| match allowance {
