@@ -2,6 +2,10 @@
 //! [`crate::plan::Phases`]). Every caller that changes IPVS from a plan (`apply`, snapshot
 //! restore, the daemon's reconcile) goes through [`execute`].
 
+mod shield;
+
+pub use shield::{CommandShield, ShieldReport, execute_alone};
+
 use crate::{
     ipvs::{ApplyReport, Ipvs, OnFailure, OpOutcome},
     observe::{RefusalShield, ShieldHold},

@@ -2,7 +2,7 @@
 //! so, and otherwise snapshot the table and carry out exactly the plan that was shown.
 
 use libraflux::{
-    apply::Executed,
+    apply::{Executed, ShieldReport},
     ipvs::{self, IpvsClient, OpOutcome},
     plan::{self, LimitViolation, Plan, Removal},
     preflight::Report,
@@ -115,8 +115,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
             }
         };
         outcome.snapshot_taken(&taken);
-        let executed = libraflux::apply::execute(&mut client, &plan.phases()).await;
+        let phases = plan.phases();
+        let (executed, shield) =
+            libraflux::apply::execute_alone(&mut client, &phases, &config.node.interfaces).await;
         outcome.applied(&executed);
+        outcome.shield(&shield);
         if !executed.is_complete() || plan.leaving.is_empty() {
             outcome.finish();
             return incomplete(&executed, "apply");
@@ -230,6 +233,37 @@ impl Outcome {
                     "reduce_withheld": executed.reduce_withheld,
                 })
             }
+        }
+    }
+
+    /// What became of the refusals of a scheduler change (nothing when the plan had none).
+    pub(super) fn shield(&mut self, shield: &ShieldReport) {
+        let value = match shield {
+            ShieldReport::NotNeeded => return,
+            ShieldReport::Held { interfaces, held_back } => {
+                if self.output == Output::Text {
+                    let count =
+                        held_back.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
+                    println!(
+                        "While the scheduler changed, {count} refusal(s) of new connections were held back \
+                         (eBPF at the egress of {}); those clients retry.",
+                        interfaces.join(", ")
+                    );
+                }
+                json!({ "held": true, "interfaces": interfaces, "held_back": held_back })
+            }
+            ShieldReport::Unavailable(why) => {
+                if self.output == Output::Text {
+                    println!(
+                        "warning: the scheduler changed without holding back refusals ({why}): new connections \
+                         in that moment may have been refused."
+                    );
+                }
+                json!({ "held": false, "why": why })
+            }
+        };
+        if self.output == Output::Json {
+            self.json["refusal_shield"] = value;
         }
     }
 

@@ -307,7 +307,8 @@ impl Restore<'_> {
             }
             let mut client = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
             let target = Target { desired: &desired, ignore: &ignore, settings: config.map(|c| &c.settings) };
-            self.restore(&mut client, &mut outcome, &snapshot, target, &limits).await?;
+            let interfaces = config.map_or(&[][..], |c| c.node.interfaces.as_slice());
+            self.restore(&mut client, &mut outcome, &snapshot, target, &limits, interfaces).await?;
             checks
         })
     }
@@ -319,6 +320,7 @@ impl Restore<'_> {
         snapshot: &Snapshot,
         target: Target<'_>,
         limits: &Limits,
+        interfaces: &[String],
     ) -> anyhow::Result<()> {
         let observed = libraflux::ipvs::observed(client).await?;
         let none = std::collections::BTreeSet::new();
@@ -336,8 +338,10 @@ impl Restore<'_> {
             outcome.finish();
             return Ok(());
         }
-        let executed = libraflux::apply::execute(client, &plan.phases()).await;
+        let phases = plan.phases();
+        let (executed, shield) = libraflux::apply::execute_alone(client, &phases, interfaces).await;
         outcome.applied(&executed);
+        outcome.shield(&shield);
         if !executed.is_complete() {
             outcome.finish();
             return incomplete(&executed, "restore");

@@ -107,8 +107,8 @@ fn created(w: &mut Writer, service: &Service) {
 }
 
 /// What a scheduler change costs on the kernels we test (6.1): said in the plan, text and JSON.
-pub const SCHEDULER_SWAP_WARNING: &str = "new connections may be refused while the scheduler is swapped \
-     (the daemon holds those refusals back where its eBPF observer is attached)";
+pub const SCHEDULER_SWAP_WARNING: &str = "the kernel refuses new connections for a moment while the scheduler \
+     is swapped; LibraFlux holds those refusals back (clients retry) with eBPF at the egress of node.interface";
 
 fn updated(w: &mut Writer, update: &ServiceUpdate, leaving: &Leaving) {
     if leaving.services.contains(&update.key()) {

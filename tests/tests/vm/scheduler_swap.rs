@@ -12,6 +12,10 @@
 //! their way out. A TCP client then retransmits its SYN about 1 s later and connects (the test
 //! reports how many connections took that long); a UDP client's datagram is lost instead of
 //! refused (reported as timed out).
+//!
+//! What operators run does the same: the daemon on a reload, and `libraflux apply` (which loads
+//! the counter program itself while it changes a scheduler), each with the client-facing
+//! interface in `node.interface`.
 
 use std::{
     io::{ErrorKind, Read as _, Write as _},
@@ -39,8 +43,14 @@ use super::{
 
 /// In-place scheduler changes per test, alternating wrr and rr.
 const SWAPS: usize = 30;
-/// Between two changes: the load keeps going meanwhile.
-const PAUSE: Duration = Duration::from_millis(150);
+/// Between two changes (the load keeps going meanwhile): 100 to 250 ms, varied. With a fixed
+/// 150 ms pause the changes were periodic, and a client's SYN retransmissions (1 s, then 2 s more)
+/// could keep meeting them: one connection met three windows in a row (7.2 s here; in CI one
+/// timed out at 5 s).
+fn pause(change: usize) -> Duration {
+    const PAUSES_MS: [u64; 8] = [110, 230, 150, 190, 130, 250, 170, 210];
+    Duration::from_millis(PAUSES_MS[change % PAUSES_MS.len()])
+}
 /// Load before the first change and after the last: long enough for a SYN retransmitted after
 /// the kernel's initial 1 s RTO to complete.
 const SETTLE: Duration = Duration::from_millis(1500);
@@ -81,14 +91,20 @@ impl Tally {
             }
             Err(err) if err.kind() == ErrorKind::ConnectionRefused => self.refused += 1,
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.timed_out += 1
+                self.timed_out += 1;
+                self.keep(&err);
             }
             Err(err) => {
                 self.other += 1;
-                if self.errors.len() < 5 {
-                    self.errors.push(err.to_string());
-                }
+                self.keep(&err);
             }
+        }
+    }
+
+    /// Keeps the first few errors that are not refusals, to say what they were.
+    fn keep(&mut self, err: &std::io::Error) {
+        if self.errors.len() < 5 {
+            self.errors.push(err.to_string());
         }
     }
 
@@ -128,12 +144,15 @@ fn load(
 fn tcp_request() -> std::io::Result<Duration> {
     let started = Instant::now();
     let vip: SocketAddr = "10.220.0.10:80".parse().expect("VIP");
-    // Long enough for two SYN retransmissions (1 s, then 2 s more).
-    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    stream.write_all(b"ping\n")?;
+    // Long enough for three SYN retransmissions (after 1 s, 2 s more and 4 s more): on a slow
+    // machine a swap's window is long, and one client can meet several in a row.
+    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(8))
+        .map_err(|err| std::io::Error::new(err.kind(), format!("connect: {err}")))?;
+    let after = |err: std::io::Error| std::io::Error::new(err.kind(), format!("after connecting: {err}"));
+    stream.set_read_timeout(Some(Duration::from_secs(3))).map_err(after)?;
+    stream.write_all(b"ping\n").map_err(after)?;
     let mut answer = [0u8; 5];
-    stream.read_exact(&mut answer)?;
+    stream.read_exact(&mut answer).map_err(after)?;
     assert_eq!(&answer, b"pong\n", "the backend's answer");
     Ok(started.elapsed())
 }
@@ -204,7 +223,7 @@ fn balanced(key: &str) -> Service {
     with_dests(service(key, "rr"), &backends)
 }
 
-/// Changes the scheduler of `service` [`SWAPS`] times in place with our client, [`PAUSE`]
+/// Changes the scheduler of `service` [`SWAPS`] times in place with our client, [`pause`]
 /// apart, alternating wrr and rr, each under a hold of `shield` on the service's VIP: what the
 /// apply path does around an `UpdateService` that changes the scheduler.
 fn swap_schedulers(node: &NetNs, service: Service, shield: &RefusalShield) {
@@ -218,7 +237,7 @@ fn swap_schedulers(node: &NetNs, service: Service, shield: &RefusalShield) {
             let report = client.apply_ops(&[Op::UpdateService(changed)], OnFailure::Stop).await;
             hold.release().expect("end the shield");
             assert_eq!(report.applied(), 1, "scheduler change {swap}: {report:?}");
-            tokio::time::sleep(PAUSE).await;
+            tokio::time::sleep(pause(swap)).await;
         }
     });
     assert!(shield.shielded().expect("list shielded VIPs").is_empty(), "every hold ended");
@@ -294,50 +313,106 @@ fn udp_scheduler_swaps_refuse_no_request() {
 /// through its own observer, so no connection is refused.
 #[test]
 fn daemon_reloads_that_change_the_scheduler_refuse_no_connection() {
-    const RELOADS: usize = 10;
-    let topology = Topology::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    tcp_backends(&topology.backends, &stop);
-    topology.node.netns.exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"]);
-    let config = topology.config("tcp", 80, BACKEND_PORTS);
-    let with_scheduler = |scheduler: &str| {
-        let text = std::fs::read_to_string(&config).expect("the config");
-        let text = text.replace("[lfvip0, lf-d]", "[lfvip0, lf-c, lf-d]");
-        let text = text.replace("scheduler: rr", &format!("scheduler: {scheduler}"));
-        let text = text.replace("scheduler: wrr", &format!("scheduler: {scheduler}"));
-        std::fs::write(&config, text).expect("write the config");
-    };
-    with_scheduler("rr");
-    let daemon = Daemon::start(&topology.node, &config);
-    topology.client.enter(|| tcp_request().expect("a request through the VIP"));
-
-    let load_stop = Arc::new(AtomicBool::new(false));
-    let loop_handle = load(&topology.client, &load_stop, tcp_request);
-    std::thread::sleep(SETTLE);
-    for reload in 0..RELOADS {
-        let scheduler = if reload % 2 == 0 { "wrr" } else { "rr" };
-        with_scheduler(scheduler);
+    let run = OperatorRun::new();
+    let daemon = Daemon::start(&run.topology.node, &run.config);
+    run.under_changes("daemon: reloads", |scheduler| {
+        run.set_scheduler(scheduler);
         daemon.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         let line = format!("-A -t 10.220.0.10:80 -s {scheduler}");
-        while !topology.node.saved().contains(&line) {
-            assert!(Instant::now() < deadline, "reload {reload} not applied:\n{}", daemon.log());
+        while !run.topology.node.saved().contains(&line) {
+            assert!(Instant::now() < deadline, "reload to {scheduler} not applied:\n{}", daemon.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(PAUSE);
+        0
+    });
+}
+
+/// The same with no daemon: `libraflux apply` of the edited config. apply loads the counter
+/// program itself for a plan that changes a scheduler, attaches it at the egress of every
+/// `node.interface` while it runs, and says how many refusals it held back.
+#[test]
+fn applies_that_change_the_scheduler_refuse_no_connection() {
+    let run = OperatorRun::new();
+    run.topology.node.libraflux(&["apply", "-c", &run.config]).assert_code(0);
+    run.under_changes("apply", |scheduler| {
+        run.set_scheduler(scheduler);
+        let applied = run.topology.node.libraflux(&["apply", "-c", &run.config]);
+        applied.assert_code(0);
+        let line = format!("-A -t 10.220.0.10:80 -s {scheduler}");
+        assert!(run.topology.node.saved().contains(&line), "apply to {scheduler}:\n{}", applied.stdout);
+        let said = "refusal(s) of new connections were held back (eBPF at the egress of lfvip0, lf-c, lf-d)";
+        let at =
+            applied.stdout.find(said).unwrap_or_else(|| panic!("no word of the shield:\n{}", applied.stdout));
+        let count = applied.stdout[..at].rsplit(' ').nth(1).expect("a count before the words");
+        count.parse::<u64>().unwrap_or_else(|_| panic!("count {count:?} in:\n{}", applied.stdout))
+    });
+}
+
+/// A node as operators run it: the TCP service of [`Topology::config`] with the client-facing
+/// interface in `node.interface`, the backends answering, and no ICMP rate limit.
+struct OperatorRun {
+    topology: Topology,
+    config: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl OperatorRun {
+    /// Scheduler changes per test, alternating wrr and rr.
+    const CHANGES: usize = 10;
+
+    fn new() -> Self {
+        let topology = Topology::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        tcp_backends(&topology.backends, &stop);
+        topology.node.netns.exec("sysctl", &["-qw", "net.ipv4.icmp_ratelimit=0"]);
+        let config = topology.config("tcp", 80, BACKEND_PORTS);
+        let run = Self { topology, config, stop };
+        run.set_scheduler("rr");
+        run
     }
-    std::thread::sleep(SETTLE);
-    load_stop.store(true, Ordering::Relaxed);
-    let tally = loop_handle.join().expect("the load loop");
-    stop.store(true, Ordering::Relaxed);
-    wake(&topology.backends);
-    eprintln!("daemon: {RELOADS} reloads changing the scheduler: {}", tally.summary());
-    assert!(tally.ok > 0, "no request got through: {}", tally.summary());
-    assert_eq!(
-        (tally.refused, tally.timed_out, tally.other),
-        (0, 0, 0),
-        "scheduler changes by reload failed connections: {}\n{}",
-        tally.summary(),
-        daemon.log()
-    );
+
+    fn set_scheduler(&self, scheduler: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("the config");
+        let text = text.replace("[lfvip0, lf-d]", "[lfvip0, lf-c, lf-d]");
+        let text = text.replace("scheduler: rr", &format!("scheduler: {scheduler}"));
+        let text = text.replace("scheduler: wrr", &format!("scheduler: {scheduler}"));
+        std::fs::write(&self.config, text).expect("write the config");
+    }
+
+    /// Runs the load while `change` sets the scheduler [`Self::CHANGES`] times (it returns the
+    /// refusals it says were held back); no connection may fail.
+    fn under_changes(&self, what: &str, mut change: impl FnMut(&str) -> u64) {
+        self.topology.client.enter(|| tcp_request().expect("a request through the VIP"));
+        let load_stop = Arc::new(AtomicBool::new(false));
+        let loop_handle = load(&self.topology.client, &load_stop, tcp_request);
+        std::thread::sleep(SETTLE);
+        let mut held_back = 0;
+        for round in 0..Self::CHANGES {
+            held_back += change(if round % 2 == 0 { "wrr" } else { "rr" });
+            std::thread::sleep(pause(round));
+        }
+        std::thread::sleep(SETTLE);
+        load_stop.store(true, Ordering::Relaxed);
+        let tally = loop_handle.join().expect("the load loop");
+        eprintln!(
+            "{what}: {} changing the scheduler: {}; said held back: {held_back}",
+            Self::CHANGES,
+            tally.summary()
+        );
+        assert!(tally.ok > 0, "no request got through: {}", tally.summary());
+        assert_eq!(
+            (tally.refused, tally.timed_out, tally.other),
+            (0, 0, 0),
+            "{what}: scheduler changes failed connections: {}",
+            tally.summary()
+        );
+    }
+}
+
+impl Drop for OperatorRun {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        wake(&self.topology.backends);
+    }
 }

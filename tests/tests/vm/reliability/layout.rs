@@ -67,8 +67,8 @@ impl Svc {
             out.push_str("    health:\n      type: none\n");
         }
         // Short drains, so what leaves the config is deleted within the suite's time. TCP waits
-        // out the long-lived connections (LIFETIME). A UDP drain ends by its timeout: IPVS keeps
-        // sending a datagram whose source port repeats a flow it still holds (300 s) to the
+        // out the long-lived connections (LIFETIME). A UDP drain mostly ends by its timeout: IPVS
+        // keeps sending a datagram whose source port repeats a flow it still holds (300 s) to the
         // backend at weight 0, and with a fresh port per request that happens every few seconds.
         let timeout = if self.protocol == "udp" { UDP_DRAIN_TIMEOUT } else { "60s" };
         let _ = writeln!(out, "    drain: {{ grace: 1s, quiet: 2s, timeout: {timeout} }}");
