@@ -9,6 +9,7 @@ mod vm {
     mod daemon;
     mod daemon_health;
     mod daemon_limits;
+    mod daemon_reload;
     mod drain;
     mod ipvs_capture;
     mod ipvs_client;

@@ -4,6 +4,7 @@
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down.
 
 mod accepted;
+mod background;
 mod drains;
 mod observer;
 pub mod reconcile;
@@ -18,6 +19,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
+    background::Background,
     observer::Observer,
     reconcile::{Outcome, Trigger},
 };
@@ -54,6 +56,7 @@ struct Record {
 
 struct Daemon {
     options: Options,
+    background: Background,
     config: Config,
     ipvs: IpvsClient,
     record: Record,
@@ -68,10 +71,18 @@ struct Daemon {
     /// Services kept whole although every backend is unhealthy, as of the last reconcile.
     fail_open: std::collections::BTreeSet<ServiceKey>,
     status: tokio::sync::watch::Sender<serde_json::Value>,
+    /// When the health transitions seen since the last reconcile are reconciled
+    /// ([`HEALTH_COALESCE`] after the first of them).
+    health_due: Option<tokio::time::Instant>,
 }
 
 /// How often drains are looked for and evaluated.
 const DRAIN_TICK: Duration = Duration::from_millis(500);
+
+/// Health transitions within this long of the first one are reconciled together, once: a burst
+/// (a switch port flapping under many backends) costs one plan and one table read, not one each.
+/// This is the most a transition waits before IPVS follows it.
+const HEALTH_COALESCE: Duration = Duration::from_millis(250);
 
 /// `/healthz` fails when no reconcile finished for this many intervals.
 const STALE_INTERVALS: u32 = 3;
@@ -86,12 +97,17 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let mut interrupt = signal(SignalKind::interrupt())?;
     let (status, status_reader) = tokio::sync::watch::channel(serde_json::Value::Null);
     let metrics = Arc::new(Metrics::new(&config.node.name, config.metrics.max_series));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let background = spawn_background(&config, &options, &metrics, status_reader, &stopped).await?;
+    let endpoint = metrics::http::Endpoint {
+        metrics: Arc::clone(&metrics),
+        status: status_reader,
+        staleness: options.reconcile_interval * STALE_INTERVALS,
+    };
+    let background = Background::start(&config, endpoint).await?;
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let drains = DrainStore::new(&options.state_dir);
     let mut daemon = Daemon {
         options,
+        background,
         observer: Observer::start(&config),
         drains,
         drain_entries: Vec::new(),
@@ -103,6 +119,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         health,
         fail_open: Default::default(),
         status,
+        health_due: None,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
@@ -126,9 +143,16 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         tokio::select! {
             _ = hangup.recv() => daemon.reload().await,
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
-            Some(event) = health_events.recv() => daemon.health_event(event).await,
+            Some(event) = health_events.recv() => daemon.health_event(event),
+            () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
+                daemon.reconcile(Trigger::HealthChange).await;
+            }
             _ = drain_tick.tick() => daemon.drain_tick().await,
             _ = flows_tick.tick() => {
+                if flows_tick.period() != daemon.config.metrics.collect_interval {
+                    flows_tick = tokio::time::interval(daemon.config.metrics.collect_interval);
+                    flows_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
                 if let Some(snapshot) = daemon.observer.snapshot() {
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
@@ -140,12 +164,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
-    stop.send_replace(true);
-    for task in background {
-        if tokio::time::timeout(Duration::from_secs(10), task).await.is_err() {
-            tracing::warn!("a background task did not stop within 10 s");
-        }
-    }
+    daemon.background.stop().await;
     Ok(())
 }
 
@@ -169,45 +188,11 @@ fn record_accepted(options: &Options, config: &Config) {
     }
 }
 
-/// Starts the metrics endpoint and the IPVS statistics collector (on its own netlink socket,
-/// on `metrics.collect_interval`, so scrapes never touch the kernel).
-async fn spawn_background(
-    config: &Config,
-    options: &Options,
-    metrics: &Arc<Metrics>,
-    status: tokio::sync::watch::Receiver<serde_json::Value>,
-    stopped: &tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let endpoint = metrics::http::Endpoint {
-        metrics: Arc::clone(metrics),
-        status,
-        staleness: options.reconcile_interval * STALE_INTERVALS,
-    };
-    let server = metrics::http::Server::bind(config.metrics.listen, endpoint).await?;
-    tracing::info!(listen = %server.local_addr(), "serving /metrics, /healthz and /status");
-    let serve = tokio::spawn(server.serve(until_stopped(stopped.clone())));
-    let mut collector_ipvs = IpvsClient::connect().await?;
-    let collector_metrics = Arc::clone(metrics);
-    let interval = config.metrics.collect_interval;
-    let collect_stopped = stopped.clone();
-    let collect = tokio::spawn(async move {
-        metrics::collect_ipvs(
-            &mut collector_ipvs,
-            &collector_metrics,
-            interval,
-            until_stopped(collect_stopped),
-        )
-        .await;
-    });
-    Ok(vec![serve, collect])
-}
-
 impl Daemon {
     async fn reconcile(&mut self, trigger: Trigger) {
         let started = Instant::now();
+        // This reconcile reads the health as it is now: transitions waiting to be coalesced are in.
+        self.health_due = None;
         let config = &self.config;
         // Drains first, then health: a service whose drains and unhealthy backends leave nothing
         // serving fails open rather than going dark.
@@ -215,6 +200,9 @@ impl Daemon {
         drain::apply_to(&mut drained, &self.drain_entries);
         let (desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
         self.set_fail_open(fail_open);
+        if self.observer.retry_if_due(&self.config) {
+            self.metrics.set_ebpf_attached(true);
+        }
         self.observer.sync(&self.config);
         let config = &self.config;
         let shield = self.observer.refusal_shield();
@@ -260,7 +248,7 @@ impl Daemon {
     }
 
     /// Every probe result is counted; a change of verdict re-plans the weights.
-    async fn health_event(&mut self, event: HealthEvent) {
+    fn health_event(&mut self, event: HealthEvent) {
         let Some(settings) = self.config.settings.get(&event.service) else { return };
         let outcome = match &event.result {
             Ok(()) => CheckOutcome::Success,
@@ -278,7 +266,22 @@ impl Daemon {
         if event.transition.is_some() {
             let state = if event.healthy { "healthy" } else { "unhealthy" };
             tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason, "backend is now {state}");
-            self.reconcile(Trigger::HealthChange).await;
+            self.health_due.get_or_insert_with(|| tokio::time::Instant::now() + HEALTH_COALESCE);
+        }
+    }
+
+    /// Drops the health series of the backends and services `previous` had and the running
+    /// config has not. (Their IPVS series go when IPVS no longer lists them: a removed backend
+    /// keeps its counters while it drains.)
+    fn forget_series(&self, previous: &Config) {
+        for (key, service) in &previous.desired {
+            let Some(now) = self.config.desired.get(key) else {
+                self.metrics.forget_service(*key);
+                continue;
+            };
+            for backend in service.destinations.keys().filter(|b| !now.destinations.contains_key(b)) {
+                self.metrics.forget_backend(*key, *backend);
+            }
         }
     }
 
@@ -373,11 +376,29 @@ impl Daemon {
                 self.publish_status();
             }
             Ok(config) => {
+                let prepared = match self.background.prepare(&config).await {
+                    Ok(prepared) => prepared,
+                    Err(err) => {
+                        self.record.reloads_failed += 1;
+                        self.metrics.record_reload(false);
+                        tracing::error!(
+                            error = %format!("{:#}", anyhow::Error::from(err)),
+                            "config reload rejected; the running config stays in force"
+                        );
+                        self.publish_status();
+                        return;
+                    }
+                };
                 record_accepted(&self.options, &config);
                 self.record.reloads_ok += 1;
                 self.metrics.record_reload(true);
                 tracing::info!(services = config.desired.len(), "config reloaded");
-                self.config = config;
+                let previous = std::mem::replace(&mut self.config, config);
+                self.background.reconfigure(&self.config, prepared).await;
+                self.metrics.set_max_series(self.config.metrics.max_series);
+                self.forget_series(&previous);
+                self.observer.reconfigure(&self.config);
+                self.metrics.set_ebpf_attached(self.observer.attached());
                 self.update_health_checks();
                 self.reconcile(Trigger::ConfigReload).await;
             }
@@ -414,6 +435,14 @@ impl Daemon {
             })),
         });
         self.status.send_replace(status);
+    }
+}
+
+/// Completes at `due`; never when there is none (the select arm is disabled then anyway).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 

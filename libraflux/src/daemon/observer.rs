@@ -11,7 +11,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
@@ -27,10 +27,17 @@ use crate::{
 /// Room for destinations added by reloads without reloading the programs.
 const MIN_DESTINATIONS: u32 = 1024;
 
+/// The first wait before an observer that failed to start is tried again; it doubles after
+/// every failure, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// The attached counters, if eBPF could be loaded.
 #[derive(Debug)]
 pub struct Observer {
     counters: Option<Counters>,
+    /// When a failed start is tried again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
 }
 
 #[derive(Debug)]
@@ -39,21 +46,79 @@ struct Counters {
     vips: FlowCounter,
     /// At egress of every `node.interface`, watching the NAT backends.
     backends: FlowCounter,
+    /// Where both are attached.
+    interfaces: Vec<String>,
 }
 
 impl Observer {
-    /// Loads and attaches both counters to every `node.interface`.
+    /// Loads and attaches both counters to every `node.interface`. When that fails, the daemon
+    /// goes on without them and [`Observer::retry_if_due`] tries again, with backoff.
     pub fn start(config: &Config) -> Self {
+        let mut observer = Self { counters: None, retry: None };
+        observer.try_start(config, RETRY_FIRST);
+        observer
+    }
+
+    fn try_start(&mut self, config: &Config, backoff: Duration) {
+        self.retry = None;
         if config.node.interfaces.is_empty() {
             tracing::info!("no node.interface configured: the eBPF observer is off");
-            return Self { counters: None };
+            return;
         }
         match attach(config) {
-            Ok(counters) => Self { counters: Some(counters) },
+            Ok(counters) => self.counters = Some(counters),
             Err(err) => {
-                tracing::warn!(error = %render(&err), "eBPF observer unavailable; using IPVS counters only");
-                Self { counters: None }
+                tracing::warn!(
+                    error = %render(&err),
+                    retry_in = ?backoff,
+                    "eBPF observer unavailable; using IPVS counters only until it starts"
+                );
+                self.retry = Some((Instant::now() + backoff, (backoff * 2).min(RETRY_MAX)));
             }
+        }
+    }
+
+    /// Tries a failed start again once its backoff has passed; true if the observer started.
+    pub fn retry_if_due(&mut self, config: &Config) -> bool {
+        match self.retry {
+            Some((at, next)) if Instant::now() >= at => {
+                self.try_start(config, next);
+                self.counters.is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// After a reload: attaches both counters to the interfaces `config` adds to
+    /// `node.interface` and detaches them from those it drops; starts the observer if it was
+    /// off or had failed (at once, not at its backoff), and stops it when no interface is left.
+    pub fn reconfigure(&mut self, config: &Config) {
+        if config.node.interfaces.is_empty() && self.counters.take().is_some() {
+            tracing::info!("node.interface is now empty: the eBPF observer is detached and off");
+        }
+        let Some(counters) = &mut self.counters else {
+            self.try_start(config, RETRY_FIRST);
+            return;
+        };
+        let wanted: BTreeSet<String> = config.node.interfaces.iter().cloned().collect();
+        let had: BTreeSet<String> = counters.interfaces.iter().cloned().collect();
+        if wanted == had {
+            return;
+        }
+        let mut result = Ok(());
+        for interface in had.difference(&wanted) {
+            result = result.and(counters.detach(interface));
+        }
+        for interface in wanted.difference(&had) {
+            result = result.and(counters.attach(interface));
+        }
+        match result {
+            Ok(()) => tracing::info!(interfaces = ?config.node.interfaces, "eBPF observer re-attached"),
+            Err(err) => tracing::error!(
+                error = %render(&err),
+                attached = ?counters.interfaces,
+                "cannot re-attach the eBPF observer to every node.interface"
+            ),
         }
     }
 
@@ -92,7 +157,7 @@ impl Observer {
 
     /// How long since the last packet to `key`: `Some(None)` if watched and none seen yet,
     /// `None` if it is not watched or no observer runs (no traffic signal).
-    pub fn idle(&self, key: &DestKey) -> Option<Option<std::time::Duration>> {
+    pub fn idle(&self, key: &DestKey) -> Option<Option<Duration>> {
         let flows = self.counters.as_ref()?.flows(key).ok()??;
         Some(flows.idle_for(Instant::now()))
     }
@@ -132,6 +197,20 @@ impl Observer {
 }
 
 impl Counters {
+    fn attach(&mut self, interface: &str) -> Result<(), ObserveError> {
+        self.vips.attach(interface, Direction::Ingress)?;
+        self.backends.attach(interface, Direction::Egress)?;
+        self.interfaces.push(interface.to_owned());
+        Ok(())
+    }
+
+    fn detach(&mut self, interface: &str) -> Result<(), ObserveError> {
+        self.vips.detach(interface, Direction::Ingress)?;
+        self.backends.detach(interface, Direction::Egress)?;
+        self.interfaces.retain(|attached| attached != interface);
+        Ok(())
+    }
+
     /// Both counters' destinations; one watched in both (a VIP that is also a NAT backend of
     /// another service) has both places' counts combined.
     fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
@@ -156,6 +235,7 @@ fn attach(config: &Config) -> Result<Counters, ObserveError> {
     let counters = Counters {
         vips: attach_at(config, Direction::Ingress, wanted.vips.len())?,
         backends: attach_at(config, Direction::Egress, wanted.backends.len())?,
+        interfaces: config.node.interfaces.clone(),
     };
     tracing::info!(
         interfaces = ?config.node.interfaces,

@@ -172,7 +172,8 @@ struct State {
 #[derive(Debug)]
 pub(super) struct IpvsCollector {
     node: String,
-    max_series: u64,
+    /// `metrics.max_series`; a reload changes it, and the next collection applies it.
+    max_series: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
 }
 
@@ -180,7 +181,7 @@ impl IpvsCollector {
     pub(super) fn new(node: &str, max_series: u64) -> Self {
         Self {
             node: node.to_owned(),
-            max_series,
+            max_series: max_series.into(),
             state: Mutex::new(State { backends: BTreeMap::new(), dropped: 0 }),
         }
     }
@@ -206,9 +207,13 @@ impl IpvsCollector {
         (before, state.dropped)
     }
 
+    pub(super) fn set_max_series(&self, max_series: u64) {
+        self.max_series.store(max_series, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// How many of `backends` fit under the limit.
     fn exported_backends(&self, backends: usize) -> u64 {
-        (backends as u64).min(self.max_series / SERIES_PER_BACKEND)
+        (backends as u64).min(self.max_series.load(std::sync::atomic::Ordering::Relaxed) / SERIES_PER_BACKEND)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

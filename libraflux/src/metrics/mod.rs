@@ -285,6 +285,11 @@ impl Metrics {
         self.fail_open.retain(|labels| labels.service != service);
     }
 
+    /// A reloaded `metrics.max_series`: the next collection exports or drops series by it.
+    pub fn set_max_series(&self, max_series: u64) {
+        self.ipvs.set_max_series(max_series);
+    }
+
     /// Caches the IPVS table read by the collection task; scrapes encode this copy.
     pub fn set_ipvs_snapshot(&self, services: &[ServiceStatus]) {
         // Logged when the number changes, not on every collection.
