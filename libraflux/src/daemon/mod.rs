@@ -74,6 +74,8 @@ struct Daemon {
     /// When the health transitions seen since the last reconcile are reconciled
     /// ([`HEALTH_COALESCE`] after the first of them).
     health_due: Option<tokio::time::Instant>,
+    /// Why the last reconcile did not converge; `None` when it did.
+    degraded: Option<String>,
 }
 
 /// How often drains are looked for and evaluated.
@@ -120,18 +122,25 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         fail_open: Default::default(),
         status,
         health_due: None,
+        degraded: None,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
     daemon.update_health_checks();
     daemon.load_drains();
     daemon.reconcile(Trigger::Startup).await;
-    notify(&[sd_notify::NotifyState::Ready]);
+    // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
+    // and metrics, and retries every interval; systemd's status line says it is degraded.
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
     tracing::info!(
         services = daemon.config.desired.len(),
         interval = ?daemon.options.reconcile_interval,
+        degraded = daemon.degraded.as_deref(),
         "daemon ready"
     );
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |every| every / 2));
     let mut tick = tokio::time::interval(daemon.options.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -158,6 +167,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 }
                 daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
             }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -217,19 +227,42 @@ impl Daemon {
         };
         let result = reconcile::reconcile(&mut self.ipvs, request).await;
         self.record.reconciles += 1;
-        match result {
+        let degraded = match result {
             Ok((outcome, leaving)) => {
                 self.log_outcome(trigger, &outcome);
                 self.record_metrics(&outcome, started.elapsed());
                 self.sync_removals(&leaving, outcome.result_label() == "ok");
+                match outcome {
+                    Outcome::Failed { errors, .. } => {
+                        Some(errors.first().cloned().unwrap_or_else(|| "an operation failed".to_owned()))
+                    }
+                    _ => None,
+                }
             }
             Err(err) => {
                 tracing::error!(?trigger, error = %err, "reconcile failed: cannot read IPVS");
                 self.record.last_outcome = Some((trigger, "error", 0));
                 self.metrics.record_reconcile(ReconcileResult::Error, started.elapsed(), &[]);
+                Some(format!("cannot read IPVS: {err}"))
             }
+        };
+        let changed = degraded.is_some() != self.degraded.is_some();
+        self.degraded = degraded;
+        if changed && trigger != Trigger::Startup {
+            notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
         }
         self.publish_status();
+    }
+
+    /// systemd's status line (`STATUS=`): converged, or degraded and why.
+    fn status_line(&self) -> String {
+        match &self.degraded {
+            None => format!("converged: {} services", self.config.desired.len()),
+            Some(why) => format!(
+                "degraded: the last reconcile failed ({why}); retrying every {:?}",
+                self.options.reconcile_interval
+            ),
+        }
     }
 
     /// Reads the drains; true if they changed since the last read.
@@ -424,6 +457,7 @@ impl Daemon {
             "reloads": { "ok": record.reloads_ok, "failed": record.reloads_failed },
             "last_successful_reconcile_unix": record.last_success.map(unix),
             "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "degraded": self.degraded,
             "health": self.health.snapshot(),
             "ebpf_attached": self.observer.attached(),
             "drains": self.drain_entries,

@@ -40,6 +40,9 @@ const SAVED: &str = "\
 pub struct Daemon {
     pub child: Child,
     log: std::path::PathBuf,
+    /// Where the daemon sends its sd_notify messages.
+    notify: UnixDatagram,
+    first_notification: std::sync::OnceLock<String>,
 }
 
 impl Daemon {
@@ -50,6 +53,11 @@ impl Daemon {
 
     /// [`Daemon::start`], waiting at most `within` for READY=1.
     pub fn start_within(node: &Node, config: &str, within: Duration) -> Self {
+        Self::start_with(node, config, within, &[])
+    }
+
+    /// [`Daemon::start_within`] with `env` set for the daemon.
+    pub fn start_with(node: &Node, config: &str, within: Duration, env: &[(&str, &str)]) -> Self {
         let notify_path = node.dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
@@ -61,22 +69,30 @@ impl Daemon {
             .arg(&node.dir)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("start the daemon");
-        let daemon = Self { child, log };
-        let mut buf = [0u8; 256];
-        let len = notify
-            .recv(&mut buf)
+        let daemon = Self { child, log, notify, first_notification: std::sync::OnceLock::new() };
+        let first = daemon
+            .next_notification()
             .unwrap_or_else(|err| panic!("no READY=1 within {within:?} ({err}):\n{}", daemon.log()));
-        assert_eq!(
-            String::from_utf8_lossy(&buf[..len]).trim_end(),
-            "READY=1",
-            "first notification:\n{}",
-            daemon.log()
-        );
+        assert_eq!(first.lines().next(), Some("READY=1"), "first notification:\n{first}\n{}", daemon.log());
+        daemon.first_notification.set(first).expect("set once");
         daemon
+    }
+
+    /// The next sd_notify message, waiting as long as the socket's timeout allows.
+    pub fn next_notification(&self) -> std::io::Result<String> {
+        let mut buf = [0u8; 1024];
+        let len = self.notify.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+
+    /// The message that said READY=1 (with the STATUS= that came with it).
+    pub fn ready_notification(&self) -> &str {
+        self.first_notification.get().map_or("", String::as_str)
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -172,4 +188,50 @@ fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_e
     };
     assert!(status.success(), "exit status {status}:\n{}", daemon.log());
     assert_eq!(node.saved(), sorted_lines(&reweighted), "SIGTERM must not flush IPVS");
+}
+
+/// Honest readiness: a daemon whose first reconcile fails is ready (it serves health, drains and
+/// metrics, and retries) but says it is degraded, and why, in systemd's status line; the line
+/// turns to converged once a reconcile succeeds. The loop feeds systemd's watchdog.
+#[test]
+fn readiness_says_degraded_until_converged_and_the_watchdog_is_fed() {
+    let node = Node::new();
+    // 10.220.5.255 is the broadcast address of a subnet on this node: the kernel refuses such a
+    // destination (EINVAL), which the config cannot know.
+    node.netns.ip(&["addr", "add", "10.220.5.1/24", "dev", "lfvip0"]);
+    let refused = CONFIG.replace("      - address: 10.220.1.2", "      - address: 10.220.5.255");
+    let config = node.config("config.yaml", &refused);
+    let daemon = Daemon::start_with(&node, &config, Duration::from_secs(30), &[("WATCHDOG_USEC", "1000000")]);
+    let ready = daemon.ready_notification();
+    assert!(
+        ready.contains("STATUS=degraded: the last reconcile failed (")
+            && ready.contains("10.220.5.255")
+            && ready.contains("retrying every 1s"),
+        "{ready}\n{}",
+        daemon.log()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&node.http_get("127.0.0.1:9469", "/status")).unwrap();
+    assert!(status["degraded"].as_str().is_some_and(|why| why.contains("10.220.5.255")), "{status}");
+
+    // WATCHDOG_USEC of 1 s: a ping every 500 ms.
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let message = daemon.next_notification().expect("a notification within the socket's timeout");
+        pings += message.lines().filter(|line| *line == "WATCHDOG=1").count();
+    }
+    assert!((4..=8).contains(&pings), "{pings} watchdog pings in 3 s, expected about 6");
+
+    std::fs::write(&config, CONFIG).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = daemon.next_notification().expect("a notification");
+        if message.contains("STATUS=converged: 1 services") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never converged:\n{}", daemon.log());
+    }
+    assert_eq!(node.saved(), sorted_lines(SAVED));
 }
