@@ -76,6 +76,8 @@ struct Daemon {
     health_due: Option<tokio::time::Instant>,
     /// Why the last reconcile did not converge; `None` when it did.
     degraded: Option<String>,
+    /// The last reconcile left ops for another turn, which runs next (with this trigger).
+    continue_with: Option<Trigger>,
 }
 
 /// How often drains are looked for and evaluated.
@@ -123,6 +125,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         status,
         health_due: None,
         degraded: None,
+        continue_with: None,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
@@ -149,9 +152,15 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let mut drain_tick = tokio::time::interval(DRAIN_TICK);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // In this order when several are ready: signals first (so that a plan carried out over
+        // several turns never holds SIGTERM or SIGHUP back for more than one turn), the next turn
+        // of such a plan last.
         tokio::select! {
+            biased;
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
             _ = hangup.recv() => daemon.reload().await,
-            _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             Some(event) = health_events.recv() => daemon.health_event(event),
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
@@ -167,9 +176,14 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 }
                 daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
             }
-            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
+            () = std::future::ready(()), if daemon.continue_with.is_some() => {
+                let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
+                daemon.reconcile(trigger).await;
+                // A turn may never have waited (netlink answered at once), and the runtime sees a
+                // signal only when its driver runs: let it, before the select above looks.
+                tokio::task::yield_now().await;
+            }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -203,6 +217,11 @@ impl Daemon {
         let started = Instant::now();
         // This reconcile reads the health as it is now: transitions waiting to be coalesced are in.
         self.health_due = None;
+        // The interval's run while a larger plan is under way is that plan's next turn, not drift.
+        let trigger = match self.continue_with.take() {
+            Some(continued) if trigger == Trigger::Interval => continued,
+            _ => trigger,
+        };
         let config = &self.config;
         // Drains first, then health: a service whose drains and unhealthy backends leave nothing
         // serving fails open rather than going dark.
@@ -224,14 +243,20 @@ impl Daemon {
             ignore: &config.ignore,
             trigger,
             shield: shield.as_ref(),
+            max_ops: reconcile::MAX_OPS_PER_TURN,
         };
         let result = reconcile::reconcile(&mut self.ipvs, request).await;
         self.record.reconciles += 1;
         let degraded = match result {
-            Ok((outcome, leaving)) => {
+            Ok(reconcile::Turn { outcome, leaving, more }) => {
                 self.log_outcome(trigger, &outcome);
                 self.record_metrics(&outcome, started.elapsed());
-                self.sync_removals(&leaving, outcome.result_label() == "ok");
+                // A backend whose delete waits for a later turn still needs its drain's record.
+                self.sync_removals(&leaving, outcome.result_label() == "ok" && !more);
+                if more && outcome.result_label() == "ok" {
+                    tracing::info!(?trigger, "the plan is larger than one turn: the rest follows at once");
+                    self.continue_with = Some(trigger);
+                }
                 match outcome {
                     Outcome::Failed { errors, .. } => {
                         Some(errors.first().cloned().unwrap_or_else(|| "an operation failed".to_owned()))
@@ -257,6 +282,12 @@ impl Daemon {
     /// systemd's status line (`STATUS=`): converged, or degraded and why.
     fn status_line(&self) -> String {
         match &self.degraded {
+            None if self.continue_with.is_some() => {
+                format!(
+                    "converging: {} services, a plan larger than one turn under way",
+                    self.config.desired.len()
+                )
+            }
             None => format!("converged: {} services", self.config.desired.len()),
             Some(why) => format!(
                 "degraded: the last reconcile failed ({why}); retrying every {:?}",

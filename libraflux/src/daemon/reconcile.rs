@@ -98,6 +98,22 @@ pub struct LimitRefusal {
     pub violations: Vec<LimitViolation>,
 }
 
+/// The most operations one reconcile sends. A larger plan is carried out over several turns of
+/// the daemon loop, each planned again from the table, so that signals, health and drains are
+/// answered between them (a reload of 10,000 operations no longer holds SIGTERM back until it
+/// ends). The barrier holds across turns ([`plan::Phases::first_turn`]).
+pub const MAX_OPS_PER_TURN: usize = 1000;
+
+/// What one reconcile did.
+#[derive(Debug)]
+pub struct Turn {
+    pub outcome: Outcome,
+    /// What leaves the configuration and is kept at weight 0 until drained.
+    pub leaving: Leaving,
+    /// The plan was larger than one turn: the rest waits for the next.
+    pub more: bool,
+}
+
 /// What one reconcile is asked to do.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -110,30 +126,32 @@ pub struct Request<'a> {
     pub trigger: Trigger,
     /// Holds refusals back while a scheduler changes.
     pub shield: Option<&'a RefusalShield>,
+    /// At most this many operations ([`MAX_OPS_PER_TURN`]).
+    pub max_ops: usize,
 }
 
-/// Plans the request against the kernel's table and applies it; also says what is leaving the
-/// configuration and kept at weight 0 until drained.
-pub async fn reconcile<I: Ipvs>(ipvs: &mut I, request: Request<'_>) -> Result<(Outcome, Leaving), IpvsError> {
+/// Plans the request against the kernel's table and applies at most `max_ops` of it; also says
+/// what is leaving the configuration and kept at weight 0 until drained.
+pub async fn reconcile<I: Ipvs>(ipvs: &mut I, request: Request<'_>) -> Result<Turn, IpvsError> {
     let observed = ipvs::observed(ipvs).await?;
-    let Request { desired, configured, removal, ignore, trigger, shield } = request;
+    let Request { desired, configured, removal, ignore, trigger, shield, max_ops } = request;
     let mut plan = plan::plan_removals(desired, configured, &observed, ignore, removal);
     let leaving = std::mem::take(&mut plan.leaving);
-    Ok((execute(ipvs, &plan, trigger, shield).await, leaving))
+    if plan.is_empty() {
+        return Ok(Turn { outcome: Outcome::NoChanges, leaving, more: false });
+    }
+    let (phases, more) = plan.phases().first_turn(max_ops);
+    Ok(Turn { outcome: execute(ipvs, &phases, trigger, shield).await, leaving, more })
 }
 
 async fn execute<I: Ipvs>(
     ipvs: &mut I,
-    plan: &plan::Plan,
+    phases: &plan::Phases,
     trigger: Trigger,
     shield: Option<&RefusalShield>,
 ) -> Outcome {
-    if plan.is_empty() {
-        return Outcome::NoChanges;
-    }
-    let phases = plan.phases();
     let ops: Vec<Op> = phases.all().cloned().collect();
-    let executed = crate::apply::execute_shielded(ipvs, &phases, shield).await;
+    let executed = crate::apply::execute_shielded(ipvs, phases, shield).await;
     let report = executed.report;
     if report.is_complete() {
         return Outcome::Applied { ops, drift: trigger == Trigger::Interval };
@@ -169,8 +187,38 @@ mod tests {
             ignore: &Ignore::default(),
             trigger,
             shield: None,
+            max_ops: MAX_OPS_PER_TURN,
         };
-        reconcile(ipvs, request).await.expect("in-memory IPVS answers").0
+        reconcile(ipvs, request).await.expect("in-memory IPVS answers").outcome
+    }
+
+    #[tokio::test]
+    async fn a_plan_larger_than_a_turn_converges_over_turns_and_reduces_only_after_all_is_made() {
+        let key: ServiceKey = "tcp:10.0.0.1:80".parse().unwrap();
+        let old = Destination::new("10.0.9.9:80".parse().unwrap(), 1, Forwarding::Nat);
+        let mut ipvs = MemoryIpvs::with_services([Service::new(key, "rr").with_destinations([old])]);
+        let seven: Vec<String> = (1..=7).map(|i| format!("10.0.1.{i}:80")).collect();
+        let want = desired(&seven.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut turns = Vec::new();
+        loop {
+            let request = Request {
+                desired: &want,
+                configured: &want,
+                removal: Removal::Immediate,
+                ignore: &Ignore::default(),
+                trigger: Trigger::ConfigReload,
+                shield: None,
+                max_ops: 3,
+            };
+            let turn = reconcile(&mut ipvs, request).await.expect("in-memory IPVS answers");
+            let Outcome::Applied { ops, .. } = &turn.outcome else { break };
+            let present = ipvs::observed(&mut ipvs).await.unwrap()[&key].destinations.len();
+            turns.push((ops.len(), turn.more, present));
+            assert!(turns.len() < 10, "{turns:?}");
+        }
+        // 7 adds, then the delete: 3 + 3 adds with the old backend kept, then 1 add + the delete.
+        assert_eq!(turns, [(3, true, 4), (3, true, 7), (2, false, 7)]);
+        assert_eq!(ipvs::observed(&mut ipvs).await.unwrap(), want);
     }
 
     #[tokio::test]

@@ -48,6 +48,27 @@ impl Phases {
     pub fn all(&self) -> impl Iterator<Item = &Op> {
         self.make.iter().chain(&self.reduce)
     }
+
+    /// The first `max_ops` ops, for one turn of a loop that must stay responsive (the daemon);
+    /// true when ops are left for a later turn, which plans again from the table. The barrier
+    /// holds across turns: a turn that leaves make ops behind sends no reduce op.
+    pub fn first_turn(&self, max_ops: usize) -> (Self, bool) {
+        if self.len() <= max_ops {
+            return (self.clone(), false);
+        }
+        if self.make.len() >= max_ops {
+            let make = self.make[..max_ops].to_vec();
+            let scheduler_changes = self
+                .scheduler_changes
+                .iter()
+                .filter(|key| make.iter().any(|op| matches!(op, Op::UpdateService(s) if s.key == **key)))
+                .copied()
+                .collect();
+            return (Self { make, reduce: Vec::new(), scheduler_changes }, true);
+        }
+        let reduce = self.reduce[..max_ops - self.make.len()].to_vec();
+        (Self { make: self.make.clone(), reduce, scheduler_changes: self.scheduler_changes.clone() }, true)
+    }
 }
 
 /// The service without its destinations.
