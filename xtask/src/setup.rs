@@ -10,7 +10,8 @@ use crate::util::{checked, output};
 /// kernel image extractor (xz, cpio), systemd-analyze to verify the unit file, and `prometheus`
 /// for `promtool check metrics` in the host metrics test (about 20 MB to download; its JS
 /// dependencies unpack to some 300 MB on disk), and dnsmasq, sipp (`sip-tester`) and chrony as the
-/// real servers of the UDP health check tests (run in the tests' namespaces, never as services).
+/// real servers of the UDP health check tests (run in the tests' namespaces, never as services),
+/// and ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -25,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     "dnsmasq",
     "sip-tester",
     "chrony",
+    "ethtool",
+    "wireguard-tools",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

@@ -39,6 +39,11 @@ const MODULES: &[&str] = &[
     "dummy",
     "ipip",
     "ip6_tunnel",
+    // The eBPF link-type tests: VLAN devices (802.1Q, 802.1ad), a bridge, tun and WireGuard.
+    "8021q",
+    "bridge",
+    "tun",
+    "wireguard",
     "sch_ingress",
     "cls_bpf",
     "act_bpf",
@@ -57,6 +62,9 @@ const PROGRAMS: &[&str] = &[
     "/usr/bin/promtool",
     // ipvsadm-restore and other scripts need grep.
     "/usr/bin/grep",
+    // The eBPF link-type tests turn VLAN offloads off and configure WireGuard.
+    "/usr/sbin/ethtool",
+    "/usr/bin/wg",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
