@@ -115,3 +115,60 @@ pub fn arp() -> Vec<u8> {
     frame.extend_from_slice(&[0; 28]);
     frame
 }
+
+/// 802.1Q (customer) and 802.1ad (service) tag protocol identifiers.
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// `frame` with VLAN tags written into it after the MAC addresses, outermost first: each tag is
+/// its TPID and VLAN id, and the frame's own ethertype follows the last one.
+pub fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for &(tpid, vid) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+/// The one's complement sum of RFC 1071, folded, not yet inverted.
+fn ones_complement_sum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        for pair in part.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// An IP packet (no link header) from `src` to `dst` carrying a UDP datagram with `payload`,
+/// with every checksum right, so the receiving stack delivers it: what a tun device's far side
+/// writes.
+pub fn udp_packet(src: std::net::SocketAddr, dst: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut datagram = udp(src.port(), dst.port(), payload);
+    let len = u16::try_from(datagram.len()).expect("fits a datagram").to_be_bytes();
+    let pseudo = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => [&s.octets()[..], &d.octets(), &[0, IPPROTO_UDP], &len].concat(),
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            [&s.octets()[..], &d.octets(), &[0, 0], &len, &[0, 0, 0, IPPROTO_UDP]].concat()
+        }
+        _ => panic!("one family per packet: {src} -> {dst}"),
+    };
+    let checksum = match !ones_complement_sum(&[&pseudo, &datagram]) {
+        0 => 0xffff,
+        sum => sum,
+    };
+    datagram[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut packet = frame(src.ip(), dst.ip(), IPPROTO_UDP, &datagram).split_off(14);
+    if src.is_ipv4() {
+        let header = !ones_complement_sum(&[&packet[..20]]);
+        packet[10..12].copy_from_slice(&header.to_be_bytes());
+    }
+    packet
+}

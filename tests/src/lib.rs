@@ -5,6 +5,7 @@
 
 pub mod frames;
 pub mod load;
+pub mod tun;
 
 use std::{
     fs::File,
