@@ -64,10 +64,15 @@ pub const SHIELD_CAPACITY: u32 = 256;
 /// Name of the per-CPU array (one slot) counting the refusals the program dropped.
 pub const SHIELDED_MAP: &str = "SHIELDED";
 
-/// Name of the TC classifier program that counts packets per destination. It is also the name
-/// of the TC filter (`tc filter show`), by which the loader finds and removes filters a previous
-/// LibraFlux process left behind; so it names LibraFlux, and fits the kernel's 15-byte limit.
+/// Name of the TC classifier program that counts packets per destination on Ethernet links
+/// (and loopback). It is also the name of the TC filter (`tc filter show`), by which the loader
+/// finds and removes filters a previous LibraFlux process left behind; so it names LibraFlux,
+/// and fits the kernel's 15-byte limit.
 pub const COUNT_PROGRAM: &str = "libraflux_count";
+
+/// Name of the same counter for links without a link header (tun, WireGuard, ipip, ip6tnl):
+/// the IP header is the first byte it sees. It shares [`COUNT_PROGRAM`]'s maps.
+pub const COUNT_L3_PROGRAM: &str = "libraflux_l3";
 
 /// Name of a TC classifier that does nothing: the reference the benchmarks attach to measure
 /// what any TC program costs at a hook. The daemon never loads it.
@@ -123,7 +128,9 @@ pub enum MapKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCounters {
     pub packets: u64,
-    /// Sum of `skb->len`: at TC this includes the 14-byte Ethernet header.
+    /// Sum of `skb->len`: the packet as the TC hook sees it. On Ethernet links that includes the
+    /// 14-byte Ethernet header and 4 bytes per VLAN tag carried in the packet; on L3 links
+    /// nothing precedes the IP header.
     pub bytes: u64,
     /// TCP: segments with SYN set and ACK clear. UDP: datagrams whose 5-tuple was not in
     /// [`UDP_FLOWS_V4_MAP`] / [`UDP_FLOWS_V6_MAP`].

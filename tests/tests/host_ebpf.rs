@@ -3,7 +3,10 @@
 //! 6.1, where the counter attaches as a netlink clsact filter.
 
 mod host_ebpf {
+    mod links;
     mod shield;
+    #[cfg(feature = "vm")]
+    mod vm_links;
 }
 
 use std::{

@@ -24,7 +24,8 @@ use aya::{
 use libraflux_common::{Dest4, Dest6, DestKey, MapKey, SHIELD_V4_MAP, SHIELD_V6_MAP, SHIELDED_MAP, Shield};
 
 use super::{
-    ebpf::{ObserveError, map_error, missing_map},
+    ObserveError,
+    ebpf::{map_error, missing_map},
     source::monotonic_now_ns,
 };
 use crate::model::ServiceKey;

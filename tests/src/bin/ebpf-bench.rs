@@ -34,7 +34,7 @@ use libraflux::{
 };
 use libraflux_tests::{
     VethPair,
-    frames::{TCP_ACK, arp, frame, tcp, udp},
+    frames::{self, TCP_ACK, arp, frame, tcp, udp},
 };
 
 const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] | run [--repeat N] | maps [--destinations N] [--iterations K] \
@@ -316,10 +316,12 @@ fn run(options: &Options) -> Result<(), String> {
     }
     let other4: IpAddr = "198.51.100.2".parse().expect("v4");
     let datagram = udp(40000, PORT, &PAYLOAD);
-    let cases: [(&str, Vec<u8>); 6] = [
+    let tagged = frames::tagged(&frame(client4, vip4, IPPROTO_UDP, &datagram), &[(frames::ETH_P_8021Q, 100)]);
+    let cases: [(&str, Vec<u8>); 7] = [
         ("ARP (not IP: the floor)", arp()),
         ("IPv4 UDP, unwatched destination", frame(client4, other4, IPPROTO_UDP, &datagram)),
         ("IPv4 UDP, watched, known flow", frame(client4, vip4, IPPROTO_UDP, &datagram)),
+        ("IPv4 UDP in an 802.1Q tag, watched, known flow", tagged),
         ("IPv4 TCP ACK, watched", frame(client4, vip4, IPPROTO_TCP, &tcp(40000, PORT, TCP_ACK))),
         ("IPv6 UDP, unwatched destination", frame(client6, client6, IPPROTO_UDP, &datagram)),
         ("IPv6 UDP, watched, known flow", frame(client6, vip6, IPPROTO_UDP, &datagram)),
@@ -331,7 +333,7 @@ fn run(options: &Options) -> Result<(), String> {
     for (name, frame) in &cases {
         counter.test_run(frame, 1).map_err(|e| e.to_string())?;
         let per_run = counter.test_run(frame, options.count).map_err(|e| e.to_string())?;
-        println!("{name:<36} {:>6} ns", per_run.as_nanos());
+        println!("{name:<48} {:>6} ns", per_run.as_nanos());
         let tag: String = name.split(',').next().unwrap_or(name).replace([' ', '(', ':', ')'], "_");
         println!("EBPF_RUN case={tag} ns={}", per_run.as_nanos());
     }

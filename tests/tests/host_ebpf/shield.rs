@@ -102,3 +102,37 @@ fn a_truncated_refusal_passes_as_a_parse_error() {
     assert!(!counter.drops_when_sent(&refusal).expect("test run"), "no port to match: passes");
     assert_eq!(counter.parse_errors().expect("read"), 1);
 }
+
+/// A refusal that leaves with VLAN tags in the packet (a VLAN device with `reorder_hdr off`, or
+/// stacked for QinQ: docs/observer.md) is read past them: dropped when its VIP is shielded, and
+/// its VIP is still matched exactly.
+fn refusals_behind_vlan_tags_are_shielded(client: IpAddr, vip: IpAddr) {
+    let plain = Ipv4Shape::default();
+    let refusal = port_unreachable(&refused(client, vip, 80, IPPROTO_TCP, plain), plain);
+    let other_port = port_unreachable(&refused(client, vip, 81, IPPROTO_TCP, plain), plain);
+    let mut counter = frame_counter(&[]);
+    let shield = counter.refusal_shield();
+    let _hold = shield.hold(key(vip, 80, IPPROTO_TCP), Duration::from_secs(60)).expect("hold");
+    for tags in [
+        &[(frames::ETH_P_8021Q, 100)][..],
+        &[(frames::ETH_P_8021AD, 100), (frames::ETH_P_8021Q, 200)],
+        &[(frames::ETH_P_8021Q, 100), (frames::ETH_P_8021Q, 200)],
+    ] {
+        let tagged = frames::tagged(&refusal, tags);
+        assert!(counter.drops_when_sent(&tagged).expect("test run"), "shielded behind {tags:x?}");
+        let other = frames::tagged(&other_port, tags);
+        assert!(!counter.drops_when_sent(&other).expect("test run"), "another port behind {tags:x?}");
+    }
+    assert_eq!(shield.held_back().expect("read"), 3);
+    assert_eq!(counter.parse_errors().expect("read"), 0);
+}
+
+#[test]
+fn ipv4_refusals_behind_vlan_tags_are_shielded() {
+    refusals_behind_vlan_tags_are_shielded("192.0.2.10".parse().unwrap(), "198.51.100.1".parse().unwrap());
+}
+
+#[test]
+fn ipv6_refusals_behind_vlan_tags_are_shielded() {
+    refusals_behind_vlan_tags_are_shielded("2001:db8::10".parse().unwrap(), "2001:db8:1::1".parse().unwrap());
+}

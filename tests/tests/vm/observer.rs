@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux::observe::{COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, IPPROTO_UDP, Limits};
+use libraflux::observe::{
+    COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, Framing, IPPROTO_UDP, Limits,
+};
 use libraflux_tests::{NetNs, VethPair, counter_at, libraflux_bin};
 
 const PAYLOAD: usize = 64;
@@ -63,7 +65,7 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
         counter.attach(VethPair::RIGHT_IF, Direction::Ingress).expect("attach again");
         counter
     });
-    let program_id = counter.program_id().expect("program id");
+    let program_id = counter.program_id(Framing::Ethernet).expect("program id");
     let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
     assert!(
@@ -114,7 +116,7 @@ fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
     assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}");
 
     let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
-    let program_id = counter.program_id().expect("program id");
+    let program_id = counter.program_id(Framing::Ethernet).expect("program id");
     let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
     assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
     assert!(filters[0].contains(&format!(" id {program_id} ")), "it is the new program: {filters:?}");
