@@ -1,6 +1,8 @@
 //! Host tier: the eBPF per-destination counter on the host kernel (tcx attach), with real
 //! traffic between two network namespaces. Counts must be exact. The VM tier runs these again on
-//! 6.1, where the counter attaches as a netlink clsact filter.
+//! 6.1, where the counter attaches as a netlink clsact filter. Link types other than plain
+//! Ethernet are tested in host_ebpf/links.rs (and vm_links.rs, in the VM only: the host kernel
+//! cannot make those links), the refusal shield's frames in host_ebpf/shield.rs.
 
 mod host_ebpf {
     mod links;
