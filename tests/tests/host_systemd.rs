@@ -57,7 +57,8 @@ fn the_unit_stays_at_its_documented_exposure_level() {
         .output()
         .expect("systemd-analyze is missing: install Debian's systemd package (cargo xtask setup does)");
     let said = String::from_utf8_lossy(&output.stdout);
-    let overall = said.lines().find(|line| line.contains("Overall exposure level")).unwrap_or("no overall level");
+    let overall =
+        said.lines().find(|line| line.contains("Overall exposure level")).unwrap_or("no overall level");
     assert!(output.status.success(), "exposure above 4.1: {overall}\n{said}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
