@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod drain;
 pub mod health;

@@ -48,6 +48,12 @@ pub fn read_sources(path: Option<&Path>) -> Result<Vec<Source>, ConfigErrors> {
     if errors.is_empty() { Ok(sources) } else { Err(ConfigErrors(errors)) }
 }
 
+/// The files the configuration named by `path` is made of, in load order, as [`read_sources`]
+/// would read them.
+pub fn source_paths(path: Option<&Path>) -> Result<Vec<PathBuf>, ConfigError> {
+    config_paths(path)
+}
+
 fn config_paths(path: Option<&Path>) -> Result<Vec<PathBuf>, ConfigError> {
     let Some(path) = path else {
         let dir = Path::new(DEFAULT_DIR);

@@ -2,11 +2,12 @@
 //! once, each `file:line:col: message`), and turned into the desired IPVS state before anything
 //! touches the kernel.
 //!
-//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics` and `snapshots` may each be set by one file
+//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics`, `snapshots` and `control` may each be set by one file
 //! only (a second is an error naming both places); `services` and `ignore` of all files are
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
 
+mod control;
 mod decode;
 mod error;
 mod files;
@@ -22,8 +23,9 @@ use std::{
     time::Duration,
 };
 
+pub use control::Control;
 pub use error::{ConfigError, ConfigErrors, Position};
-pub use files::{DEFAULT_DIR, Source, read_sources};
+pub use files::{DEFAULT_DIR, Source, read_sources, source_paths};
 pub use validate::validate;
 
 use crate::model::{Service, ServiceKey};
@@ -38,6 +40,8 @@ pub struct Config {
     pub limits: Limits,
     pub metrics: Metrics,
     pub snapshots: Snapshots,
+    /// Who may use the daemon's control socket besides root and the daemon's user.
+    pub control: Control,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.

@@ -7,6 +7,7 @@ use marked_yaml::Node;
 
 use super::{
     Limits, Metrics, Snapshots,
+    control::{Control, control},
     decode::{Diagnostics, Field},
     error::Position,
     service::{ServiceDecl, service},
@@ -28,6 +29,7 @@ pub(super) struct FileDecl {
     pub limits: Option<Located<Option<Limits>>>,
     pub metrics: Option<Located<Option<Metrics>>>,
     pub snapshots: Option<Located<Option<Snapshots>>>,
+    pub control: Option<Located<Option<Control>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -45,7 +47,7 @@ pub(super) enum IgnoreEntry {
     Vip(IpAddr),
 }
 
-const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "snapshots", "ignore", "services"];
+const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "snapshots", "control", "ignore", "services"];
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
@@ -61,6 +63,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("snapshots") {
         decl.snapshots = located(field, snapshots(d, field));
+    }
+    if let Some(field) = root.get("control") {
+        decl.control = located(field, control(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);

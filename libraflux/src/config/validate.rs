@@ -64,6 +64,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let limits = single_section(files, "limits", |decl| decl.limits.as_ref(), errors).flatten();
     let metrics = single_section(files, "metrics", |decl| decl.metrics.as_ref(), errors).flatten();
     let snapshots = single_section(files, "snapshots", |decl| decl.snapshots.as_ref(), errors).flatten();
+    let control = single_section(files, "control", |decl| decl.control.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -74,6 +75,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         limits: limits.unwrap_or_else(Limits::default),
         metrics: metrics.unwrap_or_else(Metrics::default),
         snapshots: snapshots.unwrap_or_default(),
+        control: control.unwrap_or_default(),
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),
