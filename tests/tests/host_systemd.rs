@@ -40,6 +40,9 @@ fn the_unit_is_type_notify_with_only_the_needed_capabilities() {
     assert_eq!(directive("NoNewPrivileges"), ["yes"]);
     assert_eq!(directive("ProtectSystem"), ["strict"]);
     assert_eq!(directive("StateDirectory"), ["libraflux"]);
+    // The control socket's directory, /run/libraflux: the default of --control-socket.
+    assert_eq!(directive("RuntimeDirectory"), ["libraflux"]);
+    assert!(libraflux::control::DEFAULT_SOCKET.starts_with("/run/libraflux/"));
 }
 
 /// `systemd-analyze security` scores the unit 4.1 ("OK") on Debian 12's systemd 252; the test

@@ -83,7 +83,7 @@ ipvsadm -Ln
 requests 10
 
 step "libraflux status (kernel table + the daemon's health and eBPF view)"
-$libraflux status -c $config
+$libraflux status
 
 step "a few of the daemon's metrics (curl-free: bash /dev/tcp)"
 metrics='exec 3<>/dev/tcp/127.0.0.1/9469 && printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3'

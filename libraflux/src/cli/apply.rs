@@ -10,10 +10,9 @@ use libraflux::{
 use serde_json::json;
 
 use super::common::{
-    ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, refuse_beside_a_daemon,
-    require_passed, runtime,
+    ConfigArg, Failure, Output, SkipChecks, colour, exit, load_config, preflight, require_passed, runtime,
 };
-use super::{removals::Target, snapshot};
+use super::{control::running_daemon, handoff, removals::Target, snapshot};
 
 /// `--immediate` / `--no-wait`, for every command that may remove backends.
 #[derive(Debug, clap::Args)]
@@ -55,15 +54,25 @@ pub struct ApplyArgs {
     output: Output,
 }
 
-pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
+pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
-    refuse_beside_a_daemon(
-        config.metrics.listen,
-        args.dry_run,
-        "it owns IPVS on this node, and an apply beside it would fight it (it reverts unknown changes as \
-         drift and puts back its health and drain weights). Hand it the config instead: put the file in \
-         place and run `systemctl reload libraflux` (SIGHUP); nothing was changed",
-    )?;
+    // One writer per node: beside a daemon, apply hands the configuration to it.
+    if let Some(ping) = running_daemon(daemon)? {
+        if !args.dry_run {
+            let handoff = handoff::Handoff {
+                config: args.config.path.as_deref(),
+                force: args.force,
+                output: args.output,
+            };
+            return handoff.run(daemon, &ping, args.removal.immediate, &args.skip.names);
+        }
+        eprintln!(
+            "warning: a LibraFlux daemon (pid {}) answers on {}: without --dry-run, apply hands this \
+             configuration to it (it reloads its own configuration files) instead of writing IPVS itself",
+            ping.pid,
+            daemon.path().display()
+        );
+    }
     runtime()?.block_on(async {
         let (client, report) = preflight(&config, &args.skip.names).await?;
         let mut outcome = Outcome { output: args.output, json: json!({ "dry_run": args.dry_run }) };

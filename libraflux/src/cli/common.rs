@@ -20,6 +20,11 @@ pub mod exit {
     pub const INVALID_CONFIG: u8 = 65;
     /// Invalid input data, such as a corrupt snapshot (sysexits EX_DATAERR, like a bad config).
     pub const INVALID_DATA: u8 = 65;
+    /// No daemon answers on the control socket (sysexits EX_UNAVAILABLE).
+    pub const NO_DAEMON: u8 = 69;
+    /// The control socket refused us: not root, the daemon's user or in `control.group`
+    /// (sysexits EX_NOPERM).
+    pub const NO_PERMISSION: u8 = 77;
 }
 
 /// A failure with the exit code it maps to; `message` is printed after `error: `.
@@ -137,17 +142,19 @@ pub fn require_passed(report: &Report) -> anyhow::Result<()> {
     .into())
 }
 
-/// One writer per node: when a daemon answers on `listen`, a command that would change IPVS
-/// beside it is refused (exit 3) with `what_instead`; a dry run only warns.
+/// One writer per node: when a daemon answers on its control socket, a command that would change
+/// IPVS beside it is refused (exit 3) with `what_instead`; a dry run only warns.
 pub fn refuse_beside_a_daemon(
-    listen: std::net::SocketAddr,
+    daemon: &libraflux::control::Client,
     dry_run: bool,
     what_instead: &str,
 ) -> anyhow::Result<()> {
-    if super::status::daemon_status(listen).is_err() {
-        return Ok(());
-    }
-    let why = format!("a LibraFlux daemon answers on {listen}; {what_instead}");
+    let Some(ping) = super::control::running_daemon(daemon)? else { return Ok(()) };
+    let why = format!(
+        "a LibraFlux daemon (pid {}) answers on {}; {what_instead}",
+        ping.pid,
+        daemon.path().display()
+    );
     if dry_run {
         eprintln!("warning: {why}");
         return Ok(());

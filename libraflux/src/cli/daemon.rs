@@ -20,7 +20,7 @@ pub struct DaemonArgs {
     skip: SkipChecks,
 }
 
-pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
+pub fn run(args: &DaemonArgs, control_socket: &std::path::Path) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     runtime()?.block_on(async {
         let (client, report) = preflight(&config, &args.skip.names).await?;
@@ -33,6 +33,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<()> {
             config_path: args.config.path.clone(),
             state_dir: args.state_dir.join("state"),
             reconcile_interval: args.reconcile_interval,
+            control_socket: control_socket.to_owned(),
         };
         daemon::run(options, config, client).await.map_err(|err| {
             match err.downcast::<daemon::reconcile::LimitRefusal>() {

@@ -2,10 +2,12 @@
 
 mod apply;
 mod common;
+mod control;
 mod daemon;
 mod debug;
 mod docs;
 mod drain;
+mod handoff;
 mod preflight;
 mod removals;
 mod snapshot;
@@ -20,6 +22,10 @@ pub struct Args {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The daemon's control socket: where `daemon` listens, and where `status`, `drain`,
+    /// `undrain`, `apply` and `snapshot restore` find a running daemon.
+    #[arg(long, global = true, value_name = "PATH", default_value = libraflux::control::DEFAULT_SOCKET)]
+    pub control_socket: std::path::PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,7 +38,7 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Run the pre-flight checks alone.
     Preflight(preflight::PreflightArgs),
-    /// The live IPVS table with the daemon's health view, when a daemon answers.
+    /// The live IPVS table with the daemon's health, drain and traffic view, when a daemon answers.
     Status(status::StatusArgs),
     /// Drain a backend: weight 0, then wait for its connections (TCP) or for quiet (UDP).
     Drain(drain::DrainArgs),
@@ -52,15 +58,16 @@ pub enum Command {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let socket = libraflux::control::Client::new(&args.control_socket);
     match args.command {
         Command::Validate(args) => validate::run(&args),
-        Command::Apply(args) => apply::run(&args),
+        Command::Apply(args) => apply::run(&args, &socket),
         Command::Preflight(args) => preflight::run(&args),
-        Command::Status(args) => status::run(&args),
-        Command::Drain(args) => drain::run(&args),
-        Command::Undrain(args) => drain::undrain(&args),
-        Command::Snapshot(args) => snapshot::run(&args),
-        Command::Daemon(args) => daemon::run(&args),
+        Command::Status(args) => status::run(&args, &socket),
+        Command::Drain(args) => drain::run(&args, &socket),
+        Command::Undrain(args) => drain::undrain(&args, &socket),
+        Command::Snapshot(args) => snapshot::run(&args, &socket),
+        Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),
         Command::Debug(command) => debug::run(command),

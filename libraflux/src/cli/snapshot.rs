@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use libraflux::{
-    config::{self, Config, Ignore, Limits, Metrics},
+    config::{self, Config, Ignore, Limits},
     ipvs::{Ipvs as _, IpvsClient, Timeouts},
     model::{Service, ServiceKey},
     plan,
@@ -86,7 +86,7 @@ fn parse_name(text: &str) -> Result<SnapshotName, String> {
     text.parse().map_err(|err: snapshot::NameError| err.to_string())
 }
 
-pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
+pub fn run(args: &SnapshotArgs, daemon: &libraflux::control::Client) -> anyhow::Result<()> {
     let config = optional_config(args.config.as_deref())?;
     let dir = args.dir.clone().or_else(|| config.as_ref().map(|config| config.snapshots.dir.clone()));
     let store = Store::new(dir.unwrap_or_else(|| snapshot::DEFAULT_DIR.into()));
@@ -103,7 +103,7 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
             Ok(())
         }
         SnapshotCommand::Restore { name, dry_run, force, removal, skip } => {
-            refuse_under_a_running_daemon(config.as_ref(), *dry_run)?;
+            refuse_under_a_running_daemon(daemon, *dry_run)?;
             let restore =
                 Restore { dry_run: *dry_run, force: *force, removal, skip: &skip.names, output: args.output };
             restore.run(&store, config.as_ref(), name)?;
@@ -120,10 +120,9 @@ pub fn run(args: &SnapshotArgs) -> anyhow::Result<()> {
 
 /// A running daemon converges IPVS back to its config within one reconcile interval, so a
 /// restore under it would be silently undone: refuse, and say what to do instead.
-fn refuse_under_a_running_daemon(config: Option<&Config>, dry_run: bool) -> anyhow::Result<()> {
-    let listen = config.map_or_else(|| Metrics::default().listen, |config| config.metrics.listen);
+fn refuse_under_a_running_daemon(daemon: &libraflux::control::Client, dry_run: bool) -> anyhow::Result<()> {
     super::common::refuse_beside_a_daemon(
-        listen,
+        daemon,
         dry_run,
         "it converges IPVS to its config and would undo the restore within one reconcile interval. Roll \
          back the config instead, or stop the daemon first",

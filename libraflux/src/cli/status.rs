@@ -1,78 +1,84 @@
-//! `libraflux status`: the live IPVS table, overlaid with the daemon's view (health, last
-//! reconcile) when a daemon answers on the metrics address. Without a daemon it still shows the
-//! kernel's table, and says the daemon did not answer.
+//! `libraflux status`: the IPVS table with the daemon's view (health, drains, eBPF traffic, last
+//! reconcile), both as the daemon reads them, over its control socket. When no daemon answers
+//! it reads the kernel's table itself and says so; a daemon that refuses us is an error.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
-
-use anyhow::Context as _;
 use libraflux::{
-    config::{self, Metrics},
-    ipvs::{Ipvs as _, IpvsClient, ServiceStatus},
+    control::{
+        Client, ClientError, Request,
+        protocol::{self, Status, TableService},
+    },
+    ipvs::{Ipvs as _, IpvsClient},
     model::ServiceKey,
 };
 use serde_json::{Value, json};
 
-use super::common::{ConfigArg, Output, runtime};
-
-/// The daemon's answer is small; anything bigger is not the daemon.
-const MAX_STATUS_BYTES: u64 = 16 << 20;
+use super::{
+    common::{Failure, Output, exit, runtime},
+    control::failure,
+    render_error,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Where to find the daemon's address (`metrics.listen`); the default config if omitted.
-    #[command(flatten)]
-    config: ConfigArg,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
-pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
-    // A broken config must not hide the table: fall back to the default address.
-    let listen = config::load(args.config.path.as_deref())
-        .map(|config| config.metrics.listen)
-        .unwrap_or_else(|_| Metrics::default().listen);
-    let daemon = daemon_status(listen);
-    let table = runtime()?.block_on(async {
-        let mut client = IpvsClient::connect().await?;
-        client.services().await
-    });
-    let table = table.context("reading the IPVS table")?;
+pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
+    let (status, without) = match daemon.call::<Status>(&Request::Status) {
+        Ok(status) => (status, None),
+        Err(err @ ClientError::NoDaemon { .. }) => (kernel_only(&err)?, Some(err.to_string())),
+        Err(err) => return Err(failure(err)),
+    };
+    let services = status.services.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the daemon could not read IPVS: {}",
+            status.ipvs_error.as_deref().unwrap_or("no reason given")
+        )
+    })?;
     match args.output {
         Output::Json => {
-            let daemon_json = daemon.as_ref().map_or(Value::Null, Clone::clone);
-            let services: Vec<Value> = table.iter().map(service_json).collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({ "daemon": daemon_json, "services": services }))?
-            );
+            let mut document = json!({ "daemon": status.daemon, "services": services });
+            if let Some(why) = &without {
+                document["daemon_error"] = json!(why);
+            }
+            println!("{}", serde_json::to_string_pretty(&document)?);
         }
-        Output::Text => print!("{}", render_text(listen, daemon.as_ref(), &table)),
+        Output::Text => {
+            let header = match &without {
+                None => daemon_line(daemon, &status.daemon),
+                Some(why) => format!("daemon: {why} (showing the kernel's table only)\n"),
+            };
+            print!("{header}{}", render_table(&status.daemon, services));
+        }
     }
     Ok(())
 }
 
-/// GET /status from the daemon, bounded in time and size.
-pub(super) fn daemon_status(listen: SocketAddr) -> Result<Value, String> {
-    let fetch = || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&listen, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(
-            format!("GET /status HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )?;
-        let mut response = String::new();
-        stream.take(MAX_STATUS_BYTES).read_to_string(&mut response)?;
-        Ok(response)
-    };
-    let response = fetch().map_err(|err| format!("no daemon answers on {listen} ({err})"))?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("the daemon's answer is not HTTP")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("the daemon answered {}", head.lines().next().unwrap_or_default()));
-    }
-    serde_json::from_str(body).map_err(|err| format!("the daemon's /status is not JSON: {err}"))
+/// No daemon: the kernel's table, read here (which needs root). When that fails too, the exit
+/// code says that no daemon answered.
+fn kernel_only(no_daemon: &ClientError) -> anyhow::Result<Status> {
+    let table = runtime()?.block_on(async {
+        let mut client = IpvsClient::connect().await?;
+        client.services().await
+    });
+    let table = table.map_err(|err| {
+        let message =
+            format!("{no_daemon}, and reading the IPVS table here failed too: {}", render_error(&err.into()));
+        Failure::new(exit::NO_DAEMON, message)
+    })?;
+    Ok(Status { daemon: Value::Null, services: Some(protocol::table(&table)), ipvs_error: None })
+}
+
+fn daemon_line(daemon: &Client, status: &Value) -> String {
+    format!(
+        "daemon on {}: last reconcile {}, {} drift repair(s), reloads ok {} / failed {}\n",
+        daemon.path().display(),
+        status["last_reconcile"]["result"].as_str().unwrap_or("none yet"),
+        status["drift_repairs"],
+        status["reloads"]["ok"],
+        status["reloads"]["failed"],
+    )
 }
 
 /// `, DRAINING` or `, drained (rule)` from the daemon's drains for this backend.
@@ -98,67 +104,33 @@ fn last_traffic(flows: &Value) -> String {
     }
 }
 
-fn service_json(status: &ServiceStatus) -> Value {
-    let backends: Vec<Value> = status
-        .destinations
-        .values()
-        .map(|dest| {
-            json!({
-                "backend": dest.destination.key.to_string(),
-                "weight": dest.destination.weight,
-                "forwarding": dest.destination.forwarding,
-                "active_connections": dest.active_connections,
-                "inactive_connections": dest.inactive_connections,
-                "connections_total": dest.stats.connections,
-                "packets_in": dest.stats.packets_in,
-                "bytes_in": dest.stats.bytes_in,
-            })
-        })
-        .collect();
-    json!({
-        "service": status.service.key.to_string(),
-        "scheduler": status.service.scheduler,
-        "persistence": status.service.persistence,
-        "backends": backends,
-    })
-}
-
-fn render_text(listen: SocketAddr, daemon: Result<&Value, &String>, table: &[ServiceStatus]) -> String {
+/// The table with the daemon's view of each backend (`status` is null without a daemon).
+fn render_table(status: &Value, services: &[TableService]) -> String {
     let mut out = String::new();
-    match daemon {
-        Ok(status) => out.push_str(&format!(
-            "daemon on {listen}: last reconcile {}, {} drift repair(s), reloads ok {} / failed {}\n",
-            status["last_reconcile"]["result"].as_str().unwrap_or("none yet"),
-            status["drift_repairs"],
-            status["reloads"]["ok"],
-            status["reloads"]["failed"],
-        )),
-        Err(why) => out.push_str(&format!("daemon: {why} (showing the kernel's table only)\n")),
-    }
-    if table.is_empty() {
+    if services.is_empty() {
         out.push_str("IPVS holds no services.\n");
     }
-    for status in table {
-        let key = status.service.key.to_string();
-        out.push_str(&format!("\n{key}  {}\n", status.service.scheduler));
-        let protocol = match status.service.key {
+    let daemon = (!status.is_null()).then_some(status);
+    for service in services {
+        let key = service.service.to_string();
+        out.push_str(&format!("\n{key}  {}\n", service.scheduler));
+        let protocol = match service.service {
             ServiceKey::Addr { protocol, .. } => Some(protocol),
             ServiceKey::Fwmark { .. } => None,
         };
-        for dest in status.destinations.values() {
-            let backend = dest.destination.key.to_string();
+        for dest in &service.backends {
+            let backend = dest.backend.to_string();
             let health = daemon
-                .ok()
                 .and_then(|status| status["health"][&key][&backend]["healthy"].as_bool())
                 .map_or("unchecked", |healthy| if healthy { "healthy" } else { "UNHEALTHY" });
-            let drain = daemon.ok().map(|status| drain_state(status, &key, &backend)).unwrap_or_default();
+            let drain = daemon.map(|status| drain_state(status, &key, &backend)).unwrap_or_default();
             let traffic = protocol
-                .zip(daemon.ok())
+                .zip(daemon)
                 .map(|(protocol, status)| last_traffic(&status["traffic"][format!("{protocol}:{backend}")]))
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {backend:<28} weight {:<5} active {:<6} inactive {:<6} {health}{traffic}{drain}\n",
-                dest.destination.weight, dest.active_connections, dest.inactive_connections
+                dest.weight, dest.active_connections, dest.inactive_connections
             ));
         }
     }

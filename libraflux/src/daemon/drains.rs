@@ -14,11 +14,9 @@ use crate::{
 };
 
 impl Daemon {
-    /// Picks up drains asked for or undone, and ends the running ones whose rule is met.
+    /// Ends the running drains whose rule is met. Drains are asked for and undone on the control
+    /// socket (`requests.rs`), which reconciles at once; no one else writes the drain state.
     pub(super) async fn drain_tick(&mut self) {
-        if self.load_drains() {
-            self.reconcile(Trigger::Drain).await;
-        }
         let running: Vec<DrainEntry> = drain::running(&self.drain_entries).cloned().collect();
         if running.is_empty() {
             self.drain_packets = drain::PacketWatch::default();

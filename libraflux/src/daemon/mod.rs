@@ -5,9 +5,11 @@
 
 mod accepted;
 mod background;
+mod control;
 mod drains;
 mod observer;
 pub mod reconcile;
+mod requests;
 
 use std::{
     path::PathBuf,
@@ -18,19 +20,21 @@ use std::{
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
+pub use self::control::ControlError;
 use self::{
     background::Background,
     observer::Observer,
     reconcile::{Outcome, Trigger},
 };
 use crate::{
-    config::{self, Config},
+    config::{self, Config, ConfigErrors},
+    control::Access,
     drain::{self, DrainEntry, DrainStore},
     health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
     metrics::{self, CheckOutcome, Metrics, ReconcileResult},
     model::ServiceKey,
-    plan::Removal,
+    plan::{LimitViolation, Removal},
 };
 
 /// How the daemon runs, from the command line.
@@ -41,6 +45,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// How often to reconcile when nothing else asks for it; this is what repairs drift.
     pub reconcile_interval: Duration,
+    /// Where the control socket listens (`/run/libraflux/control.sock`).
+    pub control_socket: PathBuf,
 }
 
 /// Counts and times the daemon keeps about itself; `/status` and the metrics read them.
@@ -52,6 +58,31 @@ struct Record {
     reloads_failed: u64,
     last_success: Option<SystemTime>,
     last_outcome: Option<(Trigger, &'static str, usize)>,
+    /// What the last reconcile did, for the control socket's answers.
+    last_detail: LastReconcile,
+}
+
+/// What the last reconcile did: `no_changes`, `applied`, `failed` (the kernel refused an
+/// operation) or `error` (IPVS could not be read); the operations; the errors.
+#[derive(Clone, Debug, Default)]
+struct LastReconcile {
+    result: &'static str,
+    operations: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// What a reload did with the configuration.
+#[derive(Debug)]
+enum Reload {
+    /// In force and reconciled.
+    Accepted,
+    /// Over a change limit: the running configuration stays.
+    Refused(Vec<LimitViolation>),
+    /// Does not validate: the running configuration stays.
+    Invalid(ConfigErrors),
+    /// Valid, but cannot be put in force (its `metrics.listen` cannot be bound): the running
+    /// configuration stays.
+    Failed(String),
 }
 
 struct Daemon {
@@ -78,6 +109,8 @@ struct Daemon {
     degraded: Option<String>,
     /// The last reconcile left ops for another turn, which runs next (with this trigger).
     continue_with: Option<Trigger>,
+    /// Who may use the control socket; a reload may change its group.
+    access: tokio::sync::watch::Sender<Access>,
 }
 
 /// How often drains are looked for and evaluated.
@@ -95,6 +128,8 @@ const STALE_INTERVALS: u32 = 3;
 /// configuration over a change limit is refused ([`reconcile::LimitRefusal`]) before anything
 /// is touched.
 pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyhow::Result<()> {
+    // First: a second daemon must stop here, before it reads or touches anything.
+    let socket = control::Socket::bind(&options.control_socket, config.control.group.as_ref())?;
     admit_at_start(&options, &config, &mut ipvs).await?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -107,6 +142,12 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         staleness: options.reconcile_interval * STALE_INTERVALS,
     };
     let background = Background::start(&config, endpoint).await?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let daemon_uid = unsafe { libc::geteuid() };
+    let (access, access_reader) =
+        tokio::sync::watch::channel(Access { daemon_uid, group: config.control.group.clone() });
+    let (control, mut calls) = socket.spawn(access_reader);
+    tracing::info!(path = %options.control_socket.display(), "control socket ready");
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let drains = DrainStore::new(&options.state_dir);
     let mut daemon = Daemon {
@@ -126,6 +167,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         health_due: None,
         degraded: None,
         continue_with: None,
+        access,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
@@ -159,8 +201,9 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             biased;
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => daemon.reload().await,
+            _ = hangup.recv() => drop(daemon.reload(false).await),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+            Some(call) = calls.recv() => daemon.answer(call).await,
             Some(event) = health_events.recv() => daemon.health_event(event),
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
@@ -189,6 +232,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
     daemon.background.stop().await;
+    control.stop().await;
     Ok(())
 }
 
@@ -267,6 +311,8 @@ impl Daemon {
             Err(err) => {
                 tracing::error!(?trigger, error = %err, "reconcile failed: cannot read IPVS");
                 self.record.last_outcome = Some((trigger, "error", 0));
+                self.record.last_detail =
+                    LastReconcile { result: "error", operations: Vec::new(), errors: vec![err.to_string()] };
                 self.metrics.record_reconcile(ReconcileResult::Error, started.elapsed(), &[]);
                 Some(format!("cannot read IPVS: {err}"))
             }
@@ -408,6 +454,19 @@ impl Daemon {
         if outcome.result_label() == "ok" {
             self.record.last_success = Some(SystemTime::now());
         }
+        self.record.last_detail = match outcome {
+            Outcome::NoChanges => LastReconcile { result: "no_changes", ..Default::default() },
+            Outcome::Applied { ops, .. } => LastReconcile {
+                result: "applied",
+                operations: ops.iter().map(requests::describe).collect(),
+                errors: Vec::new(),
+            },
+            Outcome::Failed { ops, applied, errors } => LastReconcile {
+                result: "failed",
+                operations: ops.iter().take(*applied).map(requests::describe).collect(),
+                errors: errors.clone(),
+            },
+        };
         self.record.last_outcome = Some((trigger, outcome.result_label(), operations));
     }
 
@@ -426,11 +485,12 @@ impl Daemon {
         self.metrics.record_reconcile(result, duration, applied);
     }
 
-    /// SIGHUP: a config that fails validation, or changes more than its limits allow, is rejected
-    /// and the running one stays in force.
-    async fn reload(&mut self) {
+    /// SIGHUP, or `reload` on the control socket: a config that fails validation, changes more
+    /// than its limits allow (unless `force`), or cannot be put in force is rejected, and the
+    /// running one stays in force.
+    async fn reload(&mut self, force: bool) -> Reload {
         match config::load(self.options.config_path.as_deref()) {
-            Ok(config) if let Err(violations) = reconcile::admit(&config, &self.config.desired) => {
+            Ok(config) if !force && let Err(violations) = reconcile::admit(&config, &self.config.desired) => {
                 self.record.reloads_failed += 1;
                 self.metrics.record_reload(false);
                 self.metrics.record_reconcile(ReconcileResult::Refused, Duration::ZERO, &[]);
@@ -438,6 +498,7 @@ impl Daemon {
                     tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
                 }
                 self.publish_status();
+                Reload::Refused(violations)
             }
             Ok(config) => {
                 let prepared = match self.background.prepare(&config).await {
@@ -445,18 +506,21 @@ impl Daemon {
                     Err(err) => {
                         self.record.reloads_failed += 1;
                         self.metrics.record_reload(false);
-                        tracing::error!(
-                            error = %format!("{:#}", anyhow::Error::from(err)),
-                            "config reload rejected; the running config stays in force"
-                        );
+                        let error = format!("{:#}", anyhow::Error::from(err));
+                        tracing::error!(%error, "config reload rejected; the running config stays in force");
                         self.publish_status();
-                        return;
+                        return Reload::Failed(error);
                     }
                 };
+                let over = if force { reconcile::admit(&config, &self.config.desired).err() } else { None };
+                for violation in over.unwrap_or_default() {
+                    tracing::warn!(%violation, "config reload over a change limit, accepted as forced");
+                }
                 record_accepted(&self.options, &config);
                 self.record.reloads_ok += 1;
                 self.metrics.record_reload(true);
                 tracing::info!(services = config.desired.len(), "config reloaded");
+                self.update_control_access(&config);
                 let previous = std::mem::replace(&mut self.config, config);
                 self.background.reconfigure(&self.config, prepared).await;
                 self.metrics.set_max_series(self.config.metrics.max_series);
@@ -465,6 +529,7 @@ impl Daemon {
                 self.metrics.set_ebpf_attached(self.observer.attached());
                 self.update_health_checks();
                 self.reconcile(Trigger::ConfigReload).await;
+                Reload::Accepted
             }
             Err(errors) => {
                 self.record.reloads_failed += 1;
@@ -473,6 +538,7 @@ impl Daemon {
                     tracing::error!(%error, "config reload rejected; the running config stays in force");
                 }
                 self.publish_status();
+                Reload::Invalid(errors)
             }
         }
     }

@@ -36,10 +36,12 @@ fn dry_run_writes_nothing_apply_writes_exactly_the_plan_and_reapply_is_a_no_op()
     assert_eq!(node.saved(), sorted_lines(TWO_SERVICES_SAVED));
 
     // No daemon runs: status says so and still shows the kernel's table.
-    let status = node.libraflux(&["status", "-c", &config, "--output", "json"]);
+    let status = node.libraflux(&["status", "--output", "json"]);
     status.assert_code(0);
     let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --output json");
     assert_eq!(value["daemon"], serde_json::Value::Null);
+    let why = value["daemon_error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("no LibraFlux daemon answers on "), "{value:#}");
     assert_eq!(value["services"].as_array().map(Vec::len), Some(2), "{value:#}");
     assert_eq!(value["services"][0]["service"], "tcp:10.220.0.10:80", "ordered by key: {value:#}");
 }

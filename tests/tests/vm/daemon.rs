@@ -1,7 +1,7 @@
 //! `libraflux daemon` on real IPVS: it tells systemd it is ready after the first reconcile,
 //! repairs drift made with ipvsadm, keeps the running config when a reload is invalid, applies a
-//! valid reload, is the only writer (`apply` beside it is refused), and exits on SIGTERM without
-//! flushing the table.
+//! valid reload, is the only writer (`apply` beside it hands the config over, as a reload), and
+//! exits on SIGTERM without flushing the table.
 
 use std::{
     fs::File,
@@ -67,6 +67,8 @@ impl Daemon {
             .args(["netns", "exec", node.netns.name(), &node.bin, "daemon", "-c", config])
             .args(["--reconcile-interval", "1s", "--state-dir"])
             .arg(&node.dir)
+            .arg("--control-socket")
+            .arg(&node.socket)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -166,15 +168,27 @@ fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_e
         daemon.log()
     );
 
-    // One writer: an apply beside the running daemon is refused and names the reload; a dry run
-    // still shows its plan, with a warning.
-    let apply = node.libraflux(&["apply", "-c", &config]);
-    apply.assert_code(3);
-    assert!(apply.stderr.contains("systemctl reload libraflux"), "{}", apply.stderr);
-    assert_eq!(node.saved(), sorted_lines(&reweighted), "a refused apply changed IPVS:\n{}", daemon.log());
+    // One writer: beside the daemon, apply hands it the configuration (a reload over the control
+    // socket) and prints what the daemon did, which IPVS shows by the time apply returns. A dry
+    // run still shows the plan, with a warning, and changes nothing. (More in control.rs.)
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("10.220.1.2\n        weight: 5", "10.220.1.2\n        weight: 3"))
+        .unwrap();
     let dry = node.libraflux(&["apply", "-c", &config, "--dry-run"]);
     dry.assert_code(0);
-    assert!(dry.stderr.contains("warning: a LibraFlux daemon answers"), "{}", dry.stderr);
+    assert!(dry.stderr.contains("without --dry-run, apply hands this configuration to it"), "{}", dry.stderr);
+    assert!(dry.stdout.contains("Plan: 0 to create, 1 to update, 0 to delete."), "{}", dry.stdout);
+    assert_eq!(node.saved(), sorted_lines(&reweighted), "a dry run changed IPVS");
+    let apply = node.libraflux(&["apply", "-c", &config]);
+    apply.assert_code(0);
+    assert!(apply.stdout.contains("it reloaded its configuration (1 services)"), "{}", apply.stdout);
+    assert!(
+        apply.stdout.contains("set backend 10.220.1.2:80 in tcp:10.220.0.10:80 to weight 3"),
+        "{}",
+        apply.stdout
+    );
+    let reweighted = reweighted.replace("10.220.1.2:80 -m -w 5", "10.220.1.2:80 -m -w 3");
+    assert_eq!(node.saved(), sorted_lines(&reweighted), "apply returned before IPVS showed the change");
 
     // SIGTERM: a clean exit that leaves the table, so traffic keeps flowing.
     daemon.signal(libc::SIGTERM);

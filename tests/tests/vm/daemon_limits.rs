@@ -60,6 +60,7 @@ fn limits_refuse_a_reload_and_a_start_but_not_finishing_an_accepted_change() {
     let twelve = format!("{HEADER}{}", services(12));
     let config = node.config("config.yaml", &twelve);
     let state_dir = node.dir.to_string_lossy().into_owned();
+    let socket = node.socket.to_string_lossy().into_owned();
     node.libraflux(&["apply", "-c", &config]).assert_code(3);
     node.libraflux(&["apply", "-c", &config, "--force"]).assert_code(0);
     let table = node.saved();
@@ -95,7 +96,17 @@ fn limits_refuse_a_reload_and_a_start_but_not_finishing_an_accepted_change() {
     delete_services(&node, 9);
     let refused = node.netns.run(
         "timeout",
-        &["20", &libraflux_tests::libraflux_bin(), "daemon", "-c", &config, "--state-dir", &state_dir],
+        &[
+            "20",
+            &libraflux_tests::libraflux_bin(),
+            "daemon",
+            "-c",
+            &config,
+            "--state-dir",
+            &state_dir,
+            "--control-socket",
+            &socket,
+        ],
     );
     refused.assert_code(3);
     assert!(refused.stderr.contains("max_services_created"), "{}", refused.stderr);
@@ -119,11 +130,10 @@ fn a_service_forced_over_the_backend_limit_can_still_be_drained() {
       - address: 10.220.1.3
 ";
     let config = node.config("config.yaml", text);
-    let state_dir = node.dir.to_string_lossy().into_owned();
     node.libraflux(&["apply", "-c", &config]).assert_code(3);
     node.libraflux(&["apply", "-c", &config, "--force"]).assert_code(0);
     let daemon = Daemon::start(&node, &config);
-    let drained = node.libraflux(&["drain", "10.220.1.3:80", "-c", &config, "--state-dir", &state_dir]);
+    let drained = node.libraflux(&["drain", "10.220.1.3:80"]);
     drained.assert_code(0);
     let want = sorted_lines(
         "-A -t 10.220.0.10:80 -s wrr\n-a -t 10.220.0.10:80 -r 10.220.1.1:80 -m -w 1\n\

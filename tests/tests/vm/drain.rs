@@ -80,12 +80,13 @@ impl Topology {
         self.node.config("config.yaml", &text)
     }
 
+    /// `libraflux drain ARGS` against this node's daemon, running in the background.
     fn drain(&self, args: &[&str]) -> Child {
-        let dir = self.node.dir.to_string_lossy().into_owned();
-        Command::new("ip")
-            .args(["netns", "exec", self.node.netns.name(), &self.node.bin, "drain"])
+        Command::new(&self.node.bin)
+            .arg("--control-socket")
+            .arg(&self.node.socket)
+            .arg("drain")
             .args(args)
-            .args(["--state-dir", &dir])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -178,8 +179,7 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
 
     let held = (0..4).map(|_| connect(&topology.client)).find(|(_, port)| *port == 8081);
     let (held, _) = held.expect("round robin reaches 8081 within 4 connections");
-    let mut drain =
-        topology.drain(&["10.200.0.2:8081", "-c", &config, "--grace", "0s", "--timeout", "120s", "--wait"]);
+    let mut drain = topology.drain(&["10.200.0.2:8081", "--grace", "0s", "--timeout", "120s", "--wait"]);
     topology.wait_weight("10.200.0.2:8081", Some(0), &daemon);
 
     for _ in 0..6 {
@@ -209,28 +209,18 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     // serving (8081 stays at weight 0), so the drain needs --force.
     let (held_8080, port) = connect(&topology.client);
     assert_eq!(port, 8080);
-    let mut timed = topology.drain(&[
-        "10.200.0.2:8080",
-        "-c",
-        &config,
-        "--grace",
-        "0s",
-        "--timeout",
-        "3s",
-        "--wait",
-        "--force",
-    ]);
+    let mut timed =
+        topology.drain(&["10.200.0.2:8080", "--grace", "0s", "--timeout", "3s", "--wait", "--force"]);
     let (code, out) = finished(&mut timed, Duration::from_secs(30)).expect("the drain times out");
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("TIMEOUT"), "{out}");
 
-    let status = topology.node.libraflux(&["status", "-c", &config]);
+    let status = topology.node.libraflux(&["status"]);
     assert!(status.stdout.contains("drained (connections_closed)"), "{}", status.stdout);
     assert!(status.stdout.contains("drained (timeout)"), "{}", status.stdout);
 
-    let state_dir = topology.node.dir.to_string_lossy().into_owned();
     for backend in ["10.200.0.2:8080", "10.200.0.2:8081"] {
-        let undone = topology.node.libraflux(&["undrain", backend, "--state-dir", &state_dir]);
+        let undone = topology.node.libraflux(&["undrain", backend]);
         assert_eq!(undone.code, 0, "{}{}", undone.stdout, undone.stderr);
         topology.wait_weight(backend, Some(1), &daemon);
     }
@@ -243,22 +233,14 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     assert_eq!(ports, [8080, 8081], "round robin spreads two connections");
     let (to_8081, _) = conns.pop().unwrap();
     let (to_8080, _) = conns.pop().unwrap();
-    let mut keep =
-        topology.drain(&["10.200.0.2:8080", "-c", &config, "--grace", "0s", "--timeout", "120s", "--wait"]);
-    let mut remove = topology.drain(&[
-        "10.200.0.2:8081",
-        "-c",
-        &config,
-        "--grace",
-        "0s",
-        "--timeout",
-        "120s",
-        "--wait",
-        "--remove",
-    ]);
+    // Whichever reaches the daemon second drains the last serving backend, so both say --force
+    // (the CLI used to let the second through when the daemon's /status lagged the first).
+    let both = ["--grace", "0s", "--timeout", "120s", "--wait", "--force"];
+    let mut keep = topology.drain(&[&["10.200.0.2:8080"][..], &both].concat());
+    let mut remove = topology.drain(&[&["10.200.0.2:8081", "--remove"][..], &both].concat());
     topology.wait_weight("10.200.0.2:8080", Some(0), &daemon);
     topology.wait_weight("10.200.0.2:8081", Some(0), &daemon);
-    let status = topology.node.libraflux(&["status", "-c", &config]);
+    let status = topology.node.libraflux(&["status"]);
     assert_eq!(status.stdout.matches(", DRAINING").count(), 2, "{}", status.stdout);
     drop(to_8081);
     let (code, out) = finished(&mut remove, Duration::from_secs(30)).expect("the --remove drain ends");
@@ -268,7 +250,7 @@ fn an_open_tcp_connection_holds_the_drain_across_a_daemon_restart_until_it_close
     drop(to_8080);
     let (code, out) = finished(&mut keep, Duration::from_secs(30)).expect("the other drain ends");
     assert_eq!(code, 0, "{out}");
-    let undone = topology.node.libraflux(&["undrain", "10.200.0.2:8081", "--state-dir", &state_dir]);
+    let undone = topology.node.libraflux(&["undrain", "10.200.0.2:8081"]);
     assert_eq!(undone.code, 0, "{}{}", undone.stdout, undone.stderr);
     topology.wait_weight("10.200.0.2:8081", Some(1), &daemon);
     stop.store(true, Ordering::Relaxed);
@@ -341,18 +323,8 @@ fn udp_stream_holds_the_drain_until_it_stops(health: &[&str], interfaces: &str, 
             .parse()
             .unwrap();
     let pinned_text = pinned.to_string();
-    let mut drain = topology.drain(&[
-        &pinned_text,
-        "-c",
-        &config,
-        "--grace",
-        "1s",
-        "--quiet",
-        "3s",
-        "--timeout",
-        "120s",
-        "--wait",
-    ]);
+    let mut drain =
+        topology.drain(&[&pinned_text, "--grace", "1s", "--quiet", "3s", "--timeout", "120s", "--wait"]);
     topology.wait_weight(&pinned_text, Some(0), &daemon);
     assert!(
         finished(&mut drain, Duration::from_secs(6)).is_none(),
@@ -382,9 +354,8 @@ fn draining_the_last_serving_backend_is_refused_unless_forced() {
     let topology = Topology::new();
     let config = topology.config("tcp", 80, [8080, 8081]);
     let daemon = Daemon::start(&topology.node, &config);
-    let state_dir = topology.node.dir.to_string_lossy().into_owned();
     let drain = |backend: &str, force: bool| {
-        let mut args = vec!["drain", backend, "-c", &config, "--state-dir", &state_dir];
+        let mut args = vec!["drain", backend];
         if force {
             args.push("--force");
         }

@@ -197,10 +197,6 @@ impl Run {
     fn libraflux(&self, args: &[&str]) {
         self.topology.node.libraflux(args).assert_code(0);
     }
-
-    fn state_dir(&self) -> String {
-        self.topology.node.dir.to_string_lossy().into_owned()
-    }
 }
 
 impl Drop for Run {
@@ -382,24 +378,11 @@ fn daemon_operations(run: &mut Run, load: &Load) {
     let drained = run.edited(|layout| layout.service("web").weight(B2, 0));
     await_long_lived(load, WEB, Some(addr(&format!("{B2}:8080"))));
     run.op("drain a backend", "`libraflux drain 10.200.0.3:8080`: weight 0, connections live on", |run| {
-        let state_dir = run.state_dir();
-        run.libraflux(&[
-            "drain",
-            "10.200.0.3:8080",
-            "-c",
-            &run.config,
-            "--grace",
-            "0s",
-            "--timeout",
-            "60s",
-            "--state-dir",
-            &state_dir,
-        ]);
+        run.libraflux(&["drain", "10.200.0.3:8080", "--grace", "0s", "--timeout", "60s"]);
         run.wait_for_table(&drained.saved(), Duration::from_secs(15));
     });
     run.op("undrain the backend", "`libraflux undrain 10.200.0.3:8080`: its weight comes back", |run| {
-        let state_dir = run.state_dir();
-        run.libraflux(&["undrain", "10.200.0.3:8080", "--state-dir", &state_dir]);
+        run.libraflux(&["undrain", "10.200.0.3:8080"]);
         run.wait_for_table(&run.layout.saved(), Duration::from_secs(15));
     });
     run.op("daemon: stop (SIGTERM) and start", "the table stays while no daemon runs", |run| {

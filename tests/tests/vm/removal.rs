@@ -54,7 +54,9 @@ fn two_tcp_backends() -> (Topology, Arc<AtomicBool>, String, String) {
 
 fn apply(topology: &Topology, config: &str) -> Child {
     Command::new("ip")
-        .args(["netns", "exec", topology.node.netns.name(), &libraflux_bin(), "apply", "-c", config])
+        .args(["netns", "exec", topology.node.netns.name(), &libraflux_bin(), "--control-socket"])
+        .arg(&topology.node.socket)
+        .args(["apply", "-c", config])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -191,6 +191,9 @@ pub fn thresholds(netns: &NetNs) -> Vec<(String, u32, u32)> {
 pub struct Node {
     pub netns: NetNs,
     pub dir: PathBuf,
+    /// The control socket of this node's daemon (`--control-socket`): every `libraflux` this
+    /// node runs is given it.
+    pub socket: PathBuf,
     /// The `libraflux` binary this node runs: [`libraflux_tests::libraflux_bin`] unless a test
     /// points it at a copy.
     pub bin: String,
@@ -204,7 +207,8 @@ impl Node {
         netns.ip(&["link", "set", "lfvip0", "up"]);
         let dir = std::env::temp_dir().join(netns.name());
         std::fs::create_dir_all(&dir).unwrap();
-        Self { netns, dir, bin: libraflux_tests::libraflux_bin() }
+        let socket = dir.join("control.sock");
+        Self { netns, dir, socket, bin: libraflux_tests::libraflux_bin() }
     }
 
     /// Writes a config file. Unless `text` sets `snapshots` itself, it gets a `snapshots.dir` in
@@ -224,8 +228,13 @@ impl Node {
         self.dir.join("snapshots")
     }
 
+    /// Runs this node's `libraflux` with `args` in its namespace, as root, pointed at its daemon's
+    /// control socket.
     pub fn libraflux(&self, args: &[&str]) -> Ran {
-        self.netns.run(&self.bin, args)
+        let socket = self.socket.to_string_lossy();
+        let mut full = vec!["--control-socket", &socket];
+        full.extend_from_slice(args);
+        self.netns.run(&self.bin, &full)
     }
 
     /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
