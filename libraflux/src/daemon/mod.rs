@@ -111,6 +111,8 @@ struct Daemon {
     continue_with: Option<Trigger>,
     /// Who may use the control socket; a reload may change its group.
     access: tokio::sync::watch::Sender<Access>,
+    /// Why the rollback log could not be read last time, so that it is said once, not every interval.
+    rollbacks_unreadable: Option<String>,
 }
 
 /// How often drains are looked for and evaluated.
@@ -168,9 +170,10 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         degraded: None,
         continue_with: None,
         access,
+        rollbacks_unreadable: None,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
-    daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
+    daemon.count_rollbacks();
     daemon.update_health_checks();
     daemon.load_drains();
     daemon.reconcile(Trigger::Startup).await;
@@ -217,7 +220,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 if let Some(snapshot) = daemon.observer.snapshot() {
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
-                daemon.metrics.set_rollbacks_recorded(crate::snapshot::rollbacks(&daemon.config.snapshots.dir));
+                daemon.count_rollbacks();
             }
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
             () = std::future::ready(()), if daemon.continue_with.is_some() => {
@@ -339,6 +342,27 @@ impl Daemon {
                 "degraded: the last reconcile failed ({why}); retrying every {:?}",
                 self.options.reconcile_interval
             ),
+        }
+    }
+
+    /// `libraflux_rollbacks_total` from the rollback log that `snapshot restore` keeps; a log the
+    /// daemon cannot read is said once and the count stays as it was.
+    fn count_rollbacks(&mut self) {
+        let dir = &self.config.snapshots.dir;
+        match crate::snapshot::rollbacks(dir) {
+            Ok(count) => {
+                self.metrics.set_rollbacks_recorded(count);
+                self.rollbacks_unreadable = None;
+            }
+            Err(err) if self.rollbacks_unreadable.as_deref() != Some(&err.to_string()) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "cannot read the rollback log ({err}); libraflux_rollbacks_total is not updated. The \
+                     daemon's user needs to traverse the directory (chmod o+x) and read the log (chmod 0644)"
+                );
+                self.rollbacks_unreadable = Some(err.to_string());
+            }
+            Err(_) => {}
         }
     }
 

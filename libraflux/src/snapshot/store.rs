@@ -126,9 +126,11 @@ impl Store {
         snapshot: &Snapshot,
         overwrite: bool,
     ) -> Result<PathBuf, StoreError> {
+        // 0711: others may not list the snapshots (each file is 0600 anyway) but may reach a file
+        // they know the name of: the daemon, run as its own user, reads the rollback log here.
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(0o711)
             .create(&self.dir)
             .map_err(StoreError::io("creating", &self.dir))?;
         let target = self.path(name);
