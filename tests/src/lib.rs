@@ -3,6 +3,7 @@
 //!
 //! Test traffic only ever goes to addresses inside namespaces these helpers created.
 
+pub mod creds;
 pub mod frames;
 pub mod load;
 pub mod tun;

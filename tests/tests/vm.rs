@@ -6,6 +6,7 @@
 mod vm {
     mod apply;
     mod behavior;
+    mod control;
     mod daemon;
     mod daemon_health;
     mod daemon_limits;

@@ -5,12 +5,13 @@
 
 use std::{
     fs::File,
-    os::unix::net::UnixDatagram,
+    os::unix::{fs::PermissionsExt as _, net::UnixDatagram},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use libraflux_tests::sorted_lines;
+use libraflux_tests::{creds::Credentials, sorted_lines};
 
 use super::support::Node;
 
@@ -58,24 +59,51 @@ impl Daemon {
 
     /// [`Daemon::start_within`] with `env` set for the daemon.
     pub fn start_with(node: &Node, config: &str, within: Duration, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", node.netns.name(), &node.bin]);
+        Self::launch(node, command, config, &node.dir, within, false, env)
+    }
+
+    /// Starts the daemon as systemd's `DynamicUser=` would: as `credentials` (with the unit's
+    /// capabilities) and `state_dir` as its state directory, which `credentials` must own.
+    pub fn start_as(node: &Node, config: &str, credentials: &Credentials, state_dir: &Path) -> Self {
+        let mut command = Command::new(&node.bin);
+        credentials.apply(&mut command);
+        Self::launch(node, command, config, state_dir, Duration::from_secs(30), true, &[])
+    }
+
+    /// Runs `command` (which ends with the `libraflux` binary) as `daemon -c config` with a 1 s
+    /// reconcile interval, this node's control socket and `env`; waits for READY=1.
+    /// `fork_in_netns`: `command` does not enter the node's namespace itself (`ip netns exec`
+    /// needs root), so it is started from a thread that has.
+    fn launch(
+        node: &Node,
+        mut command: Command,
+        config: &str,
+        state_dir: &Path,
+        within: Duration,
+        fork_in_netns: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
         let notify_path = node.dir.join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        // A daemon that is not root must be able to send to it.
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o666)).unwrap();
         notify.set_read_timeout(Some(within)).unwrap();
         let log = node.dir.join("daemon.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", node.netns.name(), &node.bin, "daemon", "-c", config])
-            .args(["--reconcile-interval", "1s", "--state-dir"])
-            .arg(&node.dir)
+        command
+            .args(["daemon", "-c", config, "--reconcile-interval", "1s", "--state-dir"])
+            .arg(state_dir)
             .arg("--control-socket")
             .arg(&node.socket)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start the daemon");
+            .stderr(File::create(&log).unwrap());
+        let child = if fork_in_netns { node.netns.enter(move || command.spawn()) } else { command.spawn() };
+        let child = child.expect("start the daemon");
         let daemon = Self { child, log, notify, first_notification: std::sync::OnceLock::new() };
         let first = daemon
             .next_notification()

@@ -15,7 +15,7 @@ use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
     model::{DestKey, Destination, Forwarding, Service, ServiceKey},
 };
-use libraflux_tests::{NetNs, Ran};
+use libraflux_tests::{NetNs, Ran, creds::Credentials};
 
 /// The `node:` section of the configs the VM tests apply.
 pub const HEADER: &str = "node:\n  interface: lfvip0\n";
@@ -235,6 +235,20 @@ impl Node {
         let mut full = vec!["--control-socket", &socket];
         full.extend_from_slice(args);
         self.netns.run(&self.bin, &full)
+    }
+
+    /// Runs `libraflux` with `args` as `credentials` (outside the namespace: what it does goes
+    /// through the control socket), pointed at this node's daemon.
+    pub fn libraflux_as(&self, credentials: &Credentials, args: &[&str]) -> Ran {
+        let mut command = Command::new(&self.bin);
+        command.arg("--control-socket").arg(&self.socket).args(args);
+        credentials.apply(&mut command);
+        let output = command.output().unwrap_or_else(|err| panic!("cannot run {}: {err}", self.bin));
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 
     /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
