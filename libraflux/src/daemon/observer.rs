@@ -289,7 +289,8 @@ fn protocol_name(number: u8) -> &'static str {
     crate::model::Protocol::from_number(number).map_or("ip", crate::model::Protocol::as_str)
 }
 
-fn render(err: &dyn std::error::Error) -> String {
+/// An error and its causes, `a: b: c`.
+pub(super) fn render(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -3,7 +3,7 @@
 //! by the daemon itself, reconciled at once, and answered with what IPVS then shows.
 
 use std::{
-    error::Error,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Daemon, Reload, control::Call, reconcile::Trigger};
+use super::{Daemon, Reload, control::Call, observer::render, reconcile::Trigger};
 use crate::{
     config::{self, Config},
     control::{
@@ -22,7 +22,7 @@ use crate::{
         },
     },
     drain::{self, DrainEntry, Rules},
-    ipvs::{IpvsError, Op, ServiceStatus},
+    ipvs::{DestinationStatus, IpvsError, Op},
     model::{DestKey, Service, ServiceKey},
 };
 
@@ -30,17 +30,6 @@ type Answer = Result<Value, ReplyError>;
 
 fn json(value: &impl Serialize) -> Answer {
     Ok(serde_json::to_value(value).expect("replies serialise"))
-}
-
-/// An error and its causes, `a: b: c`.
-fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 impl Daemon {
@@ -92,18 +81,34 @@ impl Daemon {
         let daemon = self.status.borrow().clone();
         let status = match self.ipvs.list_services().await {
             Ok(table) => Status { daemon, services: Some(protocol::table(&table)), ipvs_error: None },
-            Err(err) => Status { daemon, services: None, ipvs_error: Some(chain(&err)) },
+            Err(err) => Status { daemon, services: None, ipvs_error: Some(render(&err)) },
         };
         json(&status)
     }
 
-    async fn table(&mut self, after: &str) -> Result<Vec<ServiceStatus>, ReplyError> {
-        self.ipvs.list_services().await.map_err(|err: IpvsError| {
-            ReplyError::new(
-                ErrorKind::Failed,
-                format!("{after}, but IPVS cannot be read back: {}", chain(&err)),
-            )
-        })
+    /// What IPVS shows of `backends` now: the destinations of their services only, not the whole
+    /// table (`drain --wait` asks twice a second). Absent: not in IPVS.
+    async fn backends_now(
+        &mut self,
+        backends: impl IntoIterator<Item = drain::Backend>,
+        after: &str,
+    ) -> Result<BTreeMap<drain::Backend, DestinationStatus>, ReplyError> {
+        let backends: Vec<drain::Backend> = backends.into_iter().collect();
+        let services: BTreeSet<ServiceKey> = backends.iter().map(|(service, _)| *service).collect();
+        let mut found = BTreeMap::new();
+        for service in services {
+            // A service IPVS does not hold has no destinations: the dump is empty.
+            let dests = self.ipvs.dests(&service).await.map_err(|err: IpvsError| {
+                failed(format!("{after}, but IPVS cannot be read back: {}", render(&err)))
+            })?;
+            for dest in dests {
+                let backend = (service, dest.destination.key);
+                if backends.contains(&backend) {
+                    found.insert(backend, dest);
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn drain(&mut self, ask: &DrainRequest) -> Answer {
@@ -132,18 +137,19 @@ impl Daemon {
                 drains.extend(entries.iter().cloned());
             })
             .map_err(|err| {
-                failed(format!("cannot record the drain: {}; nothing was changed", chain(&err)))
+                failed(format!("cannot record the drain: {}; nothing was changed", render(&err)))
             })?;
         self.load_drains();
         self.reconcile(Trigger::Drain).await;
-        let table = self.table("the drain is recorded").await?;
+        let now = self
+            .backends_now(entries.iter().map(|e| (e.service, e.backend)), "the drain is recorded")
+            .await?;
         let drains: Vec<Drained> = entries
             .iter()
             .map(|entry| Drained {
                 service: entry.service,
                 backend: entry.backend,
-                weight: drain::destination(&table, (entry.service, entry.backend))
-                    .map(|d| d.destination.weight),
+                weight: now.get(&(entry.service, entry.backend)).map(|d| d.destination.weight),
                 rules: entry.rules,
                 remove: entry.remove,
                 started_unix_ms,
@@ -195,30 +201,34 @@ impl Daemon {
             ));
         }
         self.drains.update(|drains| drains.retain(|d| !matches(d))).map_err(|err| {
-            failed(format!("cannot record the undrain: {}; nothing was changed", chain(&err)))
+            failed(format!("cannot record the undrain: {}; nothing was changed", render(&err)))
         })?;
         self.load_drains();
         self.reconcile(Trigger::Drain).await;
-        let table = self.table("the drain is undone").await?;
+        let now = self
+            .backends_now(undone.iter().map(|service| (*service, backend)), "the drain is undone")
+            .await?;
         let undrained = undone
             .into_iter()
             .map(|service| Undrained {
                 service,
                 backend,
-                weight: drain::destination(&table, (service, backend)).map(|d| d.destination.weight),
+                weight: now.get(&(service, backend)).map(|d| d.destination.weight),
             })
             .collect();
         json(&UndrainReply { undrained })
     }
 
     async fn drains_answer(&mut self) -> Answer {
-        let table = if self.drain_entries.is_empty() { Vec::new() } else { self.table("").await? };
+        let backends: Vec<drain::Backend> =
+            self.drain_entries.iter().map(|d| (d.service, d.backend)).collect();
+        let now = self.backends_now(backends, "the drains are known").await?;
         let drains = self
             .drain_entries
             .iter()
             .map(|entry| DrainView {
                 drain: entry.clone(),
-                ipvs: drain::destination(&table, (entry.service, entry.backend)).map(|dest| BackendNow {
+                ipvs: now.get(&(entry.service, entry.backend)).map(|dest| BackendNow {
                     weight: dest.destination.weight,
                     active_connections: dest.active_connections,
                     inactive_connections: dest.inactive_connections,
