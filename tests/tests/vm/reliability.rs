@@ -445,7 +445,9 @@ fn kill_during_large_reload(run: &mut Run) {
     let restarted = Instant::now();
     run.daemon = Some(Daemon::start_within(&run.topology.node, &run.config, DAEMON_START));
     eprintln!("large reload: the restarted daemon was ready after {:.1?}", restarted.elapsed());
-    assert_eq!(run.topology.node.saved(), large.saved(), "the restarted daemon converges (ipvsadm-save)");
+    // Ready after its first turn of at most 1,000 operations: the rest follows at once.
+    run.wait_for_table(&large.saved(), Duration::from_secs(120));
+    eprintln!("large reload: the restarted daemon converged after {:.1?}", restarted.elapsed());
     run.layout = large;
 }
 

@@ -52,8 +52,10 @@ pub struct Vm {
 }
 
 impl Default for Vm {
+    /// 40 minutes: the VM tier runs every VM test in one boot, about 24 minutes under TCG on a
+    /// quiet 2-core host; this bound only catches a hung guest.
     fn default() -> Self {
-        Self { memory_mib: 1024, timeout: Duration::from_secs(1800) }
+        Self { memory_mib: 1024, timeout: Duration::from_secs(2400) }
     }
 }
 
