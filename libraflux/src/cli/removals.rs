@@ -10,7 +10,7 @@ use std::{
 
 use libraflux::{
     config::{Config, DesiredState, Ignore, ServiceSettings},
-    drain::{self, Backend, Ending, PacketWatch, Progress, Rules, Signal, TrafficSource},
+    drain::{self, Backend, Ending, PacketWatch, Progress, Rules, Seen, Signal, TrafficSource},
     ipvs::{self, IpvsClient},
     model::{Protocol, ServiceKey},
     plan::{self, Leaving, Removal},
@@ -132,22 +132,22 @@ async fn wait(
                 Failure::new(exit::RUNTIME_FAILURE, "the drains did not end by their timeouts").into()
             );
         }
-        let table = client.list_services().await?;
-        let now = Instant::now();
         let open: Vec<Backend> =
             backends.iter().zip(&ended).filter(|(_, e)| e.is_none()).map(|(b, _)| *b).collect();
-        packets.update(&open, &table, now);
+        let seen = Seen::from_dumps(client.dests_of(&drain::services_of(&open)).await?);
+        let now = Instant::now();
+        packets.update(&open, &seen, now);
         let mut connections = 0u64;
         for (index, backend) in backends.iter().enumerate() {
             if ended[index].is_some() {
                 continue;
             }
-            if at_zero[index].is_none() && drain::at_weight_zero(&table, *backend) {
+            if at_zero[index].is_none() && seen.at_weight_zero(*backend) {
                 at_zero[index] = Some(now);
             }
             let progress =
                 Progress { elapsed: started.elapsed(), at_zero: at_zero[index].map(|since| now - since) };
-            let signal = signal(&table, &packets, *backend, now);
+            let signal = signal(&seen, &packets, *backend, now);
             if let Signal::Tcp { active, .. } = signal {
                 connections += u64::from(active);
             }
@@ -176,12 +176,12 @@ async fn wait(
 }
 
 /// TCP and firewall-mark services: IPVS connections. UDP: IPVS InPkts (no eBPF counter here).
-fn signal(table: &[ipvs::ServiceStatus], packets: &PacketWatch, backend: Backend, now: Instant) -> Signal {
+fn signal(seen: &Seen, packets: &PacketWatch, backend: Backend, now: Instant) -> Signal {
     match backend.0 {
         ServiceKey::Addr { protocol: Protocol::Udp, .. } => {
             Signal::Udp { quiet_for: packets.quiet_for(backend, now), source: TrafficSource::IpvsInPkts }
         }
-        _ => drain::connections(table, backend),
+        _ => seen.connections(backend),
     }
 }
 

@@ -3,14 +3,16 @@
 //! met. TCP: IPVS's connection counts. UDP: the eBPF counter's quiet when it sees the backend's
 //! packets, otherwise the growth of IPVS's InPkts, never "no signal, so quiet".
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant, SystemTime},
+};
 
-use super::{Daemon, reconcile::Trigger};
-use crate::plan::Leaving;
+use super::{Daemon, blocking, reconcile::Trigger};
 use crate::{
-    drain::{self, DrainEntry, Ended, Progress, Signal, TrafficSource},
-    ipvs::ServiceStatus,
+    drain::{self, DrainEntry, DrainStore, Ended, Ending, Progress, Seen, Signal, StoreError, TrafficSource},
     model::{Protocol, ServiceKey},
+    plan::Leaving,
 };
 
 impl Daemon {
@@ -22,8 +24,9 @@ impl Daemon {
             self.drain_packets = drain::PacketWatch::default();
             return;
         }
-        let table = match self.ipvs.list_services().await {
-            Ok(table) => table,
+        let backends: Vec<drain::Backend> = running.iter().map(|d| (d.service, d.backend)).collect();
+        let seen = match self.ipvs.dests_of(&drain::services_of(&backends)).await {
+            Ok(dumps) => Seen::from_dumps(dumps),
             Err(err) => {
                 tracing::error!(error = %err, "cannot read IPVS to evaluate drains");
                 return;
@@ -31,56 +34,58 @@ impl Daemon {
         };
         let (now, instant) = (SystemTime::now(), Instant::now());
         let now_ms = drain::unix_ms(now);
-        let backends: Vec<drain::Backend> = running.iter().map(|d| (d.service, d.backend)).collect();
-        self.drain_packets.update(&backends, &table, instant);
+        self.drain_packets.update(&backends, &seen, instant);
         let mut zeroed = Vec::new();
         let mut endings = Vec::new();
         for entry in &running {
             let at_zero_ms = entry
                 .at_zero_unix_ms
-                .or_else(|| drain::at_weight_zero(&table, (entry.service, entry.backend)).then_some(now_ms));
+                .or_else(|| seen.at_weight_zero((entry.service, entry.backend)).then_some(now_ms));
             if entry.at_zero_unix_ms.is_none() && at_zero_ms.is_some() {
-                tracing::info!(service = %entry.service, backend = %entry.backend, "drain: IPVS shows weight 0; the grace period starts");
                 zeroed.push((entry.service, entry.backend));
             }
             let progress = Progress {
                 elapsed: entry.elapsed(now),
                 at_zero: at_zero_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))),
             };
-            let signal = self.drain_signal(entry, &table, instant);
+            let signal = self.drain_signal(entry, &seen, instant);
             if let Some(ending) = drain::evaluate(&entry.rules, progress, signal) {
-                tracing::warn!(service = %entry.service, backend = %entry.backend, "{}", ending.describe());
                 endings.push((entry.service, entry.backend, ending));
             }
         }
         if zeroed.is_empty() && endings.is_empty() {
             return;
         }
-        let recorded = self.drains.update(|drains| {
-            for drain in drains.iter_mut().filter(|d| d.ended.is_none()) {
-                let key = (drain.service, drain.backend);
-                if zeroed.contains(&key) {
-                    drain.at_zero_unix_ms.get_or_insert(now_ms);
+        log_progress(&zeroed, &endings);
+        let zeroed: HashSet<drain::Backend> = zeroed.into_iter().collect();
+        let endings: HashMap<drain::Backend, Ending> =
+            endings.into_iter().map(|(service, backend, ending)| ((service, backend), ending)).collect();
+        let recorded = self
+            .change_drains(|drains| {
+                for drain in drains.iter_mut().filter(|d| d.ended.is_none()) {
+                    let key = (drain.service, drain.backend);
+                    if zeroed.contains(&key) {
+                        drain.at_zero_unix_ms.get_or_insert(now_ms);
+                    }
+                    if let Some(ending) = endings.get(&key) {
+                        drain.ended = Some(Ended { ending: *ending, at_unix_ms: now_ms });
+                    }
                 }
-                if let Some((_, _, ending)) = endings.iter().find(|(s, b, _)| (*s, *b) == key) {
-                    drain.ended = Some(Ended { ending: *ending, at_unix_ms: now_ms });
-                }
-            }
-        });
-        if let Err(err) = recorded {
-            tracing::error!(error = %err, "cannot record a drain's progress");
-        }
-        if self.load_drains() && !endings.is_empty() {
-            self.reconcile(Trigger::Drain).await;
+            })
+            .await;
+        match recorded {
+            Ok(()) if !endings.is_empty() => self.reconcile(Trigger::Drain).await,
+            Ok(()) => self.publish_status(),
+            Err(err) => tracing::error!(error = %err, "cannot record a drain's progress"),
         }
     }
 
     /// The protocol's signal for one drain: IPVS connections for TCP (and firewall-mark
     /// services); for UDP the eBPF counter's quiet, or IPVS InPkts when no counter sees it.
-    fn drain_signal(&self, entry: &DrainEntry, table: &[ServiceStatus], now: Instant) -> Signal {
+    fn drain_signal(&self, entry: &DrainEntry, seen: &Seen, now: Instant) -> Signal {
         let backend = (entry.service, entry.backend);
         let ServiceKey::Addr { protocol: Protocol::Udp, .. } = entry.service else {
-            return drain::connections(table, backend);
+            return seen.connections(backend);
         };
         let key =
             crate::observe::DestKey::new(entry.backend.addr, entry.backend.port, Protocol::Udp.number());
@@ -94,8 +99,47 @@ impl Daemon {
     }
 }
 
+/// Above this many drains reaching a step in one tick (a large service leaving the
+/// configuration), the log says how many per step, and names each backend at debug level only.
+const LOG_EACH_UP_TO: usize = 20;
+
+/// Says which drains IPVS now shows at weight 0, and which ended and why.
+fn log_progress(zeroed: &[drain::Backend], endings: &[(ServiceKey, crate::model::DestKey, Ending)]) {
+    let each = zeroed.len() + endings.len() <= LOG_EACH_UP_TO;
+    for (service, backend) in zeroed {
+        if each {
+            tracing::info!(%service, %backend, "drain: IPVS shows weight 0; the grace period starts");
+        } else {
+            tracing::debug!(%service, %backend, "drain: IPVS shows weight 0; the grace period starts");
+        }
+    }
+    for (service, backend, ending) in endings {
+        if each {
+            tracing::warn!(%service, %backend, "{}", ending.describe());
+        } else {
+            tracing::debug!(%service, %backend, "{}", ending.describe());
+        }
+    }
+    if each {
+        return;
+    }
+    if !zeroed.is_empty() {
+        tracing::info!(
+            backends = zeroed.len(),
+            "drain: IPVS shows these backends at weight 0; their grace periods start"
+        );
+    }
+    let mut by_ending: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, _, ending) in endings {
+        *by_ending.entry(ending.describe()).or_default() += 1;
+    }
+    for (ending, backends) in by_ending {
+        tracing::warn!(backends, "drains ended: {ending}");
+    }
+}
+
 /// The backends whose removal drain has ended: the next plan deletes them.
-pub(super) fn removals_drained(drains: &[DrainEntry]) -> std::collections::BTreeSet<drain::Backend> {
+pub(super) fn removals_drained(drains: &[DrainEntry]) -> BTreeSet<drain::Backend> {
     drains
         .iter()
         .filter(|d| d.removed_from_config && d.ended.is_some())
@@ -108,22 +152,19 @@ impl Daemon {
     /// (with their service's drain rules, or the defaults for a service that left), turns an
     /// operator's drain of a leaving backend into one, and drops those no longer needed: the
     /// backend is configured again (the drain is cancelled) or, after `applied`, deleted.
-    pub(super) fn sync_removals(&mut self, leaving: &Leaving, applied: bool) {
+    pub(super) async fn sync_removals(&mut self, leaving: &Leaving, applied: bool) {
         let needed = |d: &DrainEntry| leaving.backends.contains(&(d.service, d.backend));
         let stale = |d: &DrainEntry| d.removed_from_config && !needed(d) && (d.ended.is_none() || applied);
         let unmarked = |d: &DrainEntry| !d.removed_from_config && needed(d);
-        let missing: Vec<drain::Backend> = leaving
-            .backends
-            .iter()
-            .filter(|backend| !self.drain_entries.iter().any(|d| (d.service, d.backend) == **backend))
-            .copied()
-            .collect();
+        let drained: HashSet<drain::Backend> =
+            self.drain_entries.iter().map(|d| (d.service, d.backend)).collect();
+        let missing: Vec<drain::Backend> =
+            leaving.backends.iter().filter(|backend| !drained.contains(backend)).copied().collect();
         if missing.is_empty() && !self.drain_entries.iter().any(|d| stale(d) || unmarked(d)) {
             return;
         }
         let started_unix_ms = drain::now_ms();
-        let mut services: Vec<&ServiceKey> = missing.iter().map(|(service, _)| service).collect();
-        services.dedup();
+        let services: BTreeSet<&ServiceKey> = missing.iter().map(|(service, _)| service).collect();
         for service in services.into_iter().filter(|service| leaving.services.contains(service)) {
             tracing::warn!(%service, "left the configuration: its backends at weight 0, deleted once all are drained");
         }
@@ -151,23 +192,51 @@ impl Daemon {
                 }
             })
             .collect();
-        let updated = self.drains.update(|drains| {
-            for drain in drains.iter_mut().filter(|d| unmarked(d)) {
-                drain.remove = true;
-                drain.removed_from_config = true;
-            }
-            drains.retain(|d| {
-                let cancel = stale(d);
-                if cancel && d.ended.is_none() {
-                    tracing::info!(service = %d.service, backend = %d.backend, "configured again: removal drain cancelled");
+        let updated = self
+            .change_drains(|drains| {
+                for drain in drains.iter_mut().filter(|d| unmarked(d)) {
+                    drain.remove = true;
+                    drain.removed_from_config = true;
                 }
-                !cancel
-            });
-            drains.extend(new.iter().cloned());
-        });
+                drains.retain(|d| {
+                    let cancel = stale(d);
+                    if cancel && d.ended.is_none() {
+                        tracing::info!(service = %d.service, backend = %d.backend, "configured again: removal drain cancelled");
+                    }
+                    !cancel
+                });
+                drains.extend(new);
+            })
+            .await;
         if let Err(err) = updated {
             tracing::error!(error = %err, "cannot record the drains of removed backends; they stay at weight 0");
         }
-        self.load_drains();
     }
+
+    /// Changes the drains. The change is written to the state directory (off the runtime's
+    /// thread) before it counts: when it cannot be written, nothing changes.
+    pub(super) async fn change_drains(
+        &mut self,
+        change: impl FnOnce(&mut Vec<DrainEntry>),
+    ) -> Result<(), StoreError> {
+        let mut drains = self.drain_entries.clone();
+        change(&mut drains);
+        drains.sort_by_key(|drain| (drain.service, drain.backend));
+        if drains == self.drain_entries {
+            return Ok(());
+        }
+        let (store, written) = (self.drains.clone(), drains.clone());
+        blocking(move || store.save(&written)).await?;
+        self.drain_entries = drains;
+        Ok(())
+    }
+}
+
+/// The drains recorded in `store`; none when they cannot be read (said in the log).
+pub(super) async fn load(store: &DrainStore) -> Vec<DrainEntry> {
+    let store = store.clone();
+    blocking(move || store.load()).await.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot read the drain state; starting without drains");
+        Vec::new()
+    })
 }

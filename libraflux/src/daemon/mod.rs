@@ -109,10 +109,22 @@ struct Daemon {
     degraded: Option<String>,
     /// The last reconcile left ops for another turn, which runs next (with this trigger).
     continue_with: Option<Trigger>,
+    /// Those ops, and what they were planned from.
+    pending: Option<Pending>,
     /// Who may use the control socket; a reload may change its group.
     access: tokio::sync::watch::Sender<Access>,
     /// Why the rollback log could not be read last time, so that it is said once, not every interval.
     rollbacks_unreadable: Option<String>,
+}
+
+/// The rest of a plan larger than one turn: sent as planned while what it was planned from
+/// (the configuration with health and drains applied, and the drains that ended) is unchanged,
+/// without reading the table again; planned again from the table otherwise.
+struct Pending {
+    desired: config::DesiredState,
+    drained: std::collections::BTreeSet<drain::Backend>,
+    leaving: crate::plan::Leaving,
+    rest: crate::plan::Phases,
 }
 
 /// How often drains are looked for and evaluated.
@@ -152,12 +164,13 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     tracing::info!(path = %options.control_socket.display(), "control socket ready");
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let drains = DrainStore::new(&options.state_dir);
+    let drain_entries = drains::load(&drains).await;
     let mut daemon = Daemon {
         options,
         background,
         observer: Observer::start(&config),
         drains,
-        drain_entries: Vec::new(),
+        drain_entries,
         drain_packets: Default::default(),
         config,
         ipvs,
@@ -169,13 +182,13 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         health_due: None,
         degraded: None,
         continue_with: None,
+        pending: None,
         access,
         rollbacks_unreadable: None,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
-    daemon.count_rollbacks();
+    daemon.count_rollbacks().await;
     daemon.update_health_checks();
-    daemon.load_drains();
     daemon.reconcile(Trigger::Startup).await;
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
@@ -197,6 +210,11 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let mut drain_tick = tokio::time::interval(DRAIN_TICK);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if daemon.continue_with.is_some() {
+            // A turn may never have waited (netlink answers at once), and the runtime takes in a
+            // signal only when it polls its driver, which a yield lets it do before the select.
+            tokio::task::yield_now().await;
+        }
         // In this order when several are ready: signals first (so that a plan carried out over
         // several turns never holds SIGTERM or SIGHUP back for more than one turn), the next turn
         // of such a plan last.
@@ -220,15 +238,14 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 if let Some(snapshot) = daemon.observer.snapshot() {
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
-                daemon.count_rollbacks();
+                daemon.count_rollbacks().await;
+                // /status's traffic is as of this collect, not of the last reconcile.
+                daemon.publish_status();
             }
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
             () = std::future::ready(()), if daemon.continue_with.is_some() => {
                 let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
                 daemon.reconcile(trigger).await;
-                // A turn may never have waited (netlink answered at once), and the runtime sees a
-                // signal only when its driver runs: let it, before the select above looks.
-                tokio::task::yield_now().await;
             }
         }
     }
@@ -236,6 +253,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
     daemon.background.stop().await;
     control.stop().await;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -249,13 +267,23 @@ async fn admit_at_start(options: &Options, config: &Config, ipvs: &mut IpvsClien
     });
     reconcile::admit_at_start(config, accepted.as_ref(), &observed)
         .map_err(|violations| reconcile::LimitRefusal { violations })?;
-    record_accepted(options, config);
+    record_accepted(options, config).await;
     Ok(())
 }
 
-fn record_accepted(options: &Options, config: &Config) {
-    if let Err(err) = accepted::save(&options.state_dir, &config.desired) {
+async fn record_accepted(options: &Options, config: &Config) {
+    let (dir, desired) = (options.state_dir.clone(), config.desired.clone());
+    if let Err(err) = blocking(move || accepted::save(&dir, &desired)).await {
         tracing::error!(error = %err, "cannot record the accepted configuration; a restart measures limits against the table");
+    }
+}
+
+/// Runs file I/O (or other blocking work) on tokio's blocking pool, so that the runtime's one
+/// thread keeps serving metrics, health checks and the control socket meanwhile.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }
 
@@ -265,10 +293,13 @@ impl Daemon {
         // This reconcile reads the health as it is now: transitions waiting to be coalesced are in.
         self.health_due = None;
         // The interval's run while a larger plan is under way is that plan's next turn, not drift.
-        let trigger = match self.continue_with.take() {
+        let continued = self.continue_with.take();
+        let trigger = match continued {
             Some(continued) if trigger == Trigger::Interval => continued,
             _ => trigger,
         };
+        let pending = self.pending.take().filter(|_| continued == Some(trigger));
+        self.metrics.record_trigger(trigger);
         let config = &self.config;
         // Drains first, then health: a service whose drains and unhealthy backends leave nothing
         // serving fails open rather than going dark.
@@ -292,17 +323,35 @@ impl Daemon {
             shield: shield.as_ref(),
             max_ops: reconcile::MAX_OPS_PER_TURN,
         };
-        let result = reconcile::reconcile(&mut self.ipvs, request).await;
+        let result = match pending {
+            Some(pending) if pending.desired == desired && pending.drained == drained => {
+                let (outcome, rest) = reconcile::next_turn(
+                    &mut self.ipvs,
+                    pending.rest,
+                    trigger,
+                    shield.as_ref(),
+                    request.max_ops,
+                )
+                .await;
+                Ok(reconcile::Turn { outcome, leaving: pending.leaving, rest })
+            }
+            _ => reconcile::reconcile(&mut self.ipvs, request).await,
+        };
         self.record.reconciles += 1;
         let degraded = match result {
-            Ok(reconcile::Turn { outcome, leaving, more }) => {
+            Ok(reconcile::Turn { outcome, leaving, rest }) => {
                 self.log_outcome(trigger, &outcome);
                 self.record_metrics(&outcome, started.elapsed());
                 // A backend whose delete waits for a later turn still needs its drain's record.
-                self.sync_removals(&leaving, outcome.result_label() == "ok" && !more);
-                if more && outcome.result_label() == "ok" {
-                    tracing::info!(?trigger, "the plan is larger than one turn: the rest follows at once");
+                self.sync_removals(&leaving, outcome.result_label() == "ok" && rest.is_none()).await;
+                if let Some(rest) = rest {
+                    tracing::info!(
+                        ?trigger,
+                        left = rest.len(),
+                        "the plan is larger than one turn: the rest follows at once"
+                    );
                     self.continue_with = Some(trigger);
+                    self.pending = Some(Pending { desired, drained, leaving, rest });
                 }
                 match outcome {
                     Outcome::Failed { errors, .. } => {
@@ -347,9 +396,13 @@ impl Daemon {
 
     /// `libraflux_rollbacks_total` from the rollback log that `snapshot restore` keeps; a log the
     /// daemon cannot read is said once and the count stays as it was.
-    fn count_rollbacks(&mut self) {
-        let dir = &self.config.snapshots.dir;
-        match crate::snapshot::rollbacks(dir) {
+    async fn count_rollbacks(&mut self) {
+        let dir = self.config.snapshots.dir.clone();
+        let read = blocking({
+            let dir = dir.clone();
+            move || crate::snapshot::rollbacks(&dir)
+        });
+        match read.await {
             Ok(count) => {
                 self.metrics.set_rollbacks_recorded(count);
                 self.rollbacks_unreadable = None;
@@ -363,21 +416,6 @@ impl Daemon {
                 self.rollbacks_unreadable = Some(err.to_string());
             }
             Err(_) => {}
-        }
-    }
-
-    /// Reads the drains; true if they changed since the last read.
-    fn load_drains(&mut self) -> bool {
-        match self.drains.load() {
-            Ok(entries) if entries != self.drain_entries => {
-                self.drain_entries = entries;
-                true
-            }
-            Ok(_) => false,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the drain state; keeping the last one");
-                false
-            }
         }
     }
 
@@ -513,7 +551,8 @@ impl Daemon {
     /// than its limits allow (unless `force`), or cannot be put in force is rejected, and the
     /// running one stays in force.
     async fn reload(&mut self, force: bool) -> Reload {
-        match config::load(self.options.config_path.as_deref()) {
+        let path = self.options.config_path.clone();
+        match blocking(move || config::load(path.as_deref())).await {
             Ok(config) if !force && let Err(violations) = reconcile::admit(&config, &self.config.desired) => {
                 self.record.reloads_failed += 1;
                 self.metrics.record_reload(false);
@@ -540,7 +579,7 @@ impl Daemon {
                 for violation in over.unwrap_or_default() {
                     tracing::warn!(%violation, "config reload over a change limit, accepted as forced");
                 }
-                record_accepted(&self.options, &config);
+                record_accepted(&self.options, &config).await;
                 self.record.reloads_ok += 1;
                 self.metrics.record_reload(true);
                 tracing::info!(services = config.desired.len(), "config reloaded");

@@ -11,17 +11,7 @@ use crate::{
     plan::{self, Leaving, LimitViolation, Removal},
 };
 
-/// Why a reconcile ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    Startup,
-    ConfigReload,
-    HealthChange,
-    /// A drain was asked for, undone, or ended.
-    Drain,
-    /// The periodic run; if it finds anything to do, the kernel drifted (someone ran ipvsadm).
-    Interval,
-}
+pub use crate::metrics::Trigger;
 
 /// What a reconcile did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,12 +88,12 @@ pub struct LimitRefusal {
     pub violations: Vec<LimitViolation>,
 }
 
-/// The most operations one reconcile sends; a larger plan is carried out over several turns of
-/// the daemon loop, each planned again from the table, with the barrier kept across turns
-/// ([`plan::Phases::first_turn`]). Set far above any real plan for now: with 1,000, a reload that
-/// removed 4,550 backends ran the drain bookkeeping of every leaving backend between turns and
-/// took minutes (the reliability suite's large reload), so turns wait until that work scales.
-pub const MAX_OPS_PER_TURN: usize = 1_000_000;
+/// The most operations one reconcile sends. A larger plan is carried out over several turns of
+/// the daemon loop, so that signals, health and drains are answered between them (a reload of
+/// 10,000 operations no longer holds SIGTERM back until it ends). The barrier holds across turns
+/// ([`plan::Phases::split_turn`]); the rest of a plan is sent as planned only while nothing it was
+/// planned from changed, and planned again from the table otherwise ([`next_turn`]).
+pub const MAX_OPS_PER_TURN: usize = 1000;
 
 /// What one reconcile did.
 #[derive(Debug)]
@@ -111,8 +101,9 @@ pub struct Turn {
     pub outcome: Outcome,
     /// What leaves the configuration and is kept at weight 0 until drained.
     pub leaving: Leaving,
-    /// The plan was larger than one turn: the rest waits for the next.
-    pub more: bool,
+    /// The plan was larger than one turn, and this turn went through whole: the rest, for the
+    /// next turns.
+    pub rest: Option<plan::Phases>,
 }
 
 /// What one reconcile is asked to do.
@@ -139,10 +130,25 @@ pub async fn reconcile<I: Ipvs>(ipvs: &mut I, request: Request<'_>) -> Result<Tu
     let mut plan = plan::plan_removals(desired, configured, &observed, ignore, removal);
     let leaving = std::mem::take(&mut plan.leaving);
     if plan.is_empty() {
-        return Ok(Turn { outcome: Outcome::NoChanges, leaving, more: false });
+        return Ok(Turn { outcome: Outcome::NoChanges, leaving, rest: None });
     }
-    let (phases, more) = plan.phases().first_turn(max_ops);
-    Ok(Turn { outcome: execute(ipvs, &phases, trigger, shield).await, leaving, more })
+    let (outcome, rest) = next_turn(ipvs, plan.phases(), trigger, shield, max_ops).await;
+    Ok(Turn { outcome, leaving, rest })
+}
+
+/// Sends the first `max_ops` of `phases` (the rest of a plan a turn before left, or a new plan);
+/// returns what is left, unless this turn failed: then nothing of this plan is sent any more.
+pub async fn next_turn<I: Ipvs>(
+    ipvs: &mut I,
+    phases: plan::Phases,
+    trigger: Trigger,
+    shield: Option<&RefusalShield>,
+    max_ops: usize,
+) -> (Outcome, Option<plan::Phases>) {
+    let (turn, rest) = phases.split_turn(max_ops);
+    let outcome = execute(ipvs, &turn, trigger, shield).await;
+    let rest = rest.filter(|_| outcome.result_label() == "ok");
+    (outcome, rest)
 }
 
 async fn execute<I: Ipvs>(
@@ -214,12 +220,57 @@ mod tests {
             let turn = reconcile(&mut ipvs, request).await.expect("in-memory IPVS answers");
             let Outcome::Applied { ops, .. } = &turn.outcome else { break };
             let present = ipvs::observed(&mut ipvs).await.unwrap()[&key].destinations.len();
-            turns.push((ops.len(), turn.more, present));
+            turns.push((ops.len(), turn.rest.is_some(), present));
             assert!(turns.len() < 10, "{turns:?}");
         }
         // 7 adds, then the delete: 3 + 3 adds with the old backend kept, then 1 add + the delete.
         assert_eq!(turns, [(3, true, 4), (3, true, 7), (2, false, 7)]);
         assert_eq!(ipvs::observed(&mut ipvs).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_plan_goes_as_planned_and_a_failed_turn_ends_it() {
+        let key: ServiceKey = "tcp:10.0.0.1:80".parse().unwrap();
+        let seven: Vec<String> = (1..=7).map(|i| format!("10.0.1.{i}:80")).collect();
+        let want = desired(&seven.iter().map(String::as_str).collect::<Vec<_>>());
+        let ignore = Ignore::default();
+        let request = |max_ops| Request {
+            desired: &want,
+            configured: &want,
+            removal: Removal::Immediate,
+            ignore: &ignore,
+            trigger: Trigger::ConfigReload,
+            shield: None,
+            max_ops,
+        };
+        let mut ipvs = MemoryIpvs::new();
+        let first = reconcile(&mut ipvs, request(3)).await.unwrap();
+        let mut sizes = vec![first.outcome.clone()];
+        let mut rest = first.rest;
+        while let Some(phases) = rest.take() {
+            let (outcome, left) = next_turn(&mut ipvs, phases, Trigger::ConfigReload, None, 3).await;
+            sizes.push(outcome);
+            rest = left;
+        }
+        let sizes: Vec<usize> = sizes
+            .iter()
+            .map(|outcome| match outcome {
+                Outcome::Applied { ops, .. } => ops.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The service and 7 backends: 8 ops in turns of 3, 3 and 2, from one read of the table.
+        assert_eq!(sizes, [3, 3, 2]);
+        assert_eq!(ipvs::observed(&mut ipvs).await.unwrap(), want);
+
+        // The service is deleted behind the daemon's back after the first turn: the second turn's
+        // adds are refused, and nothing of the plan is left to send.
+        let mut ipvs = MemoryIpvs::new();
+        let first = reconcile(&mut ipvs, request(3)).await.unwrap();
+        ipvs.apply(&[Op::DeleteService(key)], ipvs::OnFailure::Stop).await;
+        let (outcome, left) = next_turn(&mut ipvs, first.rest.unwrap(), Trigger::ConfigReload, None, 3).await;
+        assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+        assert!(left.is_none());
     }
 
     #[tokio::test]

@@ -93,22 +93,16 @@ impl Daemon {
         backends: impl IntoIterator<Item = drain::Backend>,
         after: &str,
     ) -> Result<BTreeMap<drain::Backend, DestinationStatus>, ReplyError> {
-        let backends: Vec<drain::Backend> = backends.into_iter().collect();
-        let services: BTreeSet<ServiceKey> = backends.iter().map(|(service, _)| *service).collect();
-        let mut found = BTreeMap::new();
-        for service in services {
-            // A service IPVS does not hold has no destinations: the dump is empty.
-            let dests = self.ipvs.dests(&service).await.map_err(|err: IpvsError| {
-                failed(format!("{after}, but IPVS cannot be read back: {}", render(&err)))
-            })?;
-            for dest in dests {
-                let backend = (service, dest.destination.key);
-                if backends.contains(&backend) {
-                    found.insert(backend, dest);
-                }
-            }
-        }
-        Ok(found)
+        let backends: BTreeSet<drain::Backend> = backends.into_iter().collect();
+        // A service IPVS does not hold has no destinations: its dump is empty.
+        let dumps = self.ipvs.dests_of(&drain::services_of(&backends)).await.map_err(|err: IpvsError| {
+            failed(format!("{after}, but IPVS cannot be read back: {}", render(&err)))
+        })?;
+        let seen = drain::Seen::from_dumps(dumps);
+        Ok(backends
+            .into_iter()
+            .filter_map(|backend| seen.destination(backend).map(|dest| (backend, dest.clone())))
+            .collect())
     }
 
     async fn drain(&mut self, ask: &DrainRequest) -> Answer {
@@ -131,15 +125,12 @@ impl Daemon {
             })
             .collect();
         let same = |d: &DrainEntry| entries.iter().any(|e| (e.service, e.backend) == (d.service, d.backend));
-        self.drains
-            .update(|drains| {
-                drains.retain(|d| !same(d));
-                drains.extend(entries.iter().cloned());
-            })
-            .map_err(|err| {
-                failed(format!("cannot record the drain: {}; nothing was changed", render(&err)))
-            })?;
-        self.load_drains();
+        self.change_drains(|drains| {
+            drains.retain(|d| !same(d));
+            drains.extend(entries.iter().cloned());
+        })
+        .await
+        .map_err(|err| failed(format!("cannot record the drain: {}; nothing was changed", render(&err))))?;
         self.reconcile(Trigger::Drain).await;
         let now = self
             .backends_now(entries.iter().map(|e| (e.service, e.backend)), "the drain is recorded")
@@ -200,10 +191,9 @@ impl Daemon {
                 format!("{backend} is not being drained{scope}"),
             ));
         }
-        self.drains.update(|drains| drains.retain(|d| !matches(d))).map_err(|err| {
+        self.change_drains(|drains| drains.retain(|d| !matches(d))).await.map_err(|err| {
             failed(format!("cannot record the undrain: {}; nothing was changed", render(&err)))
         })?;
-        self.load_drains();
         self.reconcile(Trigger::Drain).await;
         let now = self
             .backends_now(undone.iter().map(|service| (*service, backend)), "the drain is undone")

@@ -9,7 +9,7 @@ mod store;
 use std::time::SystemTime;
 
 pub use machine::{Ending, IPVS_COUNTER_LAG, Progress, Rules, Signal, TrafficSource, evaluate};
-pub use signal::{Backend, PacketWatch, at_weight_zero, connections, destination};
+pub use signal::{Backend, PacketWatch, Seen, services_of};
 pub use store::{DrainEntry, DrainStore, Ended, StoreError, unix_ms};
 
 use crate::config::DesiredState;

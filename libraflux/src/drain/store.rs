@@ -1,10 +1,9 @@
-//! Drains persisted in the state directory (`state/drains.json`), so a drain outlives the CLI
-//! that asked for it and the daemon restarting. The CLI adds and removes entries; the daemon
-//! runs them and records how each ended. Both change the file under an exclusive lock.
+//! Drains persisted in the state directory (`state/drains.json`), so a drain outlives the daemon
+//! restarting. Only the daemon writes it (the CLI asks over the control socket): it keeps the
+//! drains in memory and writes the whole file, atomically, after each change.
 
 use std::{
-    fs::{self, OpenOptions},
-    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
+    fs,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -15,7 +14,6 @@ use super::machine::{Ending, Progress, Rules};
 use crate::model::{DestKey, ServiceKey};
 
 const FILE: &str = "drains.json";
-const LOCK: &str = "drains.lock";
 const VERSION: u32 = 1;
 
 /// One drain of one backend in one service.
@@ -95,27 +93,12 @@ impl DrainStore {
         Ok(file.drains)
     }
 
-    /// Changes the drains under an exclusive lock and writes them back atomically.
-    pub fn update<T>(&self, change: impl FnOnce(&mut Vec<DrainEntry>) -> T) -> Result<T, StoreError> {
+    /// Writes `drains`, sorted by service then backend, in place of what the file held.
+    pub fn save(&self, drains: &[DrainEntry]) -> Result<(), StoreError> {
         fs::create_dir_all(&self.dir).map_err(|source| self.io("creating", &self.dir, source))?;
-        let lock_path = self.dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|source| self.io("opening", &lock_path, source))?;
-        // SAFETY: flock on an fd we own; released when `lock` is closed at the end of scope.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(self.io("locking", &lock_path, std::io::Error::last_os_error()));
-        }
-        let mut drains = self.load()?;
-        let result = change(&mut drains);
+        let mut drains = drains.to_vec();
         drains.sort_by_key(|drain| (drain.service, drain.backend));
-        self.write(&drains)?;
-        drop(lock);
-        Ok(result)
+        self.write(&drains)
     }
 
     /// Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new file.
@@ -162,7 +145,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("libraflux-drains-{}", std::process::id()));
         let store = DrainStore::new(&dir);
         assert_eq!(store.load().unwrap(), []);
-        store.update(|drains| drains.extend([entry("10.0.1.2:80"), entry("10.0.1.1:80")])).unwrap();
+        store.save(&[entry("10.0.1.2:80"), entry("10.0.1.1:80")]).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded, [entry("10.0.1.1:80"), entry("10.0.1.2:80")]);
         let mode =

@@ -197,6 +197,18 @@ impl IpvsClient {
         Ok(answers.pop().map(|(_, dests)| dests).unwrap_or_default())
     }
 
+    /// Destinations of each of `services`, through pipelined GET_DEST dumps (no GET_SERVICE
+    /// dump of the whole table); an unknown service lists as empty.
+    pub async fn dests_of(
+        &mut self,
+        services: &[ServiceKey],
+    ) -> Result<Vec<(ServiceKey, Vec<DestinationStatus>)>, IpvsError> {
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.dump_all(services).await
+    }
+
     /// Zeroes the counters of every service and destination.
     pub async fn zero(&mut self) -> Result<(), IpvsError> {
         self.single(IpvsMessage::new(IpvsCmd::Zero, vec![]), Operation::ZeroCounters).await.map(drop)

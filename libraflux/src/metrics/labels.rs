@@ -43,6 +43,7 @@ label_set!(BackendLabels { service: ServiceKey, backend: DestKey });
 label_set!(CheckLabels { service: ServiceKey, backend: DestKey, outcome: CheckOutcome });
 label_set!(LatencyLabels { check_type: CheckType, outcome: CheckOutcome });
 label_set!(ReconcileLabels { result: ReconcileResult });
+label_set!(TriggerLabels { trigger: Trigger });
 label_set!(OperationLabels { kind: OperationKind });
 label_set!(ReloadLabels { result: ReloadResult });
 label_set!(VersionLabels { version: &'static str });
@@ -87,6 +88,35 @@ impl From<&Check> for CheckType {
 impl Display for CheckType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
+    }
+}
+
+/// Why a reconcile ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trigger {
+    Startup,
+    ConfigReload,
+    HealthChange,
+    /// A drain was asked for, undone, or ended.
+    Drain,
+    /// The periodic run; if it finds anything to do, the kernel drifted (someone ran ipvsadm).
+    Interval,
+}
+
+impl Trigger {
+    pub const ALL: [Self; 5] =
+        [Self::Startup, Self::ConfigReload, Self::HealthChange, Self::Drain, Self::Interval];
+}
+
+impl Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Startup => "startup",
+            Self::ConfigReload => "config_reload",
+            Self::HealthChange => "health_change",
+            Self::Drain => "drain",
+            Self::Interval => "interval",
+        })
     }
 }
 

@@ -33,13 +33,13 @@ mod tests;
 
 pub use collect::collect_ipvs;
 pub use ipvs::SERIES_PER_BACKEND;
-pub use labels::{CheckOutcome, CheckType, ReconcileResult};
+pub use labels::{CheckOutcome, CheckType, ReconcileResult, Trigger};
 
 use family::SortedFamily;
 use ipvs::IpvsCollector;
 use labels::{
     BackendLabels, CheckLabels, LatencyLabels, OperationKind, OperationLabels, ReconcileLabels, ReloadLabels,
-    ReloadResult, ServiceLabels, VersionLabels,
+    ReloadResult, ServiceLabels, TriggerLabels, VersionLabels,
 };
 
 /// Health check latency buckets, seconds: 1 ms to 5 s (the longest sensible check timeout).
@@ -85,6 +85,7 @@ pub struct Metrics {
     check_latency: SortedFamily<LatencyLabels, Histogram>,
     fail_open: SortedFamily<ServiceLabels, Gauge>,
     reconcile_runs: SortedFamily<ReconcileLabels, Counter>,
+    reconcile_triggers: SortedFamily<TriggerLabels, Counter>,
     reconcile_duration: Histogram,
     reconcile_operations: SortedFamily<OperationLabels, Counter>,
     drift_repairs: Counter,
@@ -110,6 +111,7 @@ impl Metrics {
             check_latency: SortedFamily::new(|| Histogram::new(CHECK_LATENCY_BUCKETS)),
             fail_open: SortedFamily::default(),
             reconcile_runs: SortedFamily::default(),
+            reconcile_triggers: SortedFamily::default(),
             reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
             reconcile_operations: SortedFamily::default(),
             drift_repairs: Counter::default(),
@@ -127,6 +129,9 @@ impl Metrics {
         // Closed label sets start at zero, so rate() and absent() work from the first scrape.
         for result in [ReconcileResult::Ok, ReconcileResult::Error, ReconcileResult::Refused] {
             self.reconcile_runs.with(ReconcileLabels { result }, |_| {});
+        }
+        for trigger in Trigger::ALL {
+            self.reconcile_triggers.with(TriggerLabels { trigger }, |_| {});
         }
         for result in [ReloadResult::Ok, ReloadResult::Failed] {
             self.config_reloads.with(ReloadLabels { result }, |_| {});
@@ -152,6 +157,11 @@ impl Metrics {
             "libraflux_reconcile_runs",
             "Reconcile runs by result (ok, error, refused by a limit or pre-flight check)",
             self.reconcile_runs.clone(),
+        );
+        registry.register(
+            "libraflux_reconcile_triggers",
+            "Reconciles by what started them (a plan carried out over several turns counts each turn)",
+            self.reconcile_triggers.clone(),
         );
         registry.register(
             "libraflux_reconcile_duration_seconds",
@@ -229,6 +239,13 @@ impl Metrics {
             self.last_success.set(now.as_secs_f64());
         }
         *self.last_reconcile.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// A reconcile starts, because of `trigger`.
+    pub fn record_trigger(&self, trigger: Trigger) {
+        self.reconcile_triggers.with(TriggerLabels { trigger }, |counter| {
+            counter.inc();
+        });
     }
 
     /// `changes` IPVS changes were made to repair drift (someone else changed the table).

@@ -49,25 +49,31 @@ impl Phases {
         self.make.iter().chain(&self.reduce)
     }
 
-    /// The first `max_ops` ops, for one turn of a loop that must stay responsive (the daemon);
-    /// true when ops are left for a later turn, which plans again from the table. The barrier
-    /// holds across turns: a turn that leaves make ops behind sends no reduce op.
-    pub fn first_turn(&self, max_ops: usize) -> (Self, bool) {
+    /// Splits off the first `max_ops` ops, for one turn of a loop that must stay responsive (the
+    /// daemon); the rest, if any, is for later turns, each sent only when the turn before it was
+    /// acknowledged whole. The barrier holds across turns: a turn that leaves make ops behind sends
+    /// no reduce op, and each part names only the scheduler changes its own make ops carry out.
+    pub fn split_turn(self, max_ops: usize) -> (Self, Option<Self>) {
         if self.len() <= max_ops {
-            return (self.clone(), false);
+            return (self, None);
         }
-        if self.make.len() >= max_ops {
-            let make = self.make[..max_ops].to_vec();
-            let scheduler_changes = self
-                .scheduler_changes
+        let Self { mut make, mut reduce, scheduler_changes } = self;
+        let changes_in = |make: &[Op]| -> Vec<crate::model::ServiceKey> {
+            scheduler_changes
                 .iter()
                 .filter(|key| make.iter().any(|op| matches!(op, Op::UpdateService(s) if s.key == **key)))
                 .copied()
-                .collect();
-            return (Self { make, reduce: Vec::new(), scheduler_changes }, true);
+                .collect()
+        };
+        if make.len() >= max_ops {
+            let rest_make = make.split_off(max_ops);
+            let (first_changes, rest_changes) = (changes_in(&make), changes_in(&rest_make));
+            let first = Self { make, reduce: Vec::new(), scheduler_changes: first_changes };
+            return (first, Some(Self { make: rest_make, reduce, scheduler_changes: rest_changes }));
         }
-        let reduce = self.reduce[..max_ops - self.make.len()].to_vec();
-        (Self { make: self.make.clone(), reduce, scheduler_changes: self.scheduler_changes.clone() }, true)
+        let rest_reduce = reduce.split_off(max_ops - make.len());
+        let rest = Self { make: Vec::new(), reduce: rest_reduce, scheduler_changes: Vec::new() };
+        (Self { make, reduce, scheduler_changes }, Some(rest))
     }
 }
 

@@ -277,3 +277,80 @@ fn readiness_says_degraded_until_converged_and_the_watchdog_is_fed() {
     }
     assert_eq!(node.saved(), sorted_lines(SAVED));
 }
+
+/// A reload of 10,100 operations is carried out in turns of at most 1,000, and signals come
+/// before the next turn, so SIGTERM in the middle of it is answered after the turn under way:
+/// the daemon exits with the table part-way (the next start converges it, as `reliability`
+/// shows), instead of after the whole reload.
+#[test]
+fn sigterm_in_the_middle_of_a_large_reload_is_answered_within_a_turn() {
+    const SERVICES: u16 = 100;
+    const BACKENDS: u16 = 100;
+    let node = Node::new();
+    let config = node.config("config.yaml", CONFIG);
+    let mut daemon = Daemon::start(&node, &config);
+    let mut large = String::from(
+        "node:\n  interface: lfvip0\nlimits:\n  max_services_created: 1000\n  max_backends_per_service: 1000\nservices:\n",
+    );
+    for service in 0..SERVICES {
+        large.push_str(&format!(
+            "  - name: s{service}\n    protocol: tcp\n    vip: 10.220.0.10\n    port: {}\n    scheduler: rr\n    \
+             health:\n      type: none\n    backends:\n",
+            10_000 + service
+        ));
+        for backend in 0..BACKENDS {
+            large.push_str(&format!(
+                "      - {{ address: 10.221.{}.{}, port: 80 }}\n",
+                backend / 200,
+                1 + backend % 200
+            ));
+        }
+    }
+    node.config("config.yaml", &large);
+    let started = Instant::now();
+    daemon.signal(libc::SIGHUP);
+    let deadline = started + Duration::from_secs(60);
+    while !daemon.log().contains("the plan is larger than one turn") {
+        assert!(Instant::now() < deadline, "the reload never began:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Turns the log shows as done when SIGTERM is sent: at most one more (the one under way) may
+    // follow. Counted from the log rather than from the test's clock, so that a test process slow
+    // to send the signal cannot make the daemon look slow.
+    let turns = |log: &str| log.matches("the plan is larger than one turn").count();
+    let before = turns(&daemon.log());
+    let asked = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let deadline = asked + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM not answered within 90 s:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let answered = asked.elapsed();
+    let lines = node.netns.exec("ipvsadm-save", &["-n"]).lines().count();
+    let total = usize::from(SERVICES) * (1 + usize::from(BACKENDS)) + 3;
+    let log = daemon.log();
+    let milestones: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            ["reloaded", "larger than one turn", "stopping", "stopped"].iter().any(|m| line.contains(m))
+        })
+        .collect();
+    eprintln!("{}", milestones.join("\n"));
+    eprintln!(
+        "SIGTERM sent after {before} turn(s), answered after {answered:.1?} with {} turn(s) done, {lines} of \
+         {total} table lines in IPVS; the reload began {:.1?} before",
+        turns(&log),
+        asked - started
+    );
+    assert!(status.success(), "{status}:\n{}", daemon.log());
+    assert!(lines < total, "the reload finished before SIGTERM was answered: {lines} lines");
+    // The turn under way when SIGTERM came may finish, no other. (Before the daemon let its
+    // runtime see signals between turns, five more ran.)
+    let after = turns(&log);
+    assert!(after <= before + 1, "{before} turns done when SIGTERM was sent, {after} when it was answered");
+    assert!(log.contains("stopped"), "{log}");
+}

@@ -231,3 +231,59 @@ fn health_checks_quiesce_remove_restore_and_fail_open() {
         "{metrics}"
     );
 }
+
+/// Issue #16: every health transition ran its own full-table reconcile. Twelve backends that
+/// fail together (their switch port flaps) fail their checks within one interval of each other;
+/// transitions within 250 ms of the first are reconciled together, so the burst costs a few
+/// reconciles, not twelve, and IPVS still follows each of them.
+#[test]
+fn a_burst_of_health_transitions_is_reconciled_a_few_times_not_once_each() {
+    const FAILING: u16 = 12;
+    let node = Node::new();
+    let mut backends = Backends::new(&node.netns, &node.dir);
+    let mut config = String::from(
+        "node:\n  interface: lfvip0\nmetrics:\n  listen: 127.0.0.1:19469\nservices:\n  - name: burst\n    \
+         protocol: tcp\n    vip: 10.220.0.10\n    port: 80\n    scheduler: rr\n    health:\n      type: tcp\n      \
+         interval: 500ms\n      timeout: 250ms\n      rise: 1\n      fall: 2\n    on_unhealthy: quiesce\n    backends:\n",
+    );
+    let mut up = String::from("-A -t 10.220.0.10:80 -s rr\n");
+    for port in 8100..=8100 + FAILING {
+        backends.start(port);
+        config.push_str(&format!("      - {{ address: 10.200.0.2, port: {port} }}\n"));
+        up.push_str(&format!("-a -t 10.220.0.10:80 -r 10.200.0.2:{port} -m -w 1\n"));
+    }
+    let config = node.config("config.yaml", &config);
+    let daemon = Daemon::start(&node, &config);
+    wait_for(&node, &daemon, &up, "start");
+    let health_reconciles = || {
+        let metrics = scrape(&node);
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with("libraflux_reconcile_triggers_total{trigger=\"health_change\"}"));
+        line.and_then(|line| line.rsplit(' ').next()).map(|n| n.parse::<u64>().unwrap()).expect(&metrics)
+    };
+    let transitions = || daemon.log().matches("backend is now unhealthy").count();
+    let (reconciles_before, transitions_before) = (health_reconciles(), transitions());
+
+    // The last backend stays up, so the service does not fail open.
+    for port in 8100..8100 + FAILING {
+        backends.stop(port);
+    }
+    let mut down = up.clone();
+    for port in 8100..8100 + FAILING {
+        down = down.replace(&format!("10.200.0.2:{port} -m -w 1"), &format!("10.200.0.2:{port} -m -w 0"));
+    }
+    wait_for(&node, &daemon, &down, "twelve backends quiesced");
+    std::thread::sleep(Duration::from_secs(1));
+    let reconciles = health_reconciles() - reconciles_before;
+    let seen = transitions() - transitions_before;
+    println!("{seen} health transitions, reconciled by {reconciles} health-change reconcile(s)");
+    assert_eq!(seen, usize::from(FAILING), "{}", daemon.log());
+    // They fail within one 500 ms interval of each other: two 250 ms windows, and a third if the
+    // emulated CPU spreads them further.
+    assert!(
+        (1..=3).contains(&reconciles),
+        "{reconciles} reconciles for {seen} transitions:\n{}",
+        daemon.log()
+    );
+}
