@@ -7,6 +7,7 @@ pub mod creds;
 pub mod frames;
 pub mod load;
 pub mod tun;
+pub mod unit;
 
 use std::{
     fs::File,

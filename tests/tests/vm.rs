@@ -24,4 +24,5 @@ mod vm {
     mod smoke;
     mod snapshot;
     mod support;
+    mod unit;
 }

@@ -1,13 +1,10 @@
 //! The daemon's control socket on real IPVS: `drain`, `undrain` and `status` go through it and
-//! answer with what IPVS shows (cross-checked with `ipvsadm-save`); no daemon is exit 69; a
-//! daemon run as its own user (as systemd's DynamicUser runs it) does what root asks and alone
-//! writes its state directory (issue #16: the CLI wrote 0600 root files the daemon could not
-//! read, and the drain silently did nothing); peers are checked by their credentials; `apply`
-//! hands a configuration to the daemon and reports what it did.
+//! answer with what IPVS shows (cross-checked with `ipvsadm-save`); no daemon is exit 69; peers
+//! are checked by their credentials; `apply` hands a configuration to the daemon and reports what
+//! it did. The daemon run as its own user, as the systemd unit runs it, is in unit.rs.
 
 use std::{
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -40,9 +37,6 @@ const SAVED: &str = "\
 fn drained() -> String {
     sorted_lines(&SAVED.replace("10.220.1.2:80 -m -w 5", "10.220.1.2:80 -m -w 0"))
 }
-
-/// The uid and gid the daemon runs as when systemd's DynamicUser gives it one.
-const DAEMON_UID: u32 = 61_234;
 
 fn stop(mut daemon: Daemon) {
     daemon.signal(libc::SIGTERM);
@@ -131,70 +125,6 @@ fn drain_undrain_and_status_go_through_the_daemon_and_report_what_ipvs_shows() {
     let status = node.libraflux(&["status"]);
     status.assert_code(0);
     assert!(status.stdout.starts_with("daemon: no LibraFlux daemon answers on"), "{}", status.stdout);
-}
-
-/// Every file and directory under `dir` (itself included), with its owner.
-fn owners(dir: &Path) -> Vec<(PathBuf, u32)> {
-    let mut found = vec![(dir.to_owned(), std::fs::metadata(dir).unwrap().uid())];
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(owners(&path));
-        } else {
-            found.push((path.clone(), std::fs::symlink_metadata(&path).unwrap().uid()));
-        }
-    }
-    found
-}
-
-/// A directory owned by the daemon's user, as systemd's StateDirectory= and RuntimeDirectory=
-/// make them.
-fn daemon_dir(path: PathBuf) -> PathBuf {
-    std::fs::create_dir_all(&path).unwrap();
-    std::os::unix::fs::chown(&path, Some(DAEMON_UID), Some(DAEMON_UID)).unwrap();
-    path
-}
-
-/// Issue #16: with the daemon run as its own user, `drain` run by root printed "weight 0 now"
-/// while the daemon could not read the 0600 root-owned drains.json the CLI had written, and the
-/// weight stayed 1. Now the CLI asks over the socket and the daemon writes its own state.
-#[test]
-fn a_daemon_run_as_its_own_user_does_what_root_asks_and_alone_writes_its_state() {
-    let mut node = Node::new();
-    let config = node.config("config.yaml", CONFIG);
-    let snapshots = node.snapshots_dir().to_string_lossy().into_owned();
-    // A rollback, recorded by root while no daemon runs, as `snapshot restore` does.
-    node.libraflux(&["apply", "-c", &config]).assert_code(0);
-    node.libraflux(&["snapshot", "create", "--name", "good", "--dir", &snapshots]).assert_code(0);
-    node.libraflux(&["snapshot", "restore", "good", "--dir", &snapshots]).assert_code(0);
-
-    let state = daemon_dir(node.dir.join("state-dir"));
-    node.socket = daemon_dir(node.dir.join("run")).join("control.sock");
-    let user = Credentials::user(DAEMON_UID, DAEMON_UID).with_daemon_capabilities();
-    let daemon = Daemon::start_as(&node, &config, &user, &state);
-    let metrics = node.http_get("127.0.0.1:9469", "/metrics");
-    assert!(
-        metrics.lines().any(|line| line == "libraflux_rollbacks_total 1"),
-        "the daemon's user cannot read the rollback log root wrote:\n{}",
-        daemon.log()
-    );
-
-    let drain = node.libraflux(&["drain", "10.220.1.2:80"]);
-    drain.assert_code(0);
-    assert!(drain.stdout.contains("IPVS shows weight 0"), "{}", drain.stdout);
-    assert_eq!(node.saved(), drained(), "{}", daemon.log());
-    assert!(!daemon.log().contains("cannot read the drain state"), "{}", daemon.log());
-    let socket = std::fs::metadata(&node.socket).unwrap();
-    assert_eq!((socket.mode() & 0o777, socket.uid()), (0o660, DAEMON_UID), "the socket's mode and owner");
-
-    let undrain = node.libraflux(&["undrain", "10.220.1.2:80"]);
-    undrain.assert_code(0);
-    assert_eq!(node.saved(), sorted_lines(SAVED), "{}", daemon.log());
-    let files = owners(&state);
-    assert!(files.iter().any(|(path, _)| path.ends_with("state/drains.json")), "{files:?}");
-    let foreign: Vec<_> = files.iter().filter(|(_, uid)| *uid != DAEMON_UID).collect();
-    assert!(foreign.is_empty(), "files in the daemon's state directory it does not own: {foreign:?}");
-    stop(daemon);
 }
 
 /// Waits until `done`, at most `within`.

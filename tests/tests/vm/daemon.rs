@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux_tests::{creds::Credentials, sorted_lines};
+use libraflux_tests::{creds::Credentials, sorted_lines, unit::Unit};
 
 use super::support::Node;
 
@@ -37,6 +37,9 @@ const SAVED: &str = "\
 -a -t 10.220.0.10:80 -r 10.220.1.2:80 -m -w 5
 ";
 
+/// systemd's PATH for services (Debian's build).
+const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
+
 /// The daemon process, killed if the test ends early.
 pub struct Daemon {
     pub child: Child,
@@ -60,20 +63,28 @@ impl Daemon {
     /// [`Daemon::start_within`] with `env` set for the daemon.
     pub fn start_with(node: &Node, config: &str, within: Duration, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", node.netns.name(), &node.bin]);
+        command.args(["netns", "exec", node.netns.name(), &node.bin, "daemon"]);
         Self::launch(node, command, config, &node.dir, within, false, env)
     }
 
-    /// Starts the daemon as systemd's `DynamicUser=` would: as `credentials` (with the unit's
-    /// capabilities) and `state_dir` as its state directory, which `credentials` must own.
-    pub fn start_as(node: &Node, config: &str, credentials: &Credentials, state_dir: &Path) -> Self {
+    /// Starts the daemon as systemd starts `unit`'s service: the arguments of ExecStart= (given to
+    /// the binary under test), an environment as bare as systemd's, the unit's credentials
+    /// ([`Credentials::of_unit`]) and `state_dir`, which the caller made as systemd makes the
+    /// unit's StateDirectory= ([`Unit::make_state_directory`]), as the state directory.
+    pub fn start_as_unit(node: &Node, config: &str, unit: &Unit, state_dir: &Path) -> Self {
+        let (program, args) = unit.exec_start.split_first().expect("the unit has an ExecStart=");
+        assert!(program.ends_with("/libraflux"), "ExecStart= runs {program}, not libraflux");
         let mut command = Command::new(&node.bin);
-        credentials.apply(&mut command);
+        command.args(args).env_clear().env("PATH", SYSTEMD_PATH).env("STATE_DIRECTORY", state_dir);
+        if let Some(runtime) = node.socket.parent() {
+            command.env("RUNTIME_DIRECTORY", runtime);
+        }
+        Credentials::of_unit(unit).apply(&mut command);
         Self::launch(node, command, config, state_dir, Duration::from_secs(30), true, &[])
     }
 
-    /// Runs `command` (which ends with the `libraflux` binary) as `daemon -c config` with a 1 s
-    /// reconcile interval, this node's control socket and `env`; waits for READY=1.
+    /// Runs `command` (which ends with `libraflux daemon`) with `-c config`, a 1 s reconcile
+    /// interval, this node's control socket and `env`; waits for READY=1.
     /// `fork_in_netns`: `command` does not enter the node's namespace itself (`ip netns exec`
     /// needs root), so it is started from a thread that has.
     fn launch(
@@ -93,7 +104,7 @@ impl Daemon {
         notify.set_read_timeout(Some(within)).unwrap();
         let log = node.dir.join("daemon.log");
         command
-            .args(["daemon", "-c", config, "--reconcile-interval", "1s", "--state-dir"])
+            .args(["-c", config, "--reconcile-interval", "1s", "--state-dir"])
             .arg(state_dir)
             .arg("--control-socket")
             .arg(&node.socket)

@@ -49,7 +49,12 @@ fn config(interfaces: &str, metrics: &str, web_ports: &[u16]) -> String {
 }
 
 /// Polls `probe` every 200 ms until it returns `Some`, for at most `within`.
-fn wait_for<T>(within: Duration, what: &str, daemon: &Daemon, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(super) fn wait_for<T>(
+    within: Duration,
+    what: &str,
+    daemon: &Daemon,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = probe() {
@@ -61,7 +66,7 @@ fn wait_for<T>(within: Duration, what: &str, daemon: &Daemon, mut probe: impl Fn
 }
 
 /// The value of the one line of `metrics` that starts with `name` and contains every `labels`.
-fn metric(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub(super) fn metric(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
     metrics
         .lines()
         .filter(|line| line.starts_with(name) && labels.iter().all(|label| line.contains(label)))

@@ -212,7 +212,7 @@ impl NatLab {
 
 /// `[conns, inpkts, outpkts, inbytes, outbytes]` of the line whose address is `address`
 /// in `ipvsadm -Ln --stats --exact`.
-fn ipvsadm_line(text: &str, address: &str) -> [u64; 5] {
+pub(super) fn ipvsadm_line(text: &str, address: &str) -> [u64; 5] {
     let line = text
         .lines()
         .find(|line| line.split_whitespace().any(|field| field == address))
