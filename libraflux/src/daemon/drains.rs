@@ -10,7 +10,7 @@ use std::{
 
 use super::{Daemon, blocking, reconcile::Trigger};
 use crate::{
-    drain::{self, DrainEntry, DrainStore, Ended, Ending, Progress, Seen, Signal, StoreError, TrafficSource},
+    drain::{self, DrainEntry, DrainStore, Ended, Ending, Progress, Seen, Signal, TrafficSource},
     model::{Protocol, ServiceKey},
     plan::Leaving,
 };
@@ -60,23 +60,23 @@ impl Daemon {
         let zeroed: HashSet<drain::Backend> = zeroed.into_iter().collect();
         let endings: HashMap<drain::Backend, Ending> =
             endings.into_iter().map(|(service, backend, ending)| ((service, backend), ending)).collect();
-        let recorded = self
-            .change_drains(|drains| {
-                for drain in drains.iter_mut().filter(|d| d.ended.is_none()) {
-                    let key = (drain.service, drain.backend);
-                    if zeroed.contains(&key) {
-                        drain.at_zero_unix_ms.get_or_insert(now_ms);
-                    }
-                    if let Some(ending) = endings.get(&key) {
-                        drain.ended = Some(Ended { ending: *ending, at_unix_ms: now_ms });
-                    }
+        self.change_drains(|drains| {
+            for drain in drains.iter_mut().filter(|d| d.ended.is_none()) {
+                let key = (drain.service, drain.backend);
+                if zeroed.contains(&key) {
+                    drain.at_zero_unix_ms.get_or_insert(now_ms);
                 }
-            })
-            .await;
-        match recorded {
-            Ok(()) if !endings.is_empty() => self.reconcile(Trigger::Drain).await,
-            Ok(()) => self.publish_status(),
-            Err(err) => tracing::error!(error = %err, "cannot record a drain's progress"),
+                if let Some(ending) = endings.get(&key) {
+                    drain.ended = Some(Ended { ending: *ending, at_unix_ms: now_ms });
+                }
+            }
+        });
+        // While a plan larger than one turn is under way, its turns go on; the reconcile after its
+        // last turn deletes what drained meanwhile.
+        if endings.is_empty() || self.continue_with.is_some() {
+            self.publish_status();
+        } else {
+            self.reconcile(Trigger::Drain).await;
         }
     }
 
@@ -152,7 +152,7 @@ impl Daemon {
     /// (with their service's drain rules, or the defaults for a service that left), turns an
     /// operator's drain of a leaving backend into one, and drops those no longer needed: the
     /// backend is configured again (the drain is cancelled) or, after `applied`, deleted.
-    pub(super) async fn sync_removals(&mut self, leaving: &Leaving, applied: bool) {
+    pub(super) fn sync_removals(&mut self, leaving: &Leaving, applied: bool) {
         let needed = |d: &DrainEntry| leaving.backends.contains(&(d.service, d.backend));
         let stale = |d: &DrainEntry| d.removed_from_config && !needed(d) && (d.ended.is_none() || applied);
         let unmarked = |d: &DrainEntry| !d.removed_from_config && needed(d);
@@ -192,42 +192,49 @@ impl Daemon {
                 }
             })
             .collect();
-        let updated = self
-            .change_drains(|drains| {
-                for drain in drains.iter_mut().filter(|d| unmarked(d)) {
-                    drain.remove = true;
-                    drain.removed_from_config = true;
+        self.change_drains(|drains| {
+            for drain in drains.iter_mut().filter(|d| unmarked(d)) {
+                drain.remove = true;
+                drain.removed_from_config = true;
+            }
+            drains.retain(|d| {
+                let cancel = stale(d);
+                if cancel && d.ended.is_none() {
+                    tracing::info!(service = %d.service, backend = %d.backend, "configured again: removal drain cancelled");
                 }
-                drains.retain(|d| {
-                    let cancel = stale(d);
-                    if cancel && d.ended.is_none() {
-                        tracing::info!(service = %d.service, backend = %d.backend, "configured again: removal drain cancelled");
-                    }
-                    !cancel
-                });
-                drains.extend(new);
-            })
-            .await;
-        if let Err(err) = updated {
-            tracing::error!(error = %err, "cannot record the drains of removed backends; they stay at weight 0");
-        }
+                !cancel
+            });
+            drains.extend(new);
+        });
     }
 
-    /// Changes the drains. The change is written to the state directory (off the runtime's
-    /// thread) before it counts: when it cannot be written, nothing changes.
-    pub(super) async fn change_drains(
-        &mut self,
-        change: impl FnOnce(&mut Vec<DrainEntry>),
-    ) -> Result<(), StoreError> {
+    /// Changes the drains, and hands the new state to the writer without waiting for it; returns
+    /// its generation, or none when nothing changed.
+    pub(super) fn change_drains(&mut self, change: impl FnOnce(&mut Vec<DrainEntry>)) -> Option<u64> {
         let mut drains = self.drain_entries.clone();
         change(&mut drains);
         drains.sort_by_key(|drain| (drain.service, drain.backend));
         if drains == self.drain_entries {
-            return Ok(());
+            return None;
         }
-        let (store, written) = (self.drains.clone(), drains.clone());
-        blocking(move || store.save(&written)).await?;
+        let generation = self.drain_writer.hand(drains.clone());
         self.drain_entries = drains;
+        Some(generation)
+    }
+
+    /// Changes the drains and waits until the change is written: when it cannot be written,
+    /// nothing changes, and the answer says why.
+    pub(super) async fn record_drains(
+        &mut self,
+        change: impl FnOnce(&mut Vec<DrainEntry>),
+    ) -> Result<(), String> {
+        let before = self.drain_entries.clone();
+        let Some(generation) = self.change_drains(change) else { return Ok(()) };
+        if let Err(why) = self.drain_writer.written(generation).await {
+            self.drain_entries = before.clone();
+            self.drain_writer.hand(before);
+            return Err(why);
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod background;
 mod control;
 mod drains;
 mod observer;
+mod persist;
 pub mod reconcile;
 mod requests;
 
@@ -94,8 +95,8 @@ struct Daemon {
     metrics: Arc<Metrics>,
     health: Scheduler,
     observer: Observer,
-    drains: DrainStore,
-    /// The drains as last read from the store.
+    drain_writer: persist::DrainWriter,
+    /// The drains: read from the state directory at start, then changed here only.
     drain_entries: Vec<DrainEntry>,
     /// IPVS InPkts of each running drain's backend, and when it last grew.
     drain_packets: drain::PacketWatch,
@@ -169,7 +170,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         options,
         background,
         observer: Observer::start(&config),
-        drains,
+        drain_writer: persist::DrainWriter::spawn(drains),
         drain_entries,
         drain_packets: Default::default(),
         config,
@@ -202,6 +203,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |every| every / 2));
+    // A loop that was held up pings once when it is back, not once per missed tick.
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut tick = tokio::time::interval(daemon.options.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -216,8 +219,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             tokio::task::yield_now().await;
         }
         // In this order when several are ready: signals first (so that a plan carried out over
-        // several turns never holds SIGTERM or SIGHUP back for more than one turn), the next turn
-        // of such a plan last.
+        // several turns never holds SIGTERM or SIGHUP back for more than one turn), then the
+        // control socket and health, then the next turn of such a plan, then periodic work.
         tokio::select! {
             biased;
             _ = terminate.recv() => break,
@@ -228,6 +231,12 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             Some(event) = health_events.recv() => daemon.health_event(event),
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
+            }
+            // Before the periodic work: when a drain tick or a collect takes longer than its period
+            // (thousands of drains under an emulated CPU), they must not starve a plan's turns.
+            () = std::future::ready(()), if daemon.continue_with.is_some() => {
+                let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
+                daemon.reconcile(trigger).await;
             }
             _ = drain_tick.tick() => daemon.drain_tick().await,
             _ = flows_tick.tick() => {
@@ -240,19 +249,16 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 }
                 daemon.count_rollbacks().await;
                 // /status's traffic is as of this collect, not of the last reconcile.
-                daemon.publish_status();
+                daemon.publish_traffic();
             }
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
-            () = std::future::ready(()), if daemon.continue_with.is_some() => {
-                let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
-                daemon.reconcile(trigger).await;
-            }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
     daemon.background.stop().await;
     control.stop().await;
+    daemon.drain_writer.flush().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -323,27 +329,28 @@ impl Daemon {
             shield: shield.as_ref(),
             max_ops: reconcile::MAX_OPS_PER_TURN,
         };
+        // Drains that ended since the plan was made do not stop it: it keeps them at weight 0, and
+        // a reconcile after its last turn deletes them.
+        let mut planned_drained = None;
         let result = match pending {
-            Some(pending) if pending.desired == desired && pending.drained == drained => {
-                let (outcome, rest) = reconcile::next_turn(
-                    &mut self.ipvs,
-                    pending.rest,
-                    trigger,
-                    shield.as_ref(),
-                    request.max_ops,
-                )
-                .await;
+            Some(pending) if pending.desired == desired => {
+                let max_ops = request.max_ops;
+                let (outcome, rest) =
+                    reconcile::next_turn(&mut self.ipvs, pending.rest, trigger, shield.as_ref(), max_ops)
+                        .await;
+                planned_drained = Some(pending.drained);
                 Ok(reconcile::Turn { outcome, leaving: pending.leaving, rest })
             }
             _ => reconcile::reconcile(&mut self.ipvs, request).await,
         };
+        let drained = planned_drained.unwrap_or(drained);
         self.record.reconciles += 1;
         let degraded = match result {
             Ok(reconcile::Turn { outcome, leaving, rest }) => {
                 self.log_outcome(trigger, &outcome);
                 self.record_metrics(&outcome, started.elapsed());
                 // A backend whose delete waits for a later turn still needs its drain's record.
-                self.sync_removals(&leaving, outcome.result_label() == "ok" && rest.is_none()).await;
+                self.sync_removals(&leaving, outcome.result_label() == "ok" && rest.is_none());
                 if let Some(rest) = rest {
                     tracing::info!(
                         ?trigger,
@@ -352,6 +359,10 @@ impl Daemon {
                     );
                     self.continue_with = Some(trigger);
                     self.pending = Some(Pending { desired, drained, leaving, rest });
+                } else if outcome.result_label() == "ok"
+                    && !drains::removals_drained(&self.drain_entries).is_subset(&drained)
+                {
+                    self.continue_with = Some(Trigger::Drain);
                 }
                 match outcome {
                     Outcome::Failed { errors, .. } => {
@@ -604,6 +615,17 @@ impl Daemon {
                 Reload::Invalid(errors)
             }
         }
+    }
+
+    /// Updates only the eBPF traffic view of the status document: a full [`Daemon::publish_status`]
+    /// renders every drain and health entry, too much to do on every collect of a large node.
+    fn publish_traffic(&self) {
+        let traffic = json!(self.observer.traffic());
+        self.status.send_modify(|status| {
+            if let Some(status) = status.as_object_mut() {
+                status.insert("traffic".to_owned(), traffic);
+            }
+        });
     }
 
     fn publish_status(&self) {

@@ -125,12 +125,12 @@ impl Daemon {
             })
             .collect();
         let same = |d: &DrainEntry| entries.iter().any(|e| (e.service, e.backend) == (d.service, d.backend));
-        self.change_drains(|drains| {
+        self.record_drains(|drains| {
             drains.retain(|d| !same(d));
             drains.extend(entries.iter().cloned());
         })
         .await
-        .map_err(|err| failed(format!("cannot record the drain: {}; nothing was changed", render(&err))))?;
+        .map_err(|why| failed(format!("cannot record the drain: {why}; nothing was changed")))?;
         self.reconcile(Trigger::Drain).await;
         let now = self
             .backends_now(entries.iter().map(|e| (e.service, e.backend)), "the drain is recorded")
@@ -191,9 +191,9 @@ impl Daemon {
                 format!("{backend} is not being drained{scope}"),
             ));
         }
-        self.change_drains(|drains| drains.retain(|d| !matches(d))).await.map_err(|err| {
-            failed(format!("cannot record the undrain: {}; nothing was changed", render(&err)))
-        })?;
+        self.record_drains(|drains| drains.retain(|d| !matches(d)))
+            .await
+            .map_err(|why| failed(format!("cannot record the undrain: {why}; nothing was changed")))?;
         self.reconcile(Trigger::Drain).await;
         let now = self
             .backends_now(undone.iter().map(|service| (*service, backend)), "the drain is undone")
