@@ -3,6 +3,7 @@
 //!
 //! Test traffic only ever goes to addresses inside namespaces these helpers created.
 
+pub mod bench;
 pub mod creds;
 pub mod frames;
 pub mod load;

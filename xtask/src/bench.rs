@@ -1,11 +1,13 @@
 //! Benchmarks on a real kernel: `cargo xtask bench ipvs` programs, dumps and deletes a large
 //! IPVS table with LibraFlux's client and with `ipvsadm`, in one VM boot; `health` checks 5,000
 //! TCP backends (native engine on the host, the daemon in the VM); `ebpf` measures the flow
-//! counter's packet-rate cost and its map read against an IPVS dump (docs/benchmarks.md).
+//! counter's packet-rate cost and its map read against an IPVS dump; `steady` counts the
+//! netlink requests of the daemon in steady state while backends flap, for one or more daemon
+//! binaries in one boot (docs/benchmarks.md).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use crate::{
     util::{cargo, checked, workspace_root},
@@ -28,6 +30,34 @@ enum Bench {
     /// The eBPF counter: veth pps with and without it (host), and reading its maps against an
     /// IPVS stats dump (VM, and the map read on the host too).
     Ebpf(EbpfArgs),
+    /// Netlink requests per second of the daemon in steady state with flapping backends,
+    /// counted in the kernel; for each daemon binary given (before/after), in one boot.
+    Steady(SteadyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SteadyArgs {
+    /// An older daemon binary, run (labelled `before`) before this workspace's (`after`).
+    #[arg(long)]
+    before: Option<PathBuf>,
+    /// Daemon binaries to run instead of this workspace's, each labelled by its file name
+    /// (repeatable; after `--before` when both are given).
+    #[arg(long = "binary")]
+    binaries: Vec<PathBuf>,
+    /// How many times the whole list runs; odd rounds run it in reverse, so that a drift of the
+    /// machine's speed weighs on every binary alike.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Kill the VM after this many seconds.
+    #[arg(long, default_value_t = 14_400)]
+    timeout: u64,
+    /// More arguments for every run of the in-guest driver (`steady-bench run`), e.g.
+    /// `--services 100 --window 30`.
+    #[arg(last = true)]
+    extra: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +132,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Bench::Ipvs(args) => ipvs(args),
         Bench::Health(args) => health(args),
         Bench::Ebpf(args) => ebpf(args),
+        Bench::Steady(args) => steady(args),
     }
 }
 
@@ -195,6 +226,60 @@ fn ipvs(args: &IpvsArgs) -> anyhow::Result<()> {
     let status = vm.run(&format!("uname -r\n{script}"))?;
     if status != 0 {
         bail!("the IPVS benchmark failed (exit {status})");
+    }
+    Ok(())
+}
+
+/// Copies each daemon binary into `target/steady/` (the guest sees only the workspace) and runs
+/// `steady-bench run` for each, `rounds` times, in one boot.
+fn steady(args: &SteadyArgs) -> anyhow::Result<()> {
+    let bench = release_bin("steady-bench")?;
+    let mut daemons: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(before) = &args.before {
+        daemons.push(("before".to_owned(), before.clone()));
+    }
+    for binary in &args.binaries {
+        let name = binary.file_name().map_or_else(|| "daemon".into(), |n| n.to_string_lossy().into_owned());
+        daemons.push((name, binary.clone()));
+    }
+    if args.binaries.is_empty() {
+        checked(cargo().args(["build", "--release", "-p", "libraflux", "--bin", "libraflux"]))?;
+        let label = if args.before.is_some() { "after" } else { "workspace" };
+        daemons.push((label.to_owned(), workspace_root().join("target/release/libraflux")));
+    }
+    let dir = workspace_root().join("target/steady");
+    std::fs::create_dir_all(&dir)?;
+    let mut runs = Vec::new();
+    for (label, binary) in &daemons {
+        let copy = dir.join(format!("libraflux-{label}"));
+        if binary.canonicalize()? != copy.canonicalize().unwrap_or_default() {
+            std::fs::copy(binary, &copy).with_context(|| format!("copying {}", binary.display()))?;
+        }
+        let mut command = vec![
+            bench.clone(),
+            "run".to_owned(),
+            "--libraflux".to_owned(),
+            copy.to_string_lossy().into_owned(),
+        ];
+        command.extend(["--label".to_owned(), label.clone()]);
+        command.extend(args.extra.iter().cloned());
+        runs.push(command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" "));
+    }
+    // Every run goes on when one fails (a failed check is a finding about that binary); the
+    // job fails at the end.
+    let mut script = String::from("failed=0\n");
+    for round in 0..args.rounds {
+        script.push_str(&format!("echo '== round {} of {}'\n", round + 1, args.rounds));
+        let order: Vec<&String> =
+            if round % 2 == 0 { runs.iter().collect() } else { runs.iter().rev().collect() };
+        for run in order {
+            script.push_str(&format!("{run} || failed=1\n"));
+        }
+    }
+    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout) };
+    let status = vm.run(&format!("uname -r\n{script}exit $failed\n"))?;
+    if status != 0 {
+        bail!("the steady-state benchmark failed in the VM (exit {status})");
     }
     Ok(())
 }

@@ -17,10 +17,15 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    net::Ipv4Addr,
+    process::{Command, Stdio},
     time::{Duration, Instant},
+};
+
+use libraflux_tests::bench::{
+    self, Daemon, cpu_seconds, fresh_namespace, label,
+    listener::{Backends, Listener},
+    memory_kib, raise_nofile,
 };
 
 const USAGE: &str = "usage: health-bench native|daemon|listen [--services S] [--backends B] [--window SECS] \
@@ -32,8 +37,6 @@ const FIRST_PORT: u16 = 20_000;
 /// The VIP of every service; service `i` listens on port `i + 1`.
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 10);
 const METRICS: &str = "127.0.0.1:9469";
-/// The listener exits on its own after this long, whatever happens to its parent.
-const LISTENER_LIFETIME: Duration = Duration::from_secs(900);
 
 #[derive(Debug)]
 struct Options {
@@ -81,13 +84,13 @@ impl Options {
         self.services * self.backends
     }
 
+    fn backends(&self) -> Backends {
+        Backends { address: BACKEND_ADDR, first_port: FIRST_PORT, count: self.total() }
+    }
+
     /// The benchmark config: S services x B backends, TCP checks every 1 s, timeout 500 ms.
     fn config(&self) -> String {
-        let mut text = format!(
-            "limits:\n  max_services_created: {}\n  max_backends_per_service: {}\n  max_services_deleted: {}\n\
-             metrics:\n  listen: {METRICS}\nservices:\n",
-            self.services, self.backends, self.services
-        );
+        let mut text = bench::config_head(self.services, self.backends, METRICS);
         for service in 0..self.services {
             text.push_str(&format!(
                 "  - name: s{service}\n    protocol: tcp\n    vip: {VIP}\n    port: {}\n    scheduler: rr\n    \
@@ -95,121 +98,12 @@ impl Options {
                 service + 1
             ));
             for backend in 0..self.backends {
-                let port = FIRST_PORT + u16::try_from(service * self.backends + backend).expect("port");
+                let port = self.backends().port(service * self.backends + backend);
                 text.push_str(&format!("      - {{ address: {BACKEND_ADDR}, port: {port} }}\n"));
             }
         }
         text
     }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let status = Command::new(program).args(args).status().map_err(|err| format!("{program}: {err}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{program} {} failed: {status}", args.join(" "))) }
-}
-
-/// Raises the soft open-file limit to the hard one, and the hard one to 65,536 where allowed.
-fn raise_nofile() -> Result<(), String> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit fills the struct we pass.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    let wanted = libc::rlimit { rlim_cur: 65_536, rlim_max: 65_536 };
-    // SAFETY: setrlimit reads a valid rlimit struct.
-    if limit.rlim_max < 65_536 && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
-        return Ok(());
-    }
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(format!("setrlimit(NOFILE): {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// This process (and its later children and threads) in a fresh network namespace holding the
-/// backend address.
-fn fresh_namespace() -> Result<(), String> {
-    // SAFETY: unshare has no memory-safety preconditions; called before any other thread exists.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("unshare(CLONE_NEWNET): {} (run as root)", std::io::Error::last_os_error()));
-    }
-    run("ip", &["link", "set", "lo", "up"])?;
-    run("ip", &["addr", "add", &format!("{BACKEND_ADDR}/32"), "dev", "lo"])
-}
-
-/// `listen`: binds `count` ports from FIRST_PORT on BACKEND_ADDR, prints `LISTENING count`, and
-/// accepts and closes connections until stdin closes (the parent is gone) or the lifetime ends.
-fn listen(options: &Options) -> Result<(), String> {
-    raise_nofile()?;
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for index in 0..options.total() {
-            let port = FIRST_PORT + u16::try_from(index).map_err(|_| "too many ports")?;
-            let listener = tokio::net::TcpListener::bind((BACKEND_ADDR, port))
-                .await
-                .map_err(|err| format!("bind {BACKEND_ADDR}:{port}: {err}"))?;
-            tasks.push(tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    drop(stream);
-                }
-            }));
-        }
-        println!("LISTENING {}", tasks.len());
-        std::io::stdout().flush().map_err(|err| err.to_string())?;
-        let stdin_closed = tokio::task::spawn_blocking(|| {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-        });
-        let _ = tokio::time::timeout(LISTENER_LIFETIME, stdin_closed).await;
-        Ok::<_, String>(())
-    })?;
-    // The blocking stdin reader may still be parked; leave without waiting for it.
-    std::process::exit(0);
-}
-
-/// Starts the listener child and waits until all its ports are bound.
-fn start_listener(options: &Options) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|err| err.to_string())?;
-    let mut child = Command::new(exe)
-        .args([
-            "listen",
-            "--services",
-            &options.services.to_string(),
-            "--backends",
-            &options.backends.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("start the listener: {err}"))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).map_err(|err| err.to_string())? == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line);
-    if line != format!("LISTENING {}", options.total()) {
-        return Err(format!("the listener did not start: {line:?}"));
-    }
-    println!("listener: {} ports bound on {BACKEND_ADDR} from {FIRST_PORT}", options.total());
-    Ok(child)
-}
-
-/// utime + stime of a process in seconds, from /proc/PID/stat.
-fn cpu_seconds(pid: &str) -> Result<f64, String> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
-    let after = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15 (1-based) -> indexes 11 and 12.
-    let ticks: u64 = fields[11].parse::<u64>().map_err(|e| e.to_string())?
-        + fields[12].parse::<u64>().map_err(|e| e.to_string())?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
 }
 
 fn rusage_seconds() -> f64 {
@@ -221,20 +115,6 @@ fn rusage_seconds() -> f64 {
     };
     let tv = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// VmRSS and VmHWM in KiB.
-fn memory_kib(pid: &str) -> Result<(u64, u64), String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("{path}: no {name}"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Per backend: checks by outcome, and whether it is healthy now.
@@ -277,18 +157,7 @@ fn verdict(before: &BTreeMap<String, Backend>, after: &BTreeMap<String, Backend>
 
 /// Scrapes the daemon's /metrics over HTTP/1.0 and reads the health series.
 fn scrape() -> Result<BTreeMap<String, Backend>, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&METRICS.parse::<SocketAddr>().expect("addr"), Duration::from_secs(10))
-            .map_err(|err| format!("connect {METRICS}: {err}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).map_err(|err| format!("read /metrics: {err}"))?;
-    let label = |line: &str, name: &str| {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        let end = line[start..].find('"')? + start;
-        Some(line[start..end].to_owned())
-    };
+    let body = bench::scrape(METRICS)?;
     let mut backends: BTreeMap<String, Backend> = BTreeMap::new();
     for line in body.lines() {
         let value = line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok());
@@ -379,10 +248,10 @@ fn report(options: &Options, m: &Measured) -> Result<(), String> {
 }
 
 fn native(options: &Options) -> Result<(), String> {
-    fresh_namespace()?;
+    fresh_namespace(BACKEND_ADDR)?;
     raise_nofile()?;
-    let listener = start_listener(options)?;
-    let listener_pid = listener.id().to_string();
+    let listener = Listener::start(options.backends(), None)?;
+    let listener_pid = listener.pid();
     let path = format!("{}/health-bench.yaml", options.work_dir);
     std::fs::write(&path, options.config()).map_err(|err| format!("{path}: {err}"))?;
     let config =
@@ -455,22 +324,12 @@ fn native(options: &Options) -> Result<(), String> {
     report(options, &measured)
 }
 
-/// The daemon child, killed when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn daemon(options: &Options) -> Result<(), String> {
     let binary = options.libraflux.as_deref().ok_or("daemon mode needs --libraflux BIN")?;
-    fresh_namespace()?;
+    fresh_namespace(BACKEND_ADDR)?;
     raise_nofile()?;
-    let listener = start_listener(options)?;
-    let listener_pid = listener.id().to_string();
+    let listener = Listener::start(options.backends(), None)?;
+    let listener_pid = listener.pid();
     let path = format!("{}/health-bench.yaml", options.work_dir);
     std::fs::write(&path, options.config()).map_err(|err| format!("{path}: {err}"))?;
     let log = format!("{}/health-bench-daemon.log", options.work_dir);
@@ -483,7 +342,7 @@ fn daemon(options: &Options) -> Result<(), String> {
         .spawn()
         .map_err(|err| format!("start {binary}: {err}"))?;
     let daemon = Daemon(child);
-    let pid = daemon.0.id().to_string();
+    let pid = daemon.pid();
     let total = options.total() as usize;
     let deadline = started + Duration::from_secs(300);
     let converge = loop {
@@ -524,12 +383,18 @@ fn daemon(options: &Options) -> Result<(), String> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("listen")
+        && let Err(err) = bench::listener::serve(&args[1..])
+    {
+        eprintln!("health-bench: {err}");
+        std::process::exit(1);
+    }
     let options = parse_options().unwrap_or_else(|err| {
         eprintln!("{err}");
         std::process::exit(2);
     });
     let result = match options.mode.as_str() {
-        "listen" => listen(&options),
         "native" => native(&options),
         "daemon" => daemon(&options),
         other => Err(format!("unknown mode {other:?}\n{USAGE}")),
