@@ -10,28 +10,10 @@ use std::{
 
 use libraflux_tests::{creds::Credentials, sorted_lines};
 
-use super::{daemon::Daemon, support::Node};
-
-const CONFIG: &str = "node:\n  interface: lfvip0\nservices:
-  - name: web
-    protocol: tcp
-    vip: 10.220.0.10
-    port: 80
-    scheduler: wrr
-    health:
-      type: none
-    backends:
-      - address: 10.220.1.1
-        weight: 5
-      - address: 10.220.1.2
-        weight: 5
-";
-
-const SAVED: &str = "\
--A -t 10.220.0.10:80 -s wrr
--a -t 10.220.0.10:80 -r 10.220.1.1:80 -m -w 5
--a -t 10.220.0.10:80 -r 10.220.1.2:80 -m -w 5
-";
+use super::{
+    daemon::{CONFIG, Daemon, SAVED},
+    support::Node,
+};
 
 /// [`SAVED`] with 10.220.1.2 at weight 0.
 fn drained() -> String {

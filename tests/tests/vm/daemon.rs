@@ -15,7 +15,8 @@ use libraflux_tests::{creds::Credentials, sorted_lines, unit::Unit};
 
 use super::support::Node;
 
-const CONFIG: &str = "node:\n  interface: lfvip0\nservices:
+/// Two backends, nothing checked; the control socket tests use it too.
+pub(super) const CONFIG: &str = "node:\n  interface: lfvip0\nservices:
   - name: web
     protocol: tcp
     vip: 10.220.0.10
@@ -31,7 +32,8 @@ const CONFIG: &str = "node:\n  interface: lfvip0\nservices:
         weight: 5
 ";
 
-const SAVED: &str = "\
+/// What `ipvsadm-save -n` shows for [`CONFIG`].
+pub(super) const SAVED: &str = "\
 -A -t 10.220.0.10:80 -s wrr
 -a -t 10.220.0.10:80 -r 10.220.1.1:80 -m -w 5
 -a -t 10.220.0.10:80 -r 10.220.1.2:80 -m -w 5
