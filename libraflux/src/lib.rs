@@ -5,6 +5,7 @@
 //! [`preflight`]'s fact gathering.
 
 pub mod apply;
+pub mod bundle;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,7 +1,10 @@
 //! Config errors: each names a file and, when it is about a place in the file, a line and
 //! column; a load reports all of them at once.
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 /// A 1-based line and column in a config file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,4 +68,10 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
+}
+
+/// Orders `errors` by file, in the load order `order` gives, then by position.
+pub fn sort_by_file(errors: &mut [ConfigError], order: &[&Path]) {
+    let file_index = |file: &PathBuf| order.iter().position(|known| known == file).unwrap_or(usize::MAX);
+    errors.sort_by_key(|error| (file_index(&error.file), error.position));
 }

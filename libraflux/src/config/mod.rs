@@ -12,6 +12,7 @@ mod decode;
 mod error;
 mod files;
 mod health;
+mod node_local;
 mod schema;
 mod service;
 mod validate;
@@ -24,8 +25,12 @@ use std::{
 };
 
 pub use control::Control;
-pub use error::{ConfigError, ConfigErrors, Position};
-pub use files::{DEFAULT_DIR, Source, read_sources, source_paths};
+pub use error::{ConfigError, ConfigErrors, Position, sort_by_file};
+pub use files::{
+    DEFAULT_DIR, DROP_IN_DIR, Layout, MAIN_FILE, Source, layout, node_local_sources, read_sources,
+    source_paths, yaml_files_in,
+};
+pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use validate::validate;
 
 use crate::model::{Service, ServiceKey};

@@ -2,16 +2,12 @@
 //! `snapshots` may be set by one file only; `ignore` and `services` are concatenated; service
 //! names and keys are unique across all files, and no configured service may also be ignored.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use super::{
     Config, ConfigError, ConfigErrors, Ignore, Limits, Metrics, NodeConfig, Source,
     decode::{self, Diagnostics},
-    error::Position,
+    error::{Position, sort_by_file},
     schema::{self, FileDecl, IgnoreEntry, Located},
 };
 use crate::model::ServiceKey;
@@ -33,14 +29,9 @@ pub fn validate(sources: &[Source], hostname: &str) -> Result<Config, ConfigErro
     }
     let config = merge(&files, hostname, &mut errors);
     let order: Vec<&Path> = sources.iter().map(|source| source.path.as_path()).collect();
-    sort(&mut errors, &order);
-    sort(&mut warnings, &order);
+    sort_by_file(&mut errors, &order);
+    sort_by_file(&mut warnings, &order);
     if errors.is_empty() { Ok(Config { warnings, ..config }) } else { Err(ConfigErrors(errors)) }
-}
-
-fn sort(errors: &mut [ConfigError], order: &[&Path]) {
-    let file_index = |file: &PathBuf| order.iter().position(|known| known == file).unwrap_or(usize::MAX);
-    errors.sort_by_key(|error| (file_index(&error.file), error.position));
 }
 
 /// Where something was declared, for messages that name both places.
