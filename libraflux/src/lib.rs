@@ -17,5 +17,6 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod preflight;
+pub mod replication;
 pub mod snapshot;
 pub mod state_file;

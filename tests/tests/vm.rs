@@ -20,6 +20,7 @@ mod vm {
     mod observer;
     mod reliability;
     mod removal;
+    mod replication;
     mod scheduler_swap;
     mod smoke;
     mod snapshot;

@@ -17,20 +17,31 @@ pub fn validate_with(
 ) -> Result<Config, ConfigErrors> {
     let mut sorted: Vec<&BundleFile> = files.iter().collect();
     sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    let mut sources = node_local;
-    let local = sources.len();
     let mut errors = Vec::new();
+    let mut replicated = Vec::with_capacity(sorted.len());
     for file in sorted {
         let path = PathBuf::from(format!("{}:{}", origin.display(), file.name));
         match String::from_utf8(file.bytes.clone()) {
-            Ok(text) => sources.push(Source { path, text }),
+            Ok(text) => replicated.push(Source { path, text }),
             Err(_) => errors.push(ConfigError::new(path, None, "the content is not UTF-8 text")),
         }
     }
-    for source in &sources[local..] {
+    validate_replicated(node_local, replicated, errors)
+}
+
+/// Validates `node_local` with `replicated` as the drop-ins (a bundle's files, or a secondary's
+/// replicated configuration in force), adding to `errors` a node-local section set by a
+/// replicated file; every error reported at once, in file order.
+pub fn validate_replicated(
+    node_local: Vec<Source>,
+    replicated: Vec<Source>,
+    mut errors: Vec<ConfigError>,
+) -> Result<Config, ConfigErrors> {
+    for source in &replicated {
         // A file that is not YAML is reported by `validate` below.
         errors.extend(config::node_local_sections(source).unwrap_or_default());
     }
+    let sources = [node_local, replicated].concat();
     let validated = config::validate(&sources, &config::system_hostname());
     if errors.is_empty() {
         return validated;

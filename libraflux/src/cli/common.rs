@@ -70,7 +70,12 @@ pub struct SkipChecks {
 /// Loads and validates the whole configuration; every error is printed, each as
 /// `file:line:col: message`, and the command fails with exit code 65 before touching anything.
 pub fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
-    match config::load(arg.path.as_deref()) {
+    report_config(config::load(arg.path.as_deref()))
+}
+
+/// The configuration, with its warnings on stderr; or its errors on stderr and exit 65.
+pub fn report_config(loaded: Result<Config, config::ConfigErrors>) -> anyhow::Result<Config> {
+    match loaded {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");

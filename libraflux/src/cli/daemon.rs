@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use libraflux::{daemon, ipvs::IpvsClient};
 
-use super::common::{ConfigArg, Failure, SkipChecks, exit, load_config, preflight, require_passed, runtime};
+use super::common::{
+    ConfigArg, Failure, SkipChecks, exit, preflight, report_config, require_passed, runtime,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
@@ -21,7 +23,10 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: &DaemonArgs, control_socket: &std::path::Path) -> anyhow::Result<()> {
-    let config = load_config(&args.config)?;
+    // A replication secondary runs its config.yaml with the primary's config.d, not its own.
+    let replicated = args.state_dir.join("state").join(libraflux::replication::store::REPLICATED_DIR);
+    let config =
+        report_config(libraflux::replication::load_config(args.config.path.as_deref(), &replicated, None))?;
     runtime()?.block_on(async {
         let (client, report) = preflight(&config, &args.skip.names).await?;
         for check in &report.checks {
@@ -34,6 +39,7 @@ pub fn run(args: &DaemonArgs, control_socket: &std::path::Path) -> anyhow::Resul
             state_dir: args.state_dir.join("state"),
             reconcile_interval: args.reconcile_interval,
             control_socket: control_socket.to_owned(),
+            bundles_dir: args.state_dir.join("bundles"),
         };
         daemon::run(options, config, client).await.map_err(|err| {
             match err.downcast::<daemon::reconcile::LimitRefusal>() {

@@ -10,6 +10,7 @@ mod drain;
 mod handoff;
 mod preflight;
 mod removals;
+mod replication;
 mod snapshot;
 mod status;
 mod validate;
@@ -46,6 +47,9 @@ pub enum Command {
     Undrain(drain::UndrainArgs),
     /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
     Snapshot(snapshot::SnapshotArgs),
+    /// Config replication in a pair: what the daemon's replication did last.
+    #[command(subcommand)]
+    Replication(replication::ReplicationCommand),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Shell completions on stdout (bash, zsh, fish, ...).
@@ -64,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&args, &socket),
         Command::Preflight(args) => preflight::run(&args),
         Command::Status(args) => status::run(&args, &socket),
+        Command::Replication(command) => replication::run(&command, &socket),
         Command::Drain(args) => drain::run(&args, &socket),
         Command::Undrain(args) => drain::undrain(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),

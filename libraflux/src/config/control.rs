@@ -54,10 +54,11 @@ fn is_group_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::config::{Source, validate};
 
-    fn load(text: &str) -> Result<crate::config::Config, String> {
+    /// `text` as `/etc/libraflux/config.yaml` on node `lb-a`, validated; the errors as printed.
+    pub(in crate::config) fn load(text: &str) -> Result<crate::config::Config, String> {
         validate(&[Source::new("/etc/libraflux/config.yaml", text)], "lb-a")
             .map_err(|errors| errors.to_string())
     }

@@ -2,7 +2,7 @@
 //! once, each `file:line:col: message`), and turned into the desired IPVS state before anything
 //! touches the kernel.
 //!
-//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics`, `snapshots` and `control` may each be set by one file
+//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics`, `snapshots`, `control` and `replication` may each be set by one file
 //! only (a second is an error naming both places); `services` and `ignore` of all files are
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod health;
 mod node_local;
+mod replication;
 mod schema;
 mod service;
 mod validate;
@@ -31,6 +32,7 @@ pub use files::{
     source_paths, yaml_files_in,
 };
 pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
+pub use replication::{Replication, Role};
 pub use validate::validate;
 
 use crate::model::{Service, ServiceKey};
@@ -47,6 +49,8 @@ pub struct Config {
     pub snapshots: Snapshots,
     /// Who may use the daemon's control socket besides root and the daemon's user.
     pub control: Control,
+    /// This node's part in a replicating pair, if any (docs/ha.md).
+    pub replication: Option<Replication>,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.

@@ -10,6 +10,7 @@ use super::{
     control::{Control, control},
     decode::{Diagnostics, Field},
     error::Position,
+    replication::{Replication, replication},
     service::{ServiceDecl, service},
 };
 use crate::model::ServiceKey;
@@ -30,6 +31,7 @@ pub(super) struct FileDecl {
     pub metrics: Option<Located<Option<Metrics>>>,
     pub snapshots: Option<Located<Option<Snapshots>>>,
     pub control: Option<Located<Option<Control>>>,
+    pub replication: Option<Located<Option<Replication>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -47,7 +49,8 @@ pub(super) enum IgnoreEntry {
     Vip(IpAddr),
 }
 
-const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "snapshots", "control", "ignore", "services"];
+const TOP_KEYS: &[&str] =
+    &["node", "limits", "metrics", "snapshots", "control", "replication", "ignore", "services"];
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
@@ -66,6 +69,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("control") {
         decl.control = located(field, control(d, field));
+    }
+    if let Some(field) = root.get("replication") {
+        decl.replication = located(field, replication(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);

@@ -56,6 +56,8 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let metrics = single_section(files, "metrics", |decl| decl.metrics.as_ref(), errors).flatten();
     let snapshots = single_section(files, "snapshots", |decl| decl.snapshots.as_ref(), errors).flatten();
     let control = single_section(files, "control", |decl| decl.control.as_ref(), errors).flatten();
+    let replication =
+        single_section(files, "replication", |decl| decl.replication.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -67,6 +69,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         metrics: metrics.unwrap_or_else(Metrics::default),
         snapshots: snapshots.unwrap_or_default(),
         control: control.unwrap_or_default(),
+        replication,
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),

@@ -40,6 +40,8 @@ pub enum Request {
     },
     /// Every drain with what IPVS shows of its backend now (`drain --wait` polls it).
     Drains,
+    /// The state of config replication: role, generation, peer, last success and error.
+    Replication,
     /// Reload the daemon's own configuration, as SIGHUP does, and answer with the outcome.
     /// `config` lists the files the client validated; the daemon refuses when its own
     /// configuration is made of other files.

@@ -10,6 +10,7 @@ mod drains;
 mod observer;
 mod persist;
 pub mod reconcile;
+mod replication;
 mod requests;
 
 use std::{
@@ -48,6 +49,8 @@ pub struct Options {
     pub reconcile_interval: Duration,
     /// Where the control socket listens (`/run/libraflux/control.sock`).
     pub control_socket: PathBuf,
+    /// Where replication bundles are made (primary) or kept (secondary).
+    pub bundles_dir: PathBuf,
 }
 
 /// Counts and times the daemon keeps about itself; `/status` and the metrics read them.
@@ -116,6 +119,7 @@ struct Daemon {
     access: tokio::sync::watch::Sender<Access>,
     /// Why the rollback log could not be read last time, so that it is said once, not every interval.
     rollbacks_unreadable: Option<String>,
+    replicator: replication::Replicator,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -166,6 +170,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let drains = DrainStore::new(&options.state_dir);
     let drain_entries = drains::load(&drains).await;
+    let (replicated_to_apply, mut replicated) = tokio::sync::mpsc::channel(1);
     let mut daemon = Daemon {
         options,
         background,
@@ -186,11 +191,13 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         pending: None,
         access,
         rollbacks_unreadable: None,
+        replicator: replication::Replicator::new(replicated_to_apply),
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
+    daemon.sync_replication().await.map_err(|err| anyhow::anyhow!(err))?;
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
@@ -228,6 +235,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             _ = hangup.recv() => drop(daemon.reload(false).await),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             Some(call) = calls.recv() => daemon.answer(call).await,
+            Some(incoming) = replicated.recv() => daemon.replicated(incoming).await,
             Some(event) = health_events.recv() => daemon.health_event(event),
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
@@ -259,6 +267,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.background.stop().await;
     control.stop().await;
     daemon.drain_writer.flush().await;
+    daemon.replicator.running = None;
     tracing::info!("stopped");
     Ok(())
 }
@@ -563,48 +572,9 @@ impl Daemon {
     /// running one stays in force.
     async fn reload(&mut self, force: bool) -> Reload {
         let path = self.options.config_path.clone();
-        match blocking(move || config::load(path.as_deref())).await {
-            Ok(config) if !force && let Err(violations) = reconcile::admit(&config, &self.config.desired) => {
-                self.record.reloads_failed += 1;
-                self.metrics.record_reload(false);
-                self.metrics.record_reconcile(ReconcileResult::Refused, Duration::ZERO, &[]);
-                for violation in &violations {
-                    tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
-                }
-                self.publish_status();
-                Reload::Refused(violations)
-            }
-            Ok(config) => {
-                let prepared = match self.background.prepare(&config).await {
-                    Ok(prepared) => prepared,
-                    Err(err) => {
-                        self.record.reloads_failed += 1;
-                        self.metrics.record_reload(false);
-                        let error = format!("{:#}", anyhow::Error::from(err));
-                        tracing::error!(%error, "config reload rejected; the running config stays in force");
-                        self.publish_status();
-                        return Reload::Failed(error);
-                    }
-                };
-                let over = if force { reconcile::admit(&config, &self.config.desired).err() } else { None };
-                for violation in over.unwrap_or_default() {
-                    tracing::warn!(%violation, "config reload over a change limit, accepted as forced");
-                }
-                record_accepted(&self.options, &config).await;
-                self.record.reloads_ok += 1;
-                self.metrics.record_reload(true);
-                tracing::info!(services = config.desired.len(), "config reloaded");
-                self.update_control_access(&config);
-                let previous = std::mem::replace(&mut self.config, config);
-                self.background.reconfigure(&self.config, prepared).await;
-                self.metrics.set_max_series(self.config.metrics.max_series);
-                self.forget_series(&previous);
-                self.observer.reconfigure(&self.config);
-                self.metrics.set_ebpf_attached(self.observer.attached());
-                self.update_health_checks();
-                self.reconcile(Trigger::ConfigReload).await;
-                Reload::Accepted
-            }
+        let replicated = self.replication_paths().replicated();
+        match blocking(move || crate::replication::load_config(path.as_deref(), &replicated, None)).await {
+            Ok(config) => self.put_in_force(config, force).await,
             Err(errors) => {
                 self.record.reloads_failed += 1;
                 self.metrics.record_reload(false);
@@ -615,6 +585,54 @@ impl Daemon {
                 Reload::Invalid(errors)
             }
         }
+    }
+
+    /// Puts a validated configuration in force, as a reload does: refused over a change limit
+    /// (unless `force`), rejected when it cannot be put in force; reconciled otherwise.
+    async fn put_in_force(&mut self, config: Config, force: bool) -> Reload {
+        if !force && let Err(violations) = reconcile::admit(&config, &self.config.desired) {
+            self.record.reloads_failed += 1;
+            self.metrics.record_reload(false);
+            self.metrics.record_reconcile(ReconcileResult::Refused, Duration::ZERO, &[]);
+            for violation in &violations {
+                tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
+            }
+            self.publish_status();
+            return Reload::Refused(violations);
+        }
+        let prepared = match self.background.prepare(&config).await {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                self.record.reloads_failed += 1;
+                self.metrics.record_reload(false);
+                let error = format!("{:#}", anyhow::Error::from(err));
+                tracing::error!(%error, "config reload rejected; the running config stays in force");
+                self.publish_status();
+                return Reload::Failed(error);
+            }
+        };
+        let over = if force { reconcile::admit(&config, &self.config.desired).err() } else { None };
+        for violation in over.unwrap_or_default() {
+            tracing::warn!(%violation, "config reload over a change limit, accepted as forced");
+        }
+        record_accepted(&self.options, &config).await;
+        self.record.reloads_ok += 1;
+        self.metrics.record_reload(true);
+        tracing::info!(services = config.desired.len(), "config reloaded");
+        self.update_control_access(&config);
+        let previous = std::mem::replace(&mut self.config, config);
+        self.background.reconfigure(&self.config, prepared).await;
+        self.metrics.set_max_series(self.config.metrics.max_series);
+        self.forget_series(&previous);
+        self.observer.reconfigure(&self.config);
+        self.metrics.set_ebpf_attached(self.observer.attached());
+        self.update_health_checks();
+        self.reconcile(Trigger::ConfigReload).await;
+        if let Err(err) = self.sync_replication().await {
+            tracing::error!("replication is not running: {err}");
+            self.metrics.record_replication_failure("listen");
+        }
+        Reload::Accepted
     }
 
     /// Updates only the eBPF traffic view of the status document: a full [`Daemon::publish_status`]
@@ -643,6 +661,7 @@ impl Daemon {
             "health": self.health.snapshot(),
             "ebpf_attached": self.observer.attached(),
             "drains": self.drain_entries,
+            "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
             "traffic": self.observer.traffic(),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),

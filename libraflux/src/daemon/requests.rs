@@ -43,6 +43,7 @@ impl Daemon {
             Request::Undrain { .. } => "undrain",
             Request::Drains => "drains",
             Request::Reload { .. } => "reload",
+            Request::Replication => "replication",
         };
         if matches!(request, Request::Drain(_) | Request::Undrain { .. } | Request::Reload { .. }) {
             tracing::info!(uid = peer.uid, pid = ?peer.pid, ?request, "control: {name} asked");
@@ -54,6 +55,13 @@ impl Daemon {
             Request::Undrain { backend, service } => self.undrain(backend, service).await,
             Request::Drains => self.drains_answer().await,
             Request::Reload { config, force } => self.reload_answer(&config, force).await,
+            Request::Replication => match &self.config.replication {
+                Some(_) => json(&self.replicator.status()),
+                None => Err(ReplyError::new(
+                    ErrorKind::NotFound,
+                    "replication is not configured on this node (no replication: section)",
+                )),
+            },
         };
         match &answer {
             Err(error) => {

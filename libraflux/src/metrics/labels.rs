@@ -47,6 +47,7 @@ label_set!(TriggerLabels { trigger: Trigger });
 label_set!(OperationLabels { kind: OperationKind });
 label_set!(ReloadLabels { result: ReloadResult });
 label_set!(VersionLabels { version: &'static str });
+label_set!(ReasonLabels { reason: &'static str });
 
 /// How one health check ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

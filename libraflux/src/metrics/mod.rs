@@ -38,8 +38,8 @@ pub use labels::{CheckOutcome, CheckType, ReconcileResult, Trigger};
 use family::SortedFamily;
 use ipvs::IpvsCollector;
 use labels::{
-    BackendLabels, CheckLabels, LatencyLabels, OperationKind, OperationLabels, ReconcileLabels, ReloadLabels,
-    ReloadResult, ServiceLabels, TriggerLabels, VersionLabels,
+    BackendLabels, CheckLabels, LatencyLabels, OperationKind, OperationLabels, ReasonLabels, ReconcileLabels,
+    ReloadLabels, ReloadResult, ServiceLabels, TriggerLabels, VersionLabels,
 };
 
 /// Health check latency buckets, seconds: 1 ms to 5 s (the longest sensible check timeout).
@@ -93,6 +93,9 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     ebpf_attached: Gauge,
     rollbacks: Counter,
+    replication_generation: Gauge,
+    replication_last_success: Gauge<f64, AtomicU64>,
+    replication_failures: SortedFamily<ReasonLabels, Counter>,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -119,6 +122,9 @@ impl Metrics {
             last_success: Gauge::default(),
             ebpf_attached: Gauge::default(),
             rollbacks: Counter::default(),
+            replication_generation: Gauge::default(),
+            replication_last_success: Gauge::default(),
+            replication_failures: SortedFamily::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -217,6 +223,21 @@ impl Metrics {
             "libraflux_service_fail_open",
             "1 if every backend of the service is unhealthy and all are kept in service (fail open)",
             self.fail_open.clone(),
+        );
+        registry.register(
+            "libraflux_replication_generation",
+            "The configuration generation this node announced (primary) or runs (secondary); 0 without replication",
+            self.replication_generation.clone(),
+        );
+        registry.register(
+            "libraflux_replication_last_success_timestamp_seconds",
+            "Unix time the peer last answered that it runs the announced generation (primary), or this node last took or confirmed one (secondary); 0 before",
+            self.replication_last_success.clone(),
+        );
+        registry.register(
+            "libraflux_replication_failures",
+            "Replications that failed or were refused, by reason (docs/ha.md)",
+            self.replication_failures.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
@@ -335,6 +356,30 @@ impl Metrics {
         snapshot: &std::collections::BTreeMap<crate::observe::DestKey, crate::observe::FlowSnapshot>,
     ) {
         self.ebpf.set(snapshot, Instant::now());
+    }
+
+    pub fn set_replication_generation(&self, generation: u64) {
+        self.replication_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_replication_last_success(&self, at: SystemTime) {
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        self.replication_last_success.set(since.as_secs_f64());
+    }
+
+    /// A replication failure; `reason` is one of [`crate::replication::REASONS`].
+    pub fn record_replication_failure(&self, reason: &'static str) {
+        self.replication_failures.with(ReasonLabels { reason }, |counter| {
+            counter.inc();
+        });
+    }
+
+    /// Starts every replication failure reason at zero: called once replication is configured,
+    /// so that nodes without it export none of these series.
+    pub fn start_replication_failures(&self) {
+        for reason in crate::replication::REASONS {
+            self.replication_failures.with(ReasonLabels { reason }, |_| {});
+        }
     }
 
     pub fn set_ebpf_attached(&self, attached: bool) {
