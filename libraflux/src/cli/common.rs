@@ -14,6 +14,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/libraflux";
 /// Exit codes (PRODUCT.md).
 pub mod exit {
     pub const RUNTIME_FAILURE: u8 = 1;
+    /// A command line that cannot work (clap's own usage errors exit 2 too).
+    pub const USAGE: u8 = 2;
     /// A plan refused by a change limit or a failed pre-flight check.
     pub const REFUSED: u8 = 3;
     /// Invalid configuration (sysexits EX_DATAERR).
@@ -77,21 +79,26 @@ pub fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
 pub fn report_config(loaded: Result<Config, config::ConfigErrors>) -> anyhow::Result<Config> {
     match loaded {
         Ok(config) => {
-            for warning in &config.warnings {
-                eprintln!("warning: {warning}");
-            }
+            warn(&config);
             Ok(config)
         }
-        Err(errors) => {
-            eprintln!("{errors}");
-            let count = errors.0.len();
-            let noun = if count == 1 { "error" } else { "errors" };
-            Err(Failure::new(
-                exit::INVALID_CONFIG,
-                format!("{count} {noun} in the configuration; nothing was changed"),
-            )
-            .into())
-        }
+        Err(errors) => Err(invalid_config(&errors, "in the configuration; nothing was changed")),
+    }
+}
+
+/// Prints every error, one `file:line:col: message` a line, and fails with exit code 65 and
+/// `N errors <what>`.
+pub fn invalid_config(errors: &config::ConfigErrors, what: &str) -> anyhow::Error {
+    eprintln!("{errors}");
+    let count = errors.len();
+    let noun = if count == 1 { "error" } else { "errors" };
+    Failure::new(exit::INVALID_CONFIG, format!("{count} {noun} {what}")).into()
+}
+
+/// Prints the configuration's warnings.
+pub fn warn(config: &Config) {
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
     }
 }
 

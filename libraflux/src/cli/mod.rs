@@ -1,6 +1,7 @@
 //! The command line: one file per command.
 
 mod apply;
+mod bundle;
 mod common;
 mod control;
 mod daemon;
@@ -47,6 +48,8 @@ pub enum Command {
     Undrain(drain::UndrainArgs),
     /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
     Snapshot(snapshot::SnapshotArgs),
+    /// Replication bundles: config.d as one content-addressed file; create one, verify one.
+    Bundle(bundle::BundleArgs),
     /// Config replication in a pair: what the daemon's replication did last.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Drain(args) => drain::run(&args, &socket),
         Command::Undrain(args) => drain::undrain(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),
+        Command::Bundle(args) => bundle::run(&args),
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),

@@ -2,6 +2,7 @@
 //! ustar headers), so that they are exactly as hostile as written, whatever the tar crate's
 //! writer would allow.
 
+mod damage;
 mod disk;
 mod format;
 mod refusals;
