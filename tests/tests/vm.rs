@@ -12,6 +12,7 @@ mod vm {
     mod daemon_limits;
     mod daemon_reload;
     mod drain;
+    mod failover;
     mod ipvs_capture;
     mod ipvs_client;
     mod ipvs_errors;

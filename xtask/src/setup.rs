@@ -11,7 +11,8 @@ use crate::util::{checked, output};
 /// for `promtool check metrics` in the host metrics test (about 20 MB to download; its JS
 /// dependencies unpack to some 300 MB on disk), and dnsmasq, sipp (`sip-tester`) and chrony as the
 /// real servers of the UDP health check tests (run in the tests' namespaces, never as services),
-/// and ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard).
+/// ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard), and
+/// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -28,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "chrony",
     "ethtool",
     "wireguard-tools",
+    "keepalived",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
