@@ -24,5 +24,6 @@ mod vm {
     mod smoke;
     mod snapshot;
     mod support;
+    mod sync;
     mod unit;
 }

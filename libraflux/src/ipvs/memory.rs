@@ -20,8 +20,10 @@ use crate::model::{DestKey, Destination, Service, ServiceKey};
 
 use super::{
     ApplyReport, DestinationStatus, Info, Ipvs, IpvsError, OnFailure, Op, OpOutcome, ServiceStatus, Stats64,
-    Timeouts, packet,
+    SyncDaemon, SyncState, Timeouts, packet,
 };
+
+mod sync_daemons;
 
 /// Schedulers a stock kernel ships as modules (`ip_vs_*`).
 const SCHEDULERS: &[&str] =
@@ -44,6 +46,9 @@ pub struct MemoryIpvs {
     refuse: BTreeSet<usize>,
     /// The table after each applied op, when recording.
     history: Option<Vec<Table>>,
+    sync_daemons: BTreeMap<SyncState, SyncDaemon>,
+    /// The interfaces a sync daemon may use; `None`: any.
+    interfaces: Option<BTreeSet<String>>,
 }
 
 impl Default for MemoryIpvs {
@@ -63,6 +68,8 @@ impl MemoryIpvs {
             received: 0,
             refuse: BTreeSet::new(),
             history: None,
+            sync_daemons: BTreeMap::new(),
+            interfaces: None,
         }
     }
 
@@ -298,6 +305,21 @@ impl Ipvs for MemoryIpvs {
             udp: keep(timeouts.udp, self.timeouts.udp),
         };
         std::future::ready(Ok(()))
+    }
+
+    fn sync_daemons(&mut self) -> impl Future<Output = Result<Vec<SyncDaemon>, IpvsError>> + Send {
+        std::future::ready(Ok(self.list_sync_daemons()))
+    }
+
+    fn start_sync_daemon(
+        &mut self,
+        daemon: &SyncDaemon,
+    ) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        std::future::ready(self.start_sync(daemon))
+    }
+
+    fn stop_sync_daemon(&mut self, state: SyncState) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        std::future::ready(self.stop_sync(state))
     }
 }
 
