@@ -14,6 +14,7 @@ mod files;
 mod health;
 mod schema;
 mod service;
+pub(crate) mod sync;
 mod validate;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
 pub use control::Control;
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use files::{DEFAULT_DIR, Source, read_sources, source_paths};
+pub use sync::SyncConfig;
 pub use validate::validate;
 
 use crate::model::{Service, ServiceKey};
@@ -42,6 +44,9 @@ pub struct Config {
     pub snapshots: Snapshots,
     /// Who may use the daemon's control socket besides root and the daemon's user.
     pub control: Control,
+    /// The kernel's connection sync daemon LibraFlux runs (one file only may set it); `None`:
+    /// LibraFlux leaves sync daemons alone.
+    pub sync: Option<SyncConfig>,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.

@@ -11,6 +11,7 @@ use super::{
     decode::{Diagnostics, Field},
     error::Position,
     service::{ServiceDecl, service},
+    sync::{SyncConfig, sync},
 };
 use crate::model::ServiceKey;
 
@@ -30,6 +31,7 @@ pub(super) struct FileDecl {
     pub metrics: Option<Located<Option<Metrics>>>,
     pub snapshots: Option<Located<Option<Snapshots>>>,
     pub control: Option<Located<Option<Control>>>,
+    pub sync: Option<Located<Option<SyncConfig>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -47,7 +49,8 @@ pub(super) enum IgnoreEntry {
     Vip(IpAddr),
 }
 
-const TOP_KEYS: &[&str] = &["node", "limits", "metrics", "snapshots", "control", "ignore", "services"];
+const TOP_KEYS: &[&str] =
+    &["node", "limits", "metrics", "snapshots", "control", "sync", "ignore", "services"];
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
@@ -66,6 +69,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("control") {
         decl.control = located(field, control(d, field));
+    }
+    if let Some(field) = root.get("sync") {
+        decl.sync = located(field, sync(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);
@@ -114,14 +120,7 @@ fn interfaces(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for item in items {
         let Some(name) = d.string(item) else { continue };
-        // IFNAMSIZ is 16 with the terminating NUL.
-        let valid = !name.is_empty()
-            && name.len() <= 15
-            && !name.contains('/')
-            && !name.chars().any(char::is_whitespace)
-            && name != "."
-            && name != "..";
-        if !valid {
+        if !is_interface_name(name) {
             d.error(item.position(), format!("node.interface: {name:?} is not an interface name"));
         } else if names.iter().any(|known| known == name) {
             d.error(item.position(), format!("node.interface: {name:?} is listed twice"));
@@ -133,6 +132,17 @@ fn interfaces(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<String> {
         d.error(field.position(), "node.interface: the list is empty");
     }
     names
+}
+
+/// What the kernel accepts as a network interface name.
+pub(super) fn is_interface_name(name: &str) -> bool {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.chars().any(char::is_whitespace)
+        && name != "."
+        && name != ".."
 }
 
 fn limits(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Limits> {

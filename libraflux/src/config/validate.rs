@@ -65,6 +65,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let metrics = single_section(files, "metrics", |decl| decl.metrics.as_ref(), errors).flatten();
     let snapshots = single_section(files, "snapshots", |decl| decl.snapshots.as_ref(), errors).flatten();
     let control = single_section(files, "control", |decl| decl.control.as_ref(), errors).flatten();
+    let sync = single_section(files, "sync", |decl| decl.sync.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -76,6 +77,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         metrics: metrics.unwrap_or_else(Metrics::default),
         snapshots: snapshots.unwrap_or_default(),
         control: control.unwrap_or_default(),
+        sync,
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),
