@@ -175,17 +175,20 @@ impl fmt::Display for SyncChange {
 /// What to send so that the kernel runs `wanted` and no daemon in the other state: a node has
 /// one role. (The kernel would run a master and a backup side by side; a node that is both
 /// sends its connections and takes in the peer's, and after a split brain, when both nodes hold
-/// the VIP, each would overwrite the state of connections the other serves.) A daemon of the
-/// wanted state with other parameters is stopped and started again.
+/// the VIP, each would overwrite the state of connections the other serves.)
+///
+/// The wanted state starts before the other stops, so that a start the kernel refuses (an
+/// interface it does not know) leaves the node in its old role rather than in none. A daemon of
+/// the wanted state with other parameters has to stop first: the kernel runs one per state.
 pub fn changes_for_role(running: &[SyncDaemon], wanted: &SyncDaemon) -> Vec<SyncChange> {
     let mut changes = Vec::new();
-    if running.iter().any(|daemon| daemon.state == wanted.state.other()) {
-        changes.push(SyncChange::Stop(wanted.state.other()));
-    }
     match running.iter().find(|daemon| daemon.state == wanted.state) {
         Some(daemon) if daemon.runs_as(wanted) => {}
         Some(_) => changes.extend([SyncChange::Stop(wanted.state), SyncChange::Start(wanted.clone())]),
         None => changes.push(SyncChange::Start(wanted.clone())),
+    }
+    if running.iter().any(|daemon| daemon.state == wanted.state.other()) {
+        changes.push(SyncChange::Stop(wanted.state.other()));
     }
     changes
 }
@@ -240,12 +243,12 @@ impl RoleChange {
     }
 }
 
-/// `no sync daemon`, or each daemon as ipvsadm lists it, joined by `; `.
+/// `no sync daemon`, or `the ` and each daemon as ipvsadm lists it, joined by ` and `.
 pub fn describe(daemons: &[SyncDaemon]) -> String {
     if daemons.is_empty() {
         return "no sync daemon".to_owned();
     }
-    daemons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    daemons.iter().map(|daemon| format!("the {daemon}")).collect::<Vec<_>>().join(" and ")
 }
 
 /// Gives the node the role of `wanted` ([`changes_for_role`]) and reads the kernel back. `Err`
@@ -349,7 +352,8 @@ mod tests {
         assert_eq!(changes_for_role(std::slice::from_ref(&master), &master), []);
         assert_eq!(
             changes_for_role(std::slice::from_ref(&backup), &master),
-            [SyncChange::Stop(SyncState::Backup), SyncChange::Start(master.clone())]
+            [SyncChange::Start(master.clone()), SyncChange::Stop(SyncState::Backup)],
+            "make before break: a refused start leaves the backup running"
         );
         assert_eq!(
             changes_for_role(&[master.clone(), backup.clone()], &master),
@@ -366,6 +370,33 @@ mod tests {
         assert!(
             SyncChange::Start(master).to_string().starts_with("started the master sync daemon (mcast=eth1")
         );
+    }
+
+    fn block_on<T>(future: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn a_role_switch_is_read_back_and_a_refused_start_leaves_the_old_role() {
+        let mut kernel = crate::ipvs::MemoryIpvs::new();
+        kernel.set_interfaces(["eth1"]);
+        let backup = daemon(SyncState::Backup, "eth1");
+        let changed = block_on(set_role(&mut kernel, &backup)).unwrap();
+        assert_eq!(changed.done, [SyncChange::Start(backup.clone())]);
+        assert_eq!(changed.problem(&backup), None);
+        let nowhere = daemon(SyncState::Master, "eth9");
+        let changed = block_on(set_role(&mut kernel, &nowhere)).unwrap();
+        assert!(changed.done.is_empty());
+        assert_eq!(changed.after.as_deref().unwrap(), std::slice::from_ref(&backup), "still the backup");
+        assert_eq!(
+            changed.problem(&nowhere).unwrap(),
+            "starting the master sync daemon on eth9 (syncid 1): No such device (os error 19); the kernel now runs \
+             the backup sync daemon (mcast=eth1, syncid=1, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)"
+        );
+        let master = daemon(SyncState::Master, "eth1");
+        let changed = block_on(set_role(&mut kernel, &master)).unwrap();
+        assert_eq!(changed.done, [SyncChange::Start(master.clone()), SyncChange::Stop(SyncState::Backup)]);
+        assert_eq!(changed.after.unwrap(), [master]);
     }
 
     #[test]
