@@ -11,6 +11,7 @@ mod observer;
 mod persist;
 pub mod reconcile;
 mod requests;
+mod sync;
 
 use std::{
     path::PathBuf,
@@ -116,6 +117,8 @@ struct Daemon {
     access: tokio::sync::watch::Sender<Access>,
     /// Why the rollback log could not be read last time, so that it is said once, not every interval.
     rollbacks_unreadable: Option<String>,
+    /// The kernel's connection sync daemons, as last read.
+    sync: sync::SyncView,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -186,11 +189,13 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         pending: None,
         access,
         rollbacks_unreadable: None,
+        sync: Default::default(),
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
+    daemon.start_sync().await;
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
@@ -248,6 +253,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
                 daemon.count_rollbacks().await;
+                daemon.refresh_sync().await;
                 // /status's traffic is as of this collect, not of the last reconcile.
                 daemon.publish_traffic();
             }
@@ -603,6 +609,7 @@ impl Daemon {
                 self.metrics.set_ebpf_attached(self.observer.attached());
                 self.update_health_checks();
                 self.reconcile(Trigger::ConfigReload).await;
+                self.reload_sync(previous.sync.as_ref()).await;
                 Reload::Accepted
             }
             Err(errors) => {
@@ -644,6 +651,7 @@ impl Daemon {
             "ebpf_attached": self.observer.attached(),
             "drains": self.drain_entries,
             "traffic": self.observer.traffic(),
+            "sync": self.sync.json(self.config.sync.is_some()),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
                 "result": result,
