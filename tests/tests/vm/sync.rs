@@ -1,11 +1,21 @@
 //! The kernel's IPVS connection sync daemon (issue 17, HA pairs), on real IPVS: what our client
 //! starts, `ipvsadm --list --daemon` shows exactly and what ipvsadm starts, our client reads
-//! exactly; the kernel's refusals name the operation and the interface.
+//! exactly; the kernel's refusals name the operation and the interface. `libraflux sync` with no
+//! daemon programs the kernel from the config; the daemon starts `start_as`, switches role on
+//! `libraflux sync master`, leaves the sync daemon running on SIGTERM, keeps its role across a
+//! restart and stops it when a reload removes `sync:`.
+
+use std::time::Duration;
 
 use libraflux::ipvs::{SyncDaemon, SyncState};
 use libraflux_tests::NetNs;
 
-use super::support::with_client;
+use super::{
+    control::stop as stop_daemon,
+    daemon::{CONFIG, Daemon},
+    daemon_reload::{metric, wait_for},
+    support::{Node, with_client},
+};
 
 /// The interface the sync daemons of these tests use: a dummy link with an IPv4 address (a
 /// master binds its socket to the interface's address).
@@ -165,4 +175,272 @@ fn the_client_starts_lists_and_stops_sync_daemons_as_ipvsadm_sees_them() {
     assert_eq!(ipvsadm_daemons(&netns), [ipv6.to_string()]);
     netns.exec("ipvsadm", &["--stop-daemon", "backup"]);
     assert!(daemons(&netns).is_empty());
+}
+
+/// The sync daemon line `ipvsadm --list --daemon` prints for `sync:` of [`sync_config`] in `state`.
+fn line(state: &str, ttl: u8) -> String {
+    format!(
+        "{state} sync daemon (mcast=lfsync0, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl={ttl})"
+    )
+}
+
+/// What `libraflux sync` says it started: the daemon as sent (the kernel picks the maximum length).
+fn started(state: &str, ttl: u8) -> String {
+    format!(
+        "Started the {state} sync daemon (mcast=lfsync0, syncid=5, group=224.0.0.81, port=8848, ttl={ttl})"
+    )
+}
+
+/// A `sync:` section on [`IFACE`], sync id 5, starting as backup.
+fn sync_config(ttl: u8) -> String {
+    format!("sync:\n  interface: {IFACE}\n  sync_id: 5\n  ttl: {ttl}\n  start_as: backup\n")
+}
+
+/// A node (namespace with the VIP on `lfvip0`) with [`IFACE`] for the sync daemon too.
+fn node_with_sync_interface() -> Node {
+    let node = Node::new();
+    node.netns.ip(&["link", "add", IFACE, "type", "dummy"]);
+    node.netns.ip(&["addr", "add", "10.230.0.1/24", "dev", IFACE]);
+    node.netns.ip(&["link", "set", IFACE, "up"]);
+    node
+}
+
+#[test]
+fn without_a_daemon_libraflux_sync_programs_the_kernel_from_the_config() {
+    let node = node_with_sync_interface();
+    let config = node.config("config.yaml", &format!("{}services: []\n", sync_config(1)));
+
+    let master = node.libraflux(&["sync", "master", "-c", &config]);
+    master.assert_code(0);
+    assert!(master.stdout.starts_with("No LibraFlux daemon answers on"), "{}", master.stdout);
+    assert!(master.stdout.contains(&format!("{}\n", started("master", 1))), "{}", master.stdout);
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("master", 1)]);
+    let again = node.libraflux(&["sync", "master", "-c", &config]);
+    again.assert_code(0);
+    assert!(again.stdout.contains("Nothing to change."), "{}", again.stdout);
+
+    let backup = node.libraflux(&["sync", "backup", "-c", &config]);
+    backup.assert_code(0);
+    let expected = format!(
+        "{}\nStopped the master sync daemon\nThe kernel runs the {}.\n",
+        started("backup", 1),
+        line("backup", 1)
+    );
+    assert!(backup.stdout.ends_with(&expected), "{}", backup.stdout);
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("backup", 1)]);
+
+    let status = node.libraflux(&["sync", "status"]);
+    status.assert_code(0);
+    assert_eq!(status.stdout, format!("The kernel runs the {}.\n", line("backup", 1)));
+    let json = node.libraflux(&["sync", "status", "--output", "json"]);
+    json.assert_code(0);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("sync status --output json");
+    assert_eq!(value["via"], "netlink", "{value:#}");
+    assert_eq!(value["daemons"][0]["state"], "backup", "{value:#}");
+    assert_eq!(value["daemons"][0]["port"], 8848, "{value:#}");
+    let status = node.libraflux(&["status", "--output", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --output json");
+    assert_eq!(value["sync"][0]["interface"], IFACE, "status reads the sync daemons too: {value:#}");
+
+    // No sync: section: refused, nothing touched.
+    let plain = node.config("plain.yaml", "services: []\n");
+    let refused = node.libraflux(&["sync", "master", "-c", &plain]);
+    refused.assert_code(3);
+    assert!(refused.stderr.contains("has no sync: section"), "{}", refused.stderr);
+    // An interface the kernel does not know: refused, and the node keeps its role.
+    let nowhere = node.config("nowhere.yaml", "sync:\n  interface: lfnosuch0\n  sync_id: 5\n");
+    let refused = node.libraflux(&["sync", "master", "-c", &nowhere]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains(
+            "starting the master sync daemon on lfnosuch0 (syncid 5): No such device (os error 19)"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!("the kernel now runs the {}", line("backup", 1))),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("backup", 1)]);
+}
+
+#[test]
+fn the_daemon_starts_switches_keeps_across_restarts_and_stops_the_sync_daemon_on_removal() {
+    let node = node_with_sync_interface();
+    let with_sync = |ttl| format!("{CONFIG}{}", sync_config(ttl));
+    let config = node.config("config.yaml", &with_sync(1));
+    let daemon = Daemon::start(&node, &config);
+    assert_eq!(
+        ipvsadm_daemons(&node.netns),
+        [line("backup", 1)],
+        "start_as, before READY:\n{}",
+        daemon.log()
+    );
+
+    // keepalived's notify_master, through the daemon.
+    let master = node.libraflux(&["sync", "master"]);
+    master.assert_code(0);
+    assert_eq!(
+        master.stdout,
+        format!(
+            "{}\nStopped the backup sync daemon\nThe kernel runs the {}.\n",
+            started("master", 1),
+            line("master", 1)
+        )
+    );
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("master", 1)], "{}", daemon.log());
+    let json = node.libraflux(&["sync", "status", "--output", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("sync status --output json");
+    assert_eq!(
+        (value["via"].as_str(), value["daemons"][0]["state"].as_str()),
+        (Some("daemon"), Some("master"))
+    );
+    let status = node.libraflux(&["status", "--output", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --output json");
+    assert_eq!(value["daemon"]["sync"]["configured"], true, "{value:#}");
+    assert_eq!(value["daemon"]["sync"]["daemons"][0]["state"], "master", "{value:#}");
+    assert!(
+        node.libraflux(&["status"])
+            .stdout
+            .contains(&format!("sync: the kernel runs the {}\n", line("master", 1)))
+    );
+    let metrics = node.http_get("127.0.0.1:9469", "/metrics");
+    assert_eq!(metric(&metrics, "libraflux_ipvs_sync_daemon", &["state=\"master\""]), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "libraflux_ipvs_sync_daemon", &["state=\"backup\""]), Some(0.0), "{metrics}");
+
+    // SIGTERM leaves it running, like IPVS; a restarted daemon keeps the kernel's role.
+    stop_daemon(daemon);
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("master", 1)]);
+    let daemon = Daemon::start(&node, &config);
+    assert_eq!(ipvsadm_daemons(&node.netns), [line("master", 1)], "{}", daemon.log());
+    assert!(daemon.log().contains("the kernel runs it; kept, in its role"), "{}", daemon.log());
+
+    // A reload that changes sync: restarts it in the same role with the new parameters.
+    std::fs::write(
+        &config,
+        format!("{}\nsnapshots:\n  dir: {}\n", with_sync(2), node.snapshots_dir().display()),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(15), "the sync daemon restarted with ttl 2", &daemon, || {
+        (ipvsadm_daemons(&node.netns) == [line("master", 2)]).then_some(())
+    });
+
+    // A reload that removes sync: stops it, and says so; then the daemon leaves sync alone.
+    std::fs::write(&config, format!("{CONFIG}\nsnapshots:\n  dir: {}\n", node.snapshots_dir().display()))
+        .unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(15), "the sync daemon stopped", &daemon, || {
+        ipvsadm_daemons(&node.netns).is_empty().then_some(())
+    });
+    assert!(daemon.log().contains("sync: removed from the configuration"), "{}", daemon.log());
+    let refused = node.libraflux(&["sync", "master"]);
+    refused.assert_code(3);
+    assert!(refused.stderr.contains("sync: is not configured"), "{}", refused.stderr);
+    assert!(ipvsadm_daemons(&node.netns).is_empty());
+    stop_daemon(daemon);
+}
+
+/// A director of the pair: a namespace with the VIP on a dummy link and a UDP service whose
+/// backend is the client (nothing answers there; the connection is what counts).
+fn director(role: &str) -> NetNs {
+    let netns = NetNs::new(role);
+    netns.ip(&["link", "add", "lfvip0", "type", "dummy"]);
+    netns.ip(&["addr", "add", "10.233.0.10/32", "dev", "lfvip0"]);
+    netns.ip(&["link", "set", "lfvip0", "up"]);
+    netns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    super::support::restore(
+        &netns,
+        "-A -u 10.233.0.10:5300 -s rr\n-a -u 10.233.0.10:5300 -r 10.232.0.2:5301 -m\n",
+    );
+    netns
+}
+
+/// Connections the backup's `ipvsadm -Lnc` lists from `client` to the VIP.
+fn synced_connections(netns: &NetNs, client: &str) -> Vec<String> {
+    netns
+        .exec("ipvsadm", &["-Lnc"])
+        .lines()
+        .filter(|line| line.contains(&format!("{client}:")) && line.contains("10.233.0.10:5300"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_masters_connections_reach_the_backup_over_the_sync_link() {
+    // active (master) --lfsync-- standby (backup); client -- active.
+    let active = director("sync-active");
+    let standby = director("sync-standby");
+    let client = NetNs::new("sync-client");
+    active.ip(&[
+        "link",
+        "add",
+        "lfsynca",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lfsyncb",
+        "netns",
+        standby.name(),
+    ]);
+    for (netns, link, address) in
+        [(&active, "lfsynca", "10.231.0.1/24"), (&standby, "lfsyncb", "10.231.0.2/24")]
+    {
+        netns.ip(&["addr", "add", address, "dev", link]);
+        netns.ip(&["link", "set", link, "up"]);
+    }
+    active.ip(&[
+        "link",
+        "add",
+        "lfclient",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lfclient0",
+        "netns",
+        client.name(),
+    ]);
+    active.ip(&["addr", "add", "10.232.0.1/24", "dev", "lfclient"]);
+    active.ip(&["link", "set", "lfclient", "up"]);
+    client.ip(&["addr", "add", "10.232.0.2/24", "dev", "lfclient0"]);
+    client.ip(&["link", "set", "lfclient0", "up"]);
+    client.ip(&["route", "add", "default", "via", "10.232.0.1"]);
+
+    // Each node's role as keepalived's notify scripts would set it, with no daemon running.
+    let dir = std::env::temp_dir().join(active.name());
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = libraflux_tests::libraflux_bin();
+    let socket = dir.join("control.sock").to_string_lossy().into_owned();
+    for (netns, link, role) in [(&active, "lfsynca", "master"), (&standby, "lfsyncb", "backup")] {
+        let config = dir.join(format!("{role}.yaml"));
+        std::fs::write(&config, format!("sync:\n  interface: {link}\n  sync_id: 5\nservices: []\n")).unwrap();
+        let config = config.to_string_lossy().into_owned();
+        netns.run(&bin, &["--control-socket", &socket, "sync", role, "-c", &config]).assert_code(0);
+    }
+    assert!(synced_connections(&standby, "10.232.0.2").is_empty());
+
+    // Three datagrams of one flow: the kernel syncs a UDP connection at its third packet
+    // (net.ipv4.vs.sync_threshold 3), and the master sends its buffer within 2 s.
+    client.enter(|| {
+        let socket = std::net::UdpSocket::bind("10.232.0.2:0").unwrap();
+        for _ in 0..3 {
+            socket.send_to(b"sync me", "10.233.0.10:5300").unwrap();
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while synced_connections(&standby, "10.232.0.2").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never learnt the connection; the active node has:\n{}",
+            active.exec("ipvsadm", &["-Lnc"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let synced = synced_connections(&standby, "10.232.0.2");
+    assert_eq!(synced.len(), 1, "{synced:?}");
+    assert!(synced[0].contains("10.232.0.2:5301"), "the backend is synced too: {synced:?}");
 }
