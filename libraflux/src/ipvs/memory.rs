@@ -2,7 +2,8 @@
 //! the kernel refuses, with the kernel's errno (ip_vs_ctl.c, `ip_vs_genl_set_cmd` and the
 //! functions it calls): a missing service is ESRCH, a missing destination ENOENT, a duplicate
 //! EEXIST, an unknown scheduler ENOENT, a weight above i32::MAX or a lower threshold above the
-//! upper one ERANGE. It proves nothing about the kernel itself.
+//! upper one ERANGE. Its sync daemons get the kernel's defaults and refusals
+//! (`memory/sync_daemons.rs`). It proves nothing about the kernel itself.
 //!
 //! Batches behave as the netlink client's do: ops are pipelined in datagrams of up to
 //! [`MemoryIpvs::set_batch_size`] ops, and the kernel carries out every request of a datagram it

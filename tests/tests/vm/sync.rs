@@ -7,13 +7,17 @@
 
 use std::time::Duration;
 
-use libraflux::ipvs::{SyncDaemon, SyncState};
+use libraflux::ipvs::{
+    SyncDaemon, SyncState,
+    packet::{IpvsAttr, IpvsCmd, IpvsMessage, daemon_from_attrs},
+};
 use libraflux_tests::NetNs;
 
 use super::{
     control::stop as stop_daemon,
     daemon::{CONFIG, Daemon},
     daemon_reload::{metric, wait_for},
+    ipvs_capture::{RawIpvs, ipvs_messages},
     support::{Node, with_client},
 };
 
@@ -175,6 +179,70 @@ fn the_client_starts_lists_and_stops_sync_daemons_as_ipvsadm_sees_them() {
     assert_eq!(ipvsadm_daemons(&netns), [ipv6.to_string()]);
     netns.exec("ipvsadm", &["--stop-daemon", "backup"]);
     assert!(daemons(&netns).is_empty());
+}
+
+/// The kernel's GET_DAEMON dump of what ipvsadm started decodes to it; with
+/// `LIBRAFLUX_WRITE_FIXTURES=DIR` its bytes are written to DIR as the packet layer's fixture
+/// `get_daemon_dump_reply.bin` (libraflux/src/ipvs/packet/fixtures/README.md).
+#[test]
+fn the_kernels_daemon_dump_decodes_and_can_be_captured_as_a_fixture() {
+    let netns = sync_node("sync-capture");
+    let master = [
+        "--start-daemon",
+        "master",
+        "--mcast-interface",
+        IFACE,
+        "--syncid",
+        "7",
+        "--sync-maxlen",
+        "1400",
+        "--mcast-group",
+        "239.1.2.3",
+        "--mcast-port",
+        "8850",
+        "--mcast-ttl",
+        "3",
+    ];
+    netns.exec("ipvsadm", &master);
+    netns.exec(
+        "ipvsadm",
+        &["--start-daemon", "backup", "--mcast-interface", IFACE, "--mcast-group", "ff02::1:81"],
+    );
+    let reply = netns.enter(|| {
+        let dump = IpvsMessage::new(IpvsCmd::GetDaemon, vec![]);
+        RawIpvs::open().request(netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_DUMP, dump)
+    });
+    let daemons: Vec<SyncDaemon> = ipvs_messages(&reply)
+        .into_iter()
+        .inspect(|message| assert_eq!(message.cmd, IpvsCmd::NewDaemon))
+        .flat_map(|message| message.attrs)
+        .map(|attr| match attr {
+            IpvsAttr::Daemon(attrs) => daemon_from_attrs(&attrs).expect("a kernel sync daemon decodes"),
+            other => panic!("unexpected attribute in a daemon dump: {other:?}"),
+        })
+        .collect();
+    let expected = [
+        SyncDaemon {
+            group: Some("239.1.2.3".parse().unwrap()),
+            port: Some(8850),
+            ttl: Some(3),
+            max_len: Some(1400),
+            ..daemon(SyncState::Master, 7)
+        },
+        SyncDaemon {
+            group: Some("ff02::1:81".parse().unwrap()),
+            port: Some(8848),
+            ttl: Some(1),
+            max_len: Some(1452),
+            ..daemon(SyncState::Backup, 0)
+        },
+    ];
+    assert_eq!(daemons, expected, "ipvsadm: {:?}", ipvsadm_daemons(&netns));
+    if let Some(dir) = std::env::var_os("LIBRAFLUX_WRITE_FIXTURES") {
+        let path = std::path::Path::new(&dir).join("get_daemon_dump_reply.bin");
+        std::fs::write(&path, &reply).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+        eprintln!("wrote {} ({} bytes)", path.display(), reply.len());
+    }
 }
 
 /// The sync daemon line `ipvsadm --list --daemon` prints for `sync:` of [`sync_config`] in `state`.

@@ -4,7 +4,7 @@
 use netlink_packet_core::{NLM_F_ACK, NLM_F_MULTIPART, NLM_F_REQUEST, NetlinkPayload};
 
 use super::{
-    tests::{FAMILY_ID, done_message, message_round_trip, round_trip, strip_nested_flags, unknown},
+    tests::{FAMILY_ID, captured, done_message, message_round_trip, round_trip, strip_nested_flags, unknown},
     *,
 };
 use crate::ipvs::{SyncDaemon, SyncState, sync::example};
@@ -140,4 +140,43 @@ fn a_daemon_without_state_interface_or_a_one_byte_sync_id_does_not_decode() {
         let err = daemon_from_attrs(attrs).unwrap_err().to_string();
         assert!(err.contains(expected), "{attrs:?}: {err}");
     }
+}
+
+/// The GET_DAEMON dump captured from Debian's 6.1 kernel by the VM test
+/// `sync::the_kernels_daemon_dump_decodes_and_can_be_captured_as_a_fixture` (fixtures/README.md):
+/// a master and a backup that ipvsadm started.
+#[cfg(target_endian = "little")]
+#[test]
+fn the_captured_daemon_dump_decodes_with_host_order_ports() {
+    let bytes = include_bytes!("fixtures/get_daemon_dump_reply.bin");
+    // The master's MCAST_PORT, 8850, as the kernel wrote it: host order, not network order.
+    assert_eq!(&bytes[0x3c..0x42], &[6, 0, 7, 0, 0x92, 0x22]);
+    let messages = captured(bytes, 101);
+    let daemons: Vec<SyncDaemon> = messages
+        .iter()
+        .map(|message| {
+            assert_eq!(message.cmd, IpvsCmd::NewDaemon);
+            let [IpvsAttr::Daemon(attrs)] = message.attrs.as_slice() else { panic!("{message:?}") };
+            daemon_from_attrs(attrs).unwrap()
+        })
+        .collect();
+    let master = SyncDaemon {
+        interface: "lfsync0".to_owned(),
+        sync_id: 7,
+        group: Some("239.1.2.3".parse().unwrap()),
+        port: Some(8850),
+        ttl: Some(3),
+        max_len: Some(1400),
+        ..eth1_master()
+    };
+    let backup = SyncDaemon {
+        state: SyncState::Backup,
+        interface: "lfsync0".to_owned(),
+        sync_id: 0,
+        group: Some("ff02::1:81".parse().unwrap()),
+        port: Some(8848),
+        ttl: Some(1),
+        max_len: Some(1452),
+    };
+    assert_eq!(daemons, [master, backup]);
 }
