@@ -16,12 +16,22 @@ fn config_test(netns: &NetNs, name: &str, text: &str) -> (i32, String) {
     let path = std::env::temp_dir().join(format!("{}-{name}.conf", netns.name()));
     std::fs::write(&path, text).unwrap();
     let output = Command::new("ip")
-        .args(["netns", "exec", netns.name(), "keepalived", "--config-test", "--log-console", "--log-detail", "-f"])
+        .args([
+            "netns",
+            "exec",
+            netns.name(),
+            "keepalived",
+            "--config-test",
+            "--log-console",
+            "--log-detail",
+            "-f",
+        ])
         .arg(&path)
         .output()
         .expect("keepalived is missing: install Debian's keepalived package (cargo xtask setup does)");
     let _ = std::fs::remove_file(&path);
-    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let said =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.code().unwrap_or(-1), said)
 }
 
@@ -48,7 +58,10 @@ fn the_example_leaves_ipvs_to_libraflux_and_its_notify_commands_exist() {
     let active: Vec<&str> =
         text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).collect();
     for owned_by_libraflux in ["virtual_server", "lvs_sync_daemon", "real_server"] {
-        assert!(!active.iter().any(|line| line.starts_with(owned_by_libraflux)), "{owned_by_libraflux} in the example");
+        assert!(
+            !active.iter().any(|line| line.starts_with(owned_by_libraflux)),
+            "{owned_by_libraflux} in the example"
+        );
     }
     let mut notified = Vec::new();
     for line in &active {
@@ -67,6 +80,10 @@ fn the_example_leaves_ipvs_to_libraflux_and_its_notify_commands_exist() {
     }
     assert_eq!(
         notified,
-        [("notify_master", "sync master".to_owned()), ("notify_backup", "sync backup".to_owned()), ("notify_fault", "sync backup".to_owned())]
+        [
+            ("notify_master", "sync master".to_owned()),
+            ("notify_backup", "sync backup".to_owned()),
+            ("notify_fault", "sync backup".to_owned())
+        ]
     );
 }

@@ -148,6 +148,7 @@ fn populated_metrics() -> Arc<Metrics> {
     metrics.record_drift_repair(1);
     metrics.record_reload(true);
     metrics.set_ebpf_attached(true);
+    metrics.set_sync_daemons(&[libraflux::ipvs::SyncState::Master]);
     metrics
 }
 
@@ -194,6 +195,7 @@ async fn serves_metrics_that_promtool_accepts() {
         "libraflux_last_successful_reconcile_timestamp_seconds",
         "libraflux_build_info",
         "libraflux_ebpf_attached",
+        "libraflux_ipvs_sync_daemon",
         "libraflux_metrics_series_dropped",
     ] {
         assert!(reply.body.contains(&format!("# TYPE {name} ")), "no family {name} in:\n{}", reply.body);
@@ -201,6 +203,7 @@ async fn serves_metrics_that_promtool_accepts() {
     assert!(reply.body.contains(
         r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:192.168.94.250:443",backend="[2001:db8::22]:443"} 3"#
     ));
+    assert!(reply.body.contains("libraflux_ipvs_sync_daemon{state=\"master\"} 1\n"), "{}", reply.body);
     let printed = promtool_check(&reply.body);
     eprintln!("promtool check metrics: exit 0, printed {:?}", printed.trim());
 

@@ -27,4 +27,7 @@ fn finds_addresses_with_the_interfaces_that_hold_them() {
     assert_eq!(facts.addresses.get(&v6), Some(&vec!["vips0".to_owned()]), "{:?}", facts.addresses);
     assert_eq!(facts.addresses.get(&"127.0.0.1".parse::<IpAddr>().unwrap()), Some(&vec!["lo".to_owned()]));
     assert!(!facts.addresses.contains_key(&"10.210.0.11".parse::<IpAddr>().unwrap()));
+    // Interfaces with and without an address (the sync check looks for sync.interface here).
+    let links: Vec<&str> = facts.links.iter().map(String::as_str).collect();
+    assert_eq!(links, ["lo", "vips0", "vips1"]);
 }

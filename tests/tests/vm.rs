@@ -26,5 +26,6 @@ mod vm {
     mod smoke;
     mod snapshot;
     mod support;
+    mod sync;
     mod unit;
 }

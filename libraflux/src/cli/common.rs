@@ -118,7 +118,8 @@ pub async fn preflight(
     skip: &[String],
 ) -> anyhow::Result<(Result<IpvsClient, String>, Report)> {
     let node = &config.node;
-    preflight_for(&config.desired, &node.interfaces, node.expected_connections, skip).await
+    preflight_for(&config.desired, &node.interfaces, node.expected_connections, config.sync.as_ref(), skip)
+        .await
 }
 
 /// [`preflight`] for a desired state that is not the config's (a snapshot being restored).
@@ -126,6 +127,7 @@ pub async fn preflight_for(
     desired: &config::DesiredState,
     interfaces: &[String],
     expected_connections: Option<u64>,
+    sync: Option<&config::SyncConfig>,
     skip: &[String],
 ) -> anyhow::Result<(Result<IpvsClient, String>, Report)> {
     let mut client = IpvsClient::connect().await.map_err(|err| err.to_string());
@@ -134,7 +136,7 @@ pub async fn preflight_for(
         Err(why) => Err(why.clone()),
     };
     let facts = preflight::gather(info).await?;
-    let input = CheckInput { desired, interfaces, expected_connections, skip };
+    let input = CheckInput { desired, interfaces, expected_connections, skip, sync };
     Ok((client, preflight::run_checks(&input, &facts)))
 }
 

@@ -14,6 +14,7 @@ mod removals;
 mod replication;
 mod snapshot;
 mod status;
+mod sync;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,7 @@ pub struct Args {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// The daemon's control socket: where `daemon` listens, and where `status`, `drain`,
-    /// `undrain`, `apply` and `snapshot restore` find a running daemon.
+    /// `undrain`, `apply`, `snapshot restore` and `sync` find a running daemon.
     #[arg(long, global = true, value_name = "PATH", default_value = libraflux::control::DEFAULT_SOCKET)]
     pub control_socket: std::path::PathBuf,
     #[command(subcommand)]
@@ -53,6 +54,8 @@ pub enum Command {
     /// Config replication in a pair: what the daemon's replication did last.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
+    /// The kernel's connection sync daemon of an HA pair: make this node master or backup, or show it.
+    Sync(sync::SyncArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Shell completions on stdout (bash, zsh, fish, ...).
@@ -76,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Undrain(args) => drain::undrain(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
+        Command::Sync(args) => sync::run(&args, &socket),
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),

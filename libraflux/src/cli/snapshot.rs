@@ -292,7 +292,8 @@ impl Restore<'_> {
             (&config.node.interfaces[..], config.node.expected_connections)
         });
         runtime()?.block_on(async {
-            let (client, report) = preflight_for(&desired, interfaces, expected, self.skip).await?;
+            let sync = config.and_then(|config| config.sync.as_ref());
+            let (client, report) = preflight_for(&desired, interfaces, expected, sync, self.skip).await?;
             let mut outcome = Outcome {
                 output: self.output,
                 json: json!({ "dry_run": self.dry_run, "snapshot": name.as_str() }),

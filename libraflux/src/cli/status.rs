@@ -1,13 +1,14 @@
-//! `libraflux status`: the IPVS table with the daemon's view (health, drains, eBPF traffic, last
-//! reconcile), both as the daemon reads them, over its control socket. When no daemon answers
-//! it reads the kernel's table itself and says so; a daemon that refuses us is an error.
+//! `libraflux status`: the IPVS table and the connection sync daemons with the daemon's view
+//! (health, drains, eBPF traffic, last reconcile), all as the daemon reads them, over its control
+//! socket. When no daemon answers it reads the kernel's table and sync daemons itself and says so;
+//! a daemon that refuses us is an error.
 
 use libraflux::{
     control::{
         Client, ClientError, Request,
         protocol::{self, Status, TableService},
     },
-    ipvs::{Ipvs as _, IpvsClient},
+    ipvs::{Ipvs as _, IpvsClient, SyncDaemon, sync},
     model::ServiceKey,
 };
 use serde_json::{Value, json};
@@ -25,9 +26,15 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
-    let (status, without) = match daemon.call::<Status>(&Request::Status) {
-        Ok(status) => (status, None),
-        Err(err @ ClientError::NoDaemon { .. }) => (kernel_only(&err)?, Some(err.to_string())),
+    let (status, sync, without) = match daemon.call::<Status>(&Request::Status) {
+        Ok(status) => {
+            let sync = status.daemon["sync"]["daemons"].clone();
+            (status, sync, None)
+        }
+        Err(err @ ClientError::NoDaemon { .. }) => {
+            let (status, sync) = kernel_only(&err)?;
+            (status, sync, Some(err.to_string()))
+        }
         Err(err) => return Err(failure(err)),
     };
     let services = status.services.as_ref().ok_or_else(|| {
@@ -38,7 +45,7 @@ pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
     })?;
     match args.output {
         Output::Json => {
-            let mut document = json!({ "daemon": status.daemon, "services": services });
+            let mut document = json!({ "daemon": status.daemon, "sync": sync, "services": services });
             if let Some(why) = &without {
                 document["daemon_error"] = json!(why);
             }
@@ -49,25 +56,32 @@ pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
                 None => daemon_line(daemon, &status.daemon),
                 Some(why) => format!("daemon: {why} (showing the kernel's table only)\n"),
             };
-            print!("{header}{}", render_table(&status.daemon, services));
+            print!("{header}{}{}", sync_line(&sync), render_table(&status.daemon, services));
         }
     }
     Ok(())
 }
 
-/// No daemon: the kernel's table, read here (which needs root). When that fails too, the exit
-/// code says that no daemon answered.
-fn kernel_only(no_daemon: &ClientError) -> anyhow::Result<Status> {
-    let table = runtime()?.block_on(async {
+/// No daemon: the kernel's table and sync daemons, read here (which needs root). When that fails
+/// too, the exit code says that no daemon answered.
+fn kernel_only(no_daemon: &ClientError) -> anyhow::Result<(Status, Value)> {
+    let read = runtime()?.block_on(async {
         let mut client = IpvsClient::connect().await?;
-        client.services().await
+        Ok::<_, libraflux::ipvs::IpvsError>((client.services().await?, client.sync_daemons().await?))
     });
-    let table = table.map_err(|err| {
+    let (table, sync) = read.map_err(|err| {
         let message =
             format!("{no_daemon}, and reading the IPVS table here failed too: {}", render_error(&err.into()));
         Failure::new(exit::NO_DAEMON, message)
     })?;
-    Ok(Status { daemon: Value::Null, services: Some(protocol::table(&table)), ipvs_error: None })
+    let status = Status { daemon: Value::Null, services: Some(protocol::table(&table)), ipvs_error: None };
+    Ok((status, json!(sync)))
+}
+
+/// `sync: the kernel runs the master sync daemon (...)`, from the daemons as JSON.
+fn sync_line(daemons: &Value) -> String {
+    let daemons: Vec<SyncDaemon> = serde_json::from_value(daemons.clone()).unwrap_or_default();
+    format!("sync: the kernel runs {}\n", sync::describe(&daemons))
 }
 
 fn daemon_line(daemon: &Client, status: &Value) -> String {

@@ -16,6 +16,7 @@ mod node_local;
 mod replication;
 mod schema;
 mod service;
+pub(crate) mod sync;
 mod validate;
 
 use std::{
@@ -33,6 +34,7 @@ pub use files::{
 };
 pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use replication::{Replication, Role};
+pub use sync::SyncConfig;
 pub use validate::validate;
 
 use crate::model::{Service, ServiceKey};
@@ -51,6 +53,9 @@ pub struct Config {
     pub control: Control,
     /// This node's part in a replicating pair, if any (docs/ha.md).
     pub replication: Option<Replication>,
+    /// The kernel's connection sync daemon LibraFlux runs (one file only may set it); `None`:
+    /// LibraFlux leaves sync daemons alone.
+    pub sync: Option<SyncConfig>,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.

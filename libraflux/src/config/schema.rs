@@ -12,6 +12,7 @@ use super::{
     error::Position,
     replication::{Replication, replication},
     service::{ServiceDecl, service},
+    sync::{SyncConfig, sync},
 };
 use crate::model::ServiceKey;
 
@@ -32,6 +33,7 @@ pub(super) struct FileDecl {
     pub snapshots: Option<Located<Option<Snapshots>>>,
     pub control: Option<Located<Option<Control>>>,
     pub replication: Option<Located<Option<Replication>>>,
+    pub sync: Option<Located<Option<SyncConfig>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -50,7 +52,7 @@ pub(super) enum IgnoreEntry {
 }
 
 const TOP_KEYS: &[&str] =
-    &["node", "limits", "metrics", "snapshots", "control", "replication", "ignore", "services"];
+    &["node", "limits", "metrics", "snapshots", "control", "replication", "sync", "ignore", "services"];
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
@@ -72,6 +74,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("replication") {
         decl.replication = located(field, replication(d, field));
+    }
+    if let Some(field) = root.get("sync") {
+        decl.sync = located(field, sync(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);
@@ -120,14 +125,7 @@ fn interfaces(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for item in items {
         let Some(name) = d.string(item) else { continue };
-        // IFNAMSIZ is 16 with the terminating NUL.
-        let valid = !name.is_empty()
-            && name.len() <= 15
-            && !name.contains('/')
-            && !name.chars().any(char::is_whitespace)
-            && name != "."
-            && name != "..";
-        if !valid {
+        if !is_interface_name(name) {
             d.error(item.position(), format!("node.interface: {name:?} is not an interface name"));
         } else if names.iter().any(|known| known == name) {
             d.error(item.position(), format!("node.interface: {name:?} is listed twice"));
@@ -139,6 +137,17 @@ fn interfaces(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<String> {
         d.error(field.position(), "node.interface: the list is empty");
     }
     names
+}
+
+/// What the kernel accepts as a network interface name.
+pub(super) fn is_interface_name(name: &str) -> bool {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    !name.is_empty()
+        && name.len() <= 15
+        && !name.contains('/')
+        && !name.chars().any(char::is_whitespace)
+        && name != "."
+        && name != ".."
 }
 
 fn limits(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Limits> {

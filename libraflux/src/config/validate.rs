@@ -58,6 +58,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let control = single_section(files, "control", |decl| decl.control.as_ref(), errors).flatten();
     let replication =
         single_section(files, "replication", |decl| decl.replication.as_ref(), errors).flatten();
+    let sync = single_section(files, "sync", |decl| decl.sync.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -70,6 +71,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         snapshots: snapshots.unwrap_or_default(),
         control: control.unwrap_or_default(),
         replication,
+        sync,
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     drain::{DrainEntry, Rules},
-    ipvs::ServiceStatus,
+    ipvs::{ServiceStatus, SyncDaemon, SyncState},
     model::{DestKey, Forwarding, ServiceKey},
 };
 
@@ -51,6 +51,12 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Give the node the connection sync role `role` (`libraflux sync master|backup`, run by
+    /// keepalived's notify scripts): the daemon of the other state is stopped and this one runs
+    /// with `sync:`'s parameters. Answered with what the kernel shows afterwards.
+    SyncRole { role: SyncState },
+    /// The connection sync daemons the kernel runs.
+    SyncStatus,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +360,16 @@ pub struct Reloaded {
     pub leaving: usize,
 }
 
+/// The answer to `sync_role` and `sync_status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// What was changed, in order (`stopped the backup sync daemon`, `started the master sync
+    /// daemon (...)`); empty when nothing had to change.
+    pub actions: Vec<String>,
+    /// The sync daemons the kernel runs afterwards, read back from it, master first.
+    pub daemons: Vec<SyncDaemon>,
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -377,7 +393,17 @@ mod tests {
     fn requests_round_trip_on_one_line_with_their_version() {
         let reload = Request::Reload { config: vec!["/etc/libraflux/config.yaml".into()], force: true };
         let undrain = Request::Undrain { backend: "[2001:db8::2]:53".parse().unwrap(), service: None };
-        for request in [Request::Ping, Request::Status, Request::Drains, drain(), reload, undrain] {
+        let sync = Request::SyncRole { role: SyncState::Master };
+        for request in [
+            Request::Ping,
+            Request::Status,
+            Request::Drains,
+            drain(),
+            reload,
+            undrain,
+            sync,
+            Request::SyncStatus,
+        ] {
             let line = encode_request(&request);
             assert!(!line.contains('\n'), "{line}");
             assert!(line.contains("\"version\":1"), "{line}");
@@ -385,6 +411,8 @@ mod tests {
         }
         let line = encode_request(&drain());
         assert!(line.contains(r#""request":"drain""#) && line.contains(r#""grace":"5s""#), "{line}");
+        let line = encode_request(&Request::SyncRole { role: SyncState::Backup });
+        assert!(line.contains(r#""request":"sync_role""#) && line.contains(r#""role":"backup""#), "{line}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod persist;
 pub mod reconcile;
 mod replication;
 mod requests;
+mod sync;
 
 use std::{
     path::PathBuf,
@@ -120,6 +121,8 @@ struct Daemon {
     /// Why the rollback log could not be read last time, so that it is said once, not every interval.
     rollbacks_unreadable: Option<String>,
     replicator: replication::Replicator,
+    /// The kernel's connection sync daemons, as last read.
+    sync: sync::SyncView,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -192,12 +195,14 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         access,
         rollbacks_unreadable: None,
         replicator: replication::Replicator::new(replicated_to_apply),
+        sync: Default::default(),
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
     daemon.sync_replication().await.map_err(|err| anyhow::anyhow!(err))?;
+    daemon.start_sync().await;
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
@@ -256,6 +261,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                     daemon.metrics.set_ebpf_snapshot(&snapshot);
                 }
                 daemon.count_rollbacks().await;
+                daemon.refresh_sync().await;
                 // /status's traffic is as of this collect, not of the last reconcile.
                 daemon.publish_traffic();
             }
@@ -628,6 +634,7 @@ impl Daemon {
         self.metrics.set_ebpf_attached(self.observer.attached());
         self.update_health_checks();
         self.reconcile(Trigger::ConfigReload).await;
+        self.reload_sync(previous.sync.as_ref()).await;
         if let Err(err) = self.sync_replication().await {
             tracing::error!("replication is not running: {err}");
             self.metrics.record_replication_failure("listen");
@@ -663,6 +670,7 @@ impl Daemon {
             "drains": self.drain_entries,
             "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
             "traffic": self.observer.traffic(),
+            "sync": self.sync.json(self.config.sync.is_some()),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
                 "result": result,

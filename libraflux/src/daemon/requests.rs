@@ -26,9 +26,9 @@ use crate::{
     model::{DestKey, Service, ServiceKey},
 };
 
-type Answer = Result<Value, ReplyError>;
+pub(super) type Answer = Result<Value, ReplyError>;
 
-fn json(value: &impl Serialize) -> Answer {
+pub(super) fn json(value: &impl Serialize) -> Answer {
     Ok(serde_json::to_value(value).expect("replies serialise"))
 }
 
@@ -44,8 +44,13 @@ impl Daemon {
             Request::Drains => "drains",
             Request::Reload { .. } => "reload",
             Request::Replication => "replication",
+            Request::SyncRole { .. } => "sync_role",
+            Request::SyncStatus => "sync_status",
         };
-        if matches!(request, Request::Drain(_) | Request::Undrain { .. } | Request::Reload { .. }) {
+        if matches!(
+            request,
+            Request::Drain(_) | Request::Undrain { .. } | Request::Reload { .. } | Request::SyncRole { .. }
+        ) {
             tracing::info!(uid = peer.uid, pid = ?peer.pid, ?request, "control: {name} asked");
         }
         let answer = match request {
@@ -62,6 +67,8 @@ impl Daemon {
                     "replication is not configured on this node (no replication: section)",
                 )),
             },
+            Request::SyncRole { role } => self.sync_role_answer(role).await,
+            Request::SyncStatus => self.sync_status_answer().await,
         };
         match &answer {
             Err(error) => {

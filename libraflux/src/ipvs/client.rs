@@ -33,7 +33,7 @@ use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocol
 
 use super::{
     ApplyReport, DestinationStatus, Info, Ipvs, IpvsError, OnFailure, Op, OpOutcome, Operation,
-    ServiceStatus, Timeouts,
+    ServiceStatus, SyncDaemon, SyncState, Timeouts,
     packet::{self, FamilyNetlinkMessage, IpvsAttr, IpvsCmd, IpvsMessage},
 };
 use crate::model::{Service, ServiceKey};
@@ -342,7 +342,7 @@ impl IpvsClient {
     }
 
     /// One acked request on its own; returns the messages that came before the ack.
-    async fn single(
+    pub(super) async fn single(
         &mut self,
         message: IpvsMessage,
         operation: Operation,
@@ -358,7 +358,7 @@ impl IpvsClient {
     }
 
     /// One dump, sent again while the socket is busy with an earlier one.
-    async fn dump_one(
+    pub(super) async fn dump_one(
         &mut self,
         message: IpvsMessage,
         operation: Operation,
@@ -669,6 +669,21 @@ impl Ipvs for IpvsClient {
 
     fn set_timeouts(&mut self, timeouts: Timeouts) -> impl Future<Output = Result<(), IpvsError>> + Send {
         self.write_timeouts(timeouts)
+    }
+
+    fn sync_daemons(&mut self) -> impl Future<Output = Result<Vec<SyncDaemon>, IpvsError>> + Send {
+        IpvsClient::sync_daemons(self)
+    }
+
+    fn start_sync_daemon(
+        &mut self,
+        daemon: &SyncDaemon,
+    ) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        IpvsClient::start_sync_daemon(self, daemon)
+    }
+
+    fn stop_sync_daemon(&mut self, state: SyncState) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        IpvsClient::stop_sync_daemon(self, state)
     }
 }
 

@@ -2,7 +2,8 @@
 //! the kernel refuses, with the kernel's errno (ip_vs_ctl.c, `ip_vs_genl_set_cmd` and the
 //! functions it calls): a missing service is ESRCH, a missing destination ENOENT, a duplicate
 //! EEXIST, an unknown scheduler ENOENT, a weight above i32::MAX or a lower threshold above the
-//! upper one ERANGE. It proves nothing about the kernel itself.
+//! upper one ERANGE. Its sync daemons get the kernel's defaults and refusals
+//! (`memory/sync_daemons.rs`). It proves nothing about the kernel itself.
 //!
 //! Batches behave as the netlink client's do: ops are pipelined in datagrams of up to
 //! [`MemoryIpvs::set_batch_size`] ops, and the kernel carries out every request of a datagram it
@@ -20,8 +21,10 @@ use crate::model::{DestKey, Destination, Service, ServiceKey};
 
 use super::{
     ApplyReport, DestinationStatus, Info, Ipvs, IpvsError, OnFailure, Op, OpOutcome, ServiceStatus, Stats64,
-    Timeouts, packet,
+    SyncDaemon, SyncState, Timeouts, packet,
 };
+
+mod sync_daemons;
 
 /// Schedulers a stock kernel ships as modules (`ip_vs_*`).
 const SCHEDULERS: &[&str] =
@@ -44,6 +47,9 @@ pub struct MemoryIpvs {
     refuse: BTreeSet<usize>,
     /// The table after each applied op, when recording.
     history: Option<Vec<Table>>,
+    sync_daemons: BTreeMap<SyncState, SyncDaemon>,
+    /// The interfaces a sync daemon may use; `None`: any.
+    interfaces: Option<BTreeSet<String>>,
 }
 
 impl Default for MemoryIpvs {
@@ -63,6 +69,8 @@ impl MemoryIpvs {
             received: 0,
             refuse: BTreeSet::new(),
             history: None,
+            sync_daemons: BTreeMap::new(),
+            interfaces: None,
         }
     }
 
@@ -298,6 +306,21 @@ impl Ipvs for MemoryIpvs {
             udp: keep(timeouts.udp, self.timeouts.udp),
         };
         std::future::ready(Ok(()))
+    }
+
+    fn sync_daemons(&mut self) -> impl Future<Output = Result<Vec<SyncDaemon>, IpvsError>> + Send {
+        std::future::ready(Ok(self.list_sync_daemons()))
+    }
+
+    fn start_sync_daemon(
+        &mut self,
+        daemon: &SyncDaemon,
+    ) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        std::future::ready(self.start_sync(daemon))
+    }
+
+    fn stop_sync_daemon(&mut self, state: SyncState) -> impl Future<Output = Result<(), IpvsError>> + Send {
+        std::future::ready(self.stop_sync(state))
     }
 }
 

@@ -10,15 +10,18 @@ mod memory;
 mod op;
 pub mod packet;
 mod status;
+pub mod sync;
 
 pub use client::{BatchLimits, IpvsClient};
 pub use error::IpvsError;
 pub use memory::MemoryIpvs;
 pub use op::{ApplyReport, OnFailure, Op, OpOutcome, Operation};
 pub use status::{DestinationStatus, Info, ServiceStatus, Stats64, Timeouts};
+pub use sync::{IfName, RoleChange, SyncChange, SyncDaemon, SyncState};
 
-/// What LibraFlux needs from IPVS: read the table, change it in batches, and the global
-/// settings. Both implementations report errors with the kernel's errno values.
+/// What LibraFlux needs from IPVS: read the table, change it in batches, the global settings
+/// and the connection sync daemons. Both implementations report errors with the kernel's errno
+/// values.
 pub trait Ipvs {
     /// Every service with its destinations, ordered by service key.
     fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send;
@@ -31,6 +34,16 @@ pub trait Ipvs {
     fn timeouts(&mut self) -> impl Future<Output = Result<Timeouts, IpvsError>> + Send;
 
     fn set_timeouts(&mut self, timeouts: Timeouts) -> impl Future<Output = Result<(), IpvsError>> + Send;
+
+    /// The connection sync daemons the kernel runs, master first.
+    fn sync_daemons(&mut self) -> impl Future<Output = Result<Vec<SyncDaemon>, IpvsError>> + Send;
+
+    fn start_sync_daemon(
+        &mut self,
+        daemon: &SyncDaemon,
+    ) -> impl Future<Output = Result<(), IpvsError>> + Send;
+
+    fn stop_sync_daemon(&mut self, state: SyncState) -> impl Future<Output = Result<(), IpvsError>> + Send;
 }
 
 /// Both implementations stay in step with the trait (and stay `Send`, for the daemon's tasks).

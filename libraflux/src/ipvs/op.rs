@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::model::{DestKey, Destination, Service, ServiceKey};
 
-use super::IpvsError;
+use super::{IfName, IpvsError, SyncState};
 
 /// One change. A batch of them is applied in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +76,13 @@ pub enum Operation {
     SetTimeouts,
     ZeroCounters,
     Flush,
+    StartSyncDaemon {
+        state: SyncState,
+        interface: IfName,
+        sync_id: u8,
+    },
+    StopSyncDaemon(SyncState),
+    ListSyncDaemons,
 }
 
 impl fmt::Display for Operation {
@@ -96,6 +103,11 @@ impl fmt::Display for Operation {
             Self::SetTimeouts => f.write_str("setting IPVS timeouts"),
             Self::ZeroCounters => f.write_str("zeroing IPVS counters"),
             Self::Flush => f.write_str("flushing the IPVS table"),
+            Self::StartSyncDaemon { state, interface, sync_id } => {
+                write!(f, "starting the {state} sync daemon on {interface} (syncid {sync_id})")
+            }
+            Self::StopSyncDaemon(state) => write!(f, "stopping the {state} sync daemon"),
+            Self::ListSyncDaemons => f.write_str("listing the IPVS sync daemons"),
         }
     }
 }

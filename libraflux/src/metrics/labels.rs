@@ -7,7 +7,7 @@ use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 
 use crate::{
     config::Check,
-    ipvs::Op,
+    ipvs::{Op, SyncState},
     model::{DestKey, ServiceKey},
 };
 
@@ -48,6 +48,7 @@ label_set!(OperationLabels { kind: OperationKind });
 label_set!(ReloadLabels { result: ReloadResult });
 label_set!(VersionLabels { version: &'static str });
 label_set!(ReasonLabels { reason: &'static str });
+label_set!(SyncLabels { state: SyncState });
 
 /// How one health check ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -18,7 +18,7 @@ use prometheus_client::{
 
 use crate::{
     config::Check,
-    ipvs::{Op, ServiceStatus},
+    ipvs::{Op, ServiceStatus, SyncState},
     model::{DestKey, ServiceKey},
 };
 
@@ -39,7 +39,7 @@ use family::SortedFamily;
 use ipvs::IpvsCollector;
 use labels::{
     BackendLabels, CheckLabels, LatencyLabels, OperationKind, OperationLabels, ReasonLabels, ReconcileLabels,
-    ReloadLabels, ReloadResult, ServiceLabels, TriggerLabels, VersionLabels,
+    ReloadLabels, ReloadResult, ServiceLabels, SyncLabels, TriggerLabels, VersionLabels,
 };
 
 /// Health check latency buckets, seconds: 1 ms to 5 s (the longest sensible check timeout).
@@ -92,6 +92,7 @@ pub struct Metrics {
     config_reloads: SortedFamily<ReloadLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     ebpf_attached: Gauge,
+    sync_daemons: SortedFamily<SyncLabels, Gauge>,
     rollbacks: Counter,
     replication_generation: Gauge,
     replication_last_success: Gauge<f64, AtomicU64>,
@@ -121,6 +122,7 @@ impl Metrics {
             config_reloads: SortedFamily::default(),
             last_success: Gauge::default(),
             ebpf_attached: Gauge::default(),
+            sync_daemons: SortedFamily::default(),
             rollbacks: Counter::default(),
             replication_generation: Gauge::default(),
             replication_last_success: Gauge::default(),
@@ -141,6 +143,9 @@ impl Metrics {
         }
         for result in [ReloadResult::Ok, ReloadResult::Failed] {
             self.config_reloads.with(ReloadLabels { result }, |_| {});
+        }
+        for state in SyncState::ALL {
+            self.sync_daemons.with(SyncLabels { state }, |_| {});
         }
         for kind in [
             OperationKind::AddService,
@@ -203,6 +208,11 @@ impl Metrics {
             "libraflux_ebpf_attached",
             "1 while the eBPF flow counters are attached to the node's interfaces",
             self.ebpf_attached.clone(),
+        );
+        registry.register(
+            "libraflux_ipvs_sync_daemon",
+            "1 while the kernel runs the IPVS connection sync daemon of this state (master or backup)",
+            self.sync_daemons.clone(),
         );
         registry.register(
             "libraflux_backend_healthy",
@@ -384,6 +394,15 @@ impl Metrics {
 
     pub fn set_ebpf_attached(&self, attached: bool) {
         self.ebpf_attached.set(i64::from(attached));
+    }
+
+    /// The states of the sync daemons the kernel runs: 1 for each, 0 for the others.
+    pub fn set_sync_daemons(&self, running: &[SyncState]) {
+        for state in SyncState::ALL {
+            self.sync_daemons.with(SyncLabels { state }, |gauge| {
+                gauge.set(i64::from(running.contains(&state)));
+            });
+        }
     }
 
     /// True while the daemon loop has finished a reconcile within `staleness` (counting from

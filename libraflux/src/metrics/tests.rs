@@ -126,6 +126,48 @@ fn open_metrics_names_counter_families_without_total_and_ends_with_eof() {
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
+/// The per-backend IPVS series of an exposition (the sync daemon gauge is per node).
+fn per_backend(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|line| line.starts_with("libraflux_ipvs_") && !line.starts_with("libraflux_ipvs_sync_daemon"))
+        .collect()
+}
+
+#[test]
+fn the_sync_daemon_gauge_has_both_states_from_the_start_and_follows_the_kernel() {
+    let metrics = Metrics::new("lb-a", 1000);
+    let lines = |metrics: &Metrics| -> Vec<String> {
+        let text = metrics.encode(Format::PrometheusText);
+        text.lines()
+            .filter(|line| line.starts_with("libraflux_ipvs_sync_daemon{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        lines(&metrics),
+        [
+            r#"libraflux_ipvs_sync_daemon{state="master"} 0"#,
+            r#"libraflux_ipvs_sync_daemon{state="backup"} 0"#
+        ]
+    );
+    metrics.set_sync_daemons(&[crate::ipvs::SyncState::Backup]);
+    assert_eq!(
+        lines(&metrics),
+        [
+            r#"libraflux_ipvs_sync_daemon{state="master"} 0"#,
+            r#"libraflux_ipvs_sync_daemon{state="backup"} 1"#
+        ]
+    );
+    metrics.set_sync_daemons(&[crate::ipvs::SyncState::Master]);
+    assert_eq!(
+        lines(&metrics),
+        [
+            r#"libraflux_ipvs_sync_daemon{state="master"} 1"#,
+            r#"libraflux_ipvs_sync_daemon{state="backup"} 0"#
+        ]
+    );
+}
+
 #[test]
 fn caps_per_backend_series_in_key_order_and_counts_the_rest() {
     // Room for two backends (7 series each) out of three.
@@ -144,8 +186,7 @@ fn caps_per_backend_series_in_key_order_and_counts_the_rest() {
             r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:10.0.0.1:80",backend="10.0.1.2:80"} 1"#,
         ]
     );
-    let per_backend = text.lines().filter(|line| line.starts_with("libraflux_ipvs_")).count() as u64;
-    assert_eq!(per_backend, 2 * super::SERIES_PER_BACKEND);
+    assert_eq!(per_backend(&text).len() as u64, 2 * super::SERIES_PER_BACKEND);
     assert!(text.contains("libraflux_metrics_series_dropped 7\n"), "{text}");
 
     // The third backend leaves: everything fits again.
@@ -158,7 +199,7 @@ fn a_zero_limit_exports_no_backend_and_counts_them_all() {
     let metrics = Metrics::new("lb-a", 0);
     metrics.set_ipvs_snapshot(&[service("tcp:10.0.0.1:80", vec![dest("10.0.1.1:80", 1, 0, 1)])]);
     let text = metrics.encode(Format::PrometheusText);
-    assert!(!text.contains("libraflux_ipvs_"), "{text}");
+    assert!(per_backend(&text).is_empty(), "{text}");
     assert!(text.contains("libraflux_metrics_series_dropped 7\n"), "{text}");
 }
 
@@ -190,7 +231,7 @@ fn a_backend_that_leaves_and_returns_starts_a_new_series() {
     metrics.set_ipvs_snapshot(&[service("tcp:10.0.0.1:80", vec![dest("10.0.1.1:80", 0, 0, 50)])]);
     metrics.set_ipvs_snapshot(&[]);
     let text = metrics.encode(Format::PrometheusText);
-    assert!(!text.contains("libraflux_ipvs_"), "{text}");
+    assert!(per_backend(&text).is_empty(), "{text}");
     metrics.set_ipvs_snapshot(&[service("tcp:10.0.0.1:80", vec![dest("10.0.1.1:80", 0, 0, 2)])]);
     assert!(metrics.encode(Format::PrometheusText).contains("backend=\"10.0.1.1:80\"} 2\n"));
 }

@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CHECK_NAMES, CheckResult, NodeFacts, Report, Verdict};
-use crate::model::{Service, ServiceKey};
+use crate::{
+    config::SyncConfig,
+    model::{Service, ServiceKey},
+};
 
 /// Average hash-chain length above which the connection table is called too small.
 const MAX_AVERAGE_CHAIN: u64 = 8;
@@ -20,6 +23,8 @@ pub struct CheckInput<'a> {
     pub expected_connections: Option<u64>,
     /// Check names to skip.
     pub skip: &'a [String],
+    /// `sync:` of the configuration, if any.
+    pub sync: Option<&'a SyncConfig>,
 }
 
 /// Runs every check in [`CHECK_NAMES`] order.
@@ -37,6 +42,7 @@ pub fn run_checks(input: &CheckInput<'_>, facts: &NodeFacts) -> Report {
                 "conn_table_size" => conn_table_size(input, facts),
                 "service_conflicts" => service_conflicts(input),
                 "vs_sysctls" => vs_sysctls(input, facts),
+                "sync" => sync(input, facts),
                 _ => unreachable!("every name in CHECK_NAMES has a check"),
             };
             result(name, verdict, reason)
@@ -116,15 +122,20 @@ fn vips_present(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) 
         }
     }
     if !missing.is_empty() {
-        return (
-            Verdict::Fail,
-            format!(
-                "{} of {} VIPs are on no interface of this node: {}; IPVS only sees traffic to local addresses",
-                missing.len(),
-                vips.len(),
-                join(missing.iter().map(String::as_str))
-            ),
+        let absent = format!(
+            "{} of {} VIPs are on no interface of this node: {}",
+            missing.len(),
+            vips.len(),
+            join(missing.iter().map(String::as_str))
         );
+        // A standby of an HA pair holds no VIP until VRRP moves them to it at failover.
+        if input.sync.is_some() {
+            return (
+                Verdict::Warn,
+                format!("{absent}; with sync: this node may be a standby, which VRRP gives them at failover"),
+            );
+        }
+        return (Verdict::Fail, format!("{absent}; IPVS only sees traffic to local addresses"));
     }
     if !elsewhere.is_empty() {
         return (
@@ -227,6 +238,44 @@ fn vs_sysctls(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
     }
 }
 
+/// The sync version both nodes of a pair must speak: 1 (since Linux 2.6.39) carries IPv6 and
+/// persistence engine data; a version-1 backup takes in version 0 messages too, not the reverse.
+const SYNC_VERSION: u32 = 1;
+
+/// With `sync:` configured: its interface exists on the node, and the kernel sends sync messages
+/// of version 1, the one both nodes of a pair must speak.
+fn sync(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
+    let Some(sync) = input.sync else {
+        return (
+            Verdict::Skipped,
+            "sync: is not configured; LibraFlux leaves the sync daemons alone".to_owned(),
+        );
+    };
+    if !facts.links.contains(&sync.interface) {
+        return (
+            Verdict::Fail,
+            format!(
+                "sync.interface {} does not exist on this node; the sync daemon cannot start on it",
+                sync.interface
+            ),
+        );
+    }
+    match &facts.sync_version {
+        Ok(version) if *version == SYNC_VERSION => (
+            Verdict::Pass,
+            format!("interface {} exists; net.ipv4.vs.sync_version={SYNC_VERSION}", sync.interface),
+        ),
+        Ok(version) => (
+            Verdict::Fail,
+            format!(
+                "net.ipv4.vs.sync_version is {version}; both nodes of a pair must send version {SYNC_VERSION}: \
+                 sysctl -w net.ipv4.vs.sync_version={SYNC_VERSION} (and set it in /etc/sysctl.d/)"
+            ),
+        ),
+        Err(why) => (Verdict::Warn, format!("cannot read net.ipv4.vs.sync_version ({why})")),
+    }
+}
+
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let items: Vec<&str> = items.collect();
     let mut text = items.iter().take(NAMED_IN_REASON).copied().collect::<Vec<_>>().join(", ");
@@ -259,6 +308,7 @@ mod tests {
             addresses: [("10.0.0.1".parse::<IpAddr>().unwrap(), vec!["eth0".to_owned()])]
                 .into_iter()
                 .collect(),
+            links: ["lo".to_owned(), "eth0".to_owned(), "eth1".to_owned()].into_iter().collect(),
             loaded_modules: ["ip_vs".to_owned(), "ip_vs_wrr".to_owned()].into_iter().collect(),
             available_modules: ["ip_vs_rr".to_owned(), "ip_vs_mh".to_owned()].into_iter().collect(),
             vs_sysctls: Ok(VsSysctls {
@@ -266,13 +316,20 @@ mod tests {
                 expire_quiescent_template: 0,
                 conn_reuse_mode: 1,
             }),
+            sync_version: Ok(1),
         }
     }
 
     fn check(desired: &BTreeMap<ServiceKey, Service>, facts: &NodeFacts, expected: Option<u64>) -> Report {
         let interfaces = ["eth0".to_owned()];
-        let input =
-            CheckInput { desired, interfaces: &interfaces, expected_connections: expected, skip: &[] };
+        let sync = sync_config("eth1");
+        let input = CheckInput {
+            desired,
+            interfaces: &interfaces,
+            expected_connections: expected,
+            skip: &[],
+            sync: Some(&sync),
+        };
         run_checks(&input, facts)
     }
 
@@ -321,9 +378,23 @@ mod tests {
             service("udp:10.0.0.9:53", "wrr", &[]),
             service("fwmark:7", "wrr", &[]),
         ]);
+        // With sync: (which `check` gives), the node may be a standby: a warning.
         let (verdict, reason) = outcome(&check(&desired, &healthy_node(), None), "vips_present");
+        assert_eq!(verdict, Verdict::Warn);
+        assert!(reason.starts_with("1 of 2 VIPs are on no interface of this node: 10.0.0.9"), "{reason}");
+        assert!(reason.ends_with("which VRRP gives them at failover"), "{reason}");
+        let interfaces = ["eth0".to_owned()];
+        let input = CheckInput {
+            desired: &desired,
+            interfaces: &interfaces,
+            expected_connections: None,
+            skip: &[],
+            sync: None,
+        };
+        let (verdict, reason) = outcome(&run_checks(&input, &healthy_node()), "vips_present");
         assert_eq!(verdict, Verdict::Fail);
         assert!(reason.starts_with("1 of 2 VIPs are on no interface of this node: 10.0.0.9"), "{reason}");
+        assert!(reason.ends_with("IPVS only sees traffic to local addresses"), "{reason}");
     }
 
     #[test]
@@ -367,6 +438,7 @@ mod tests {
             interfaces: &[],
             expected_connections: None,
             skip: &skip,
+            sync: None,
         };
         let report = run_checks(&input, &facts);
         assert_eq!(outcome(&report, "ipvs_available").0, Verdict::Skipped);
@@ -413,6 +485,39 @@ mod tests {
         let report = check(&BTreeMap::new(), &healthy_node(), None);
         let names: Vec<&str> = report.checks.iter().map(|check| check.name).collect();
         assert_eq!(names, CHECK_NAMES);
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
+    }
+
+    fn sync_config(interface: &str) -> SyncConfig {
+        crate::config::sync::example(interface, crate::ipvs::SyncState::Backup)
+    }
+
+    #[test]
+    fn sync_needs_its_interface_and_version_1_and_is_skipped_without_sync() {
+        let (verdict, reason) = outcome(&check(&BTreeMap::new(), &healthy_node(), None), "sync");
+        assert_eq!(
+            (verdict, reason.as_str()),
+            (Verdict::Pass, "interface eth1 exists; net.ipv4.vs.sync_version=1")
+        );
+        let facts = NodeFacts { sync_version: Ok(0), ..healthy_node() };
+        let (verdict, reason) = outcome(&check(&BTreeMap::new(), &facts, None), "sync");
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reason.contains("sysctl -w net.ipv4.vs.sync_version=1"), "{reason}");
+        let facts = NodeFacts { links: ["lo".to_owned()].into_iter().collect(), ..healthy_node() };
+        let (verdict, reason) = outcome(&check(&BTreeMap::new(), &facts, None), "sync");
+        assert_eq!(verdict, Verdict::Fail);
+        assert!(reason.starts_with("sync.interface eth1 does not exist on this node"), "{reason}");
+        let input = CheckInput {
+            desired: &BTreeMap::new(),
+            interfaces: &[],
+            expected_connections: None,
+            skip: &[],
+            sync: None,
+        };
+        let report = run_checks(&input, &healthy_node());
+        let (verdict, reason) = outcome(&report, "sync");
+        assert_eq!(verdict, Verdict::Skipped);
+        assert_eq!(reason, "sync: is not configured; LibraFlux leaves the sync daemons alone");
+        assert!(report.passed());
     }
 }

@@ -18,6 +18,8 @@ pub struct NodeFacts {
     pub ipvs: Result<Info, String>,
     /// Every local address and the interfaces that hold it.
     pub addresses: BTreeMap<IpAddr, Vec<String>>,
+    /// The names of the node's network interfaces.
+    pub links: BTreeSet<String>,
     /// Modules in /proc/modules.
     pub loaded_modules: BTreeSet<String>,
     /// Modules the running kernel could load or has built in.
@@ -25,6 +27,9 @@ pub struct NodeFacts {
     /// The IPVS sysctls that decide what happens to connections of a removed or quiesced
     /// backend, or why they could not be read.
     pub vs_sysctls: Result<VsSysctls, String>,
+    /// `net.ipv4.vs.sync_version`: the sync message format the connection sync daemon sends, or
+    /// why it could not be read.
+    pub sync_version: Result<u32, String>,
 }
 
 /// `/proc/sys/net/ipv4/vs/{expire_nodest_conn,expire_quiescent_template,conn_reuse_mode}`
@@ -36,14 +41,17 @@ pub struct VsSysctls {
     pub conn_reuse_mode: u32,
 }
 
+/// `/proc/sys/net/ipv4/vs/NAME` of the calling thread's network namespace.
+fn read_vs_sysctl(name: &str) -> Result<u32, String> {
+    let path = format!("/proc/sys/net/ipv4/vs/{name}");
+    let text = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    text.trim().parse::<u32>().map_err(|err| format!("{path}: {text:?}: {err}"))
+}
+
 impl VsSysctls {
     /// Reads the three sysctls of the calling thread's network namespace.
     pub fn read() -> Result<Self, String> {
-        let read = |name: &str| {
-            let path = format!("/proc/sys/net/ipv4/vs/{name}");
-            let text = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
-            text.trim().parse::<u32>().map_err(|err| format!("{path}: {text:?}: {err}"))
-        };
+        let read = read_vs_sysctl;
         Ok(Self {
             expire_nodest_conn: read("expire_nodest_conn")?,
             expire_quiescent_template: read("expire_quiescent_template")?,
@@ -54,16 +62,20 @@ impl VsSysctls {
 
 /// Gathers the facts; `ipvs` is the outcome of asking IPVS for its info.
 pub async fn gather(ipvs: Result<Info, String>) -> std::io::Result<NodeFacts> {
+    let (addresses, links) = local_addresses().await?;
     Ok(NodeFacts {
         ipvs,
-        addresses: local_addresses().await?,
+        addresses,
+        links,
         loaded_modules: loaded_modules(),
         available_modules: available_modules(),
         vs_sysctls: VsSysctls::read(),
+        sync_version: read_vs_sysctl("sync_version"),
     })
 }
 
-async fn local_addresses() -> std::io::Result<BTreeMap<IpAddr, Vec<String>>> {
+/// Every local address with the interfaces that hold it, and every interface's name.
+async fn local_addresses() -> std::io::Result<(BTreeMap<IpAddr, Vec<String>>, BTreeSet<String>)> {
     let (connection, handle, _) = rtnetlink::new_connection()?;
     let task = tokio::spawn(connection);
     let result = async {
@@ -96,7 +108,7 @@ async fn local_addresses() -> std::io::Result<BTreeMap<IpAddr, Vec<String>>> {
                 holders.entry(addr).or_default().push(name);
             }
         }
-        Ok(holders)
+        Ok((holders, names.into_values().collect()))
     }
     .await;
     task.abort();

@@ -20,7 +20,8 @@ pub enum Verdict {
     Pass,
     Warn,
     Fail,
-    /// Skipped by name on the command line; reported, never silent.
+    /// Skipped by name on the command line, or not applicable (`sync` without `sync:`);
+    /// reported with the reason, never silent.
     Skipped,
 }
 
@@ -51,6 +52,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "conn_table_size",
     "service_conflicts",
     "vs_sysctls",
+    "sync",
 ];
 
 /// The results, and whether they allow apply to go on.

@@ -20,7 +20,7 @@ fn drained() -> String {
     sorted_lines(&SAVED.replace("10.220.1.2:80 -m -w 5", "10.220.1.2:80 -m -w 0"))
 }
 
-fn stop(mut daemon: Daemon) {
+pub(super) fn stop(mut daemon: Daemon) {
     daemon.signal(libc::SIGTERM);
     let status = daemon.child.wait().unwrap();
     assert!(status.success(), "{status}:\n{}", daemon.log());

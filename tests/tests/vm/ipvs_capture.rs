@@ -42,14 +42,14 @@ const FLOWS: u16 = 6;
 const PAYLOAD: &[u8] = b"libraflux capture";
 
 /// A raw generic-netlink socket that sends one request and keeps every reply datagram.
-struct RawIpvs {
+pub(super) struct RawIpvs {
     socket: netlink_sys::Socket,
     family_id: u16,
     sequence: u32,
 }
 
 impl RawIpvs {
-    fn open() -> Self {
+    pub(super) fn open() -> Self {
         let family_id = libraflux_tests::genl_family_id("IPVS");
         let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_GENERIC).expect("socket");
         socket.bind_auto().expect("bind");
@@ -60,7 +60,7 @@ impl RawIpvs {
     }
 
     /// Sends `message` and returns the concatenated reply datagrams, up to the ack, error or DONE.
-    fn request(&mut self, flags: u16, message: IpvsMessage) -> Vec<u8> {
+    pub(super) fn request(&mut self, flags: u16, message: IpvsMessage) -> Vec<u8> {
         self.sequence += 1;
         let sequence = self.sequence;
         let bytes = encode_request(self.family_id, sequence, flags, message);
@@ -83,7 +83,7 @@ impl RawIpvs {
 }
 
 /// The IPVS messages of a reply, checked to end in an ack or DONE.
-fn ipvs_messages(reply: &[u8]) -> Vec<IpvsMessage> {
+pub(super) fn ipvs_messages(reply: &[u8]) -> Vec<IpvsMessage> {
     let messages = decode_datagram(reply).expect("reply decodes");
     match messages.last().map(|message| &message.payload) {
         Some(NetlinkPayload::Done(_)) => {}

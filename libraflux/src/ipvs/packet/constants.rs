@@ -27,6 +27,7 @@ pub(super) const IPVS_CMD_FLUSH: u8 = 17;
 // Attributes at the first level of a command.
 pub(super) const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 pub(super) const IPVS_CMD_ATTR_DEST: u16 = 2;
+pub(super) const IPVS_CMD_ATTR_DAEMON: u16 = 3;
 pub(super) const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 pub(super) const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
 pub(super) const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
@@ -61,6 +62,24 @@ pub(super) const IPVS_DEST_ATTR_STATS64: u16 = 12;
 pub(super) const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
 pub(super) const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
 pub(super) const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
+
+// Attributes nested in IPVS_CMD_ATTR_DAEMON.
+pub(super) const IPVS_DAEMON_ATTR_STATE: u16 = 1;
+pub(super) const IPVS_DAEMON_ATTR_MCAST_IFN: u16 = 2;
+pub(super) const IPVS_DAEMON_ATTR_SYNC_ID: u16 = 3;
+pub(super) const IPVS_DAEMON_ATTR_SYNC_MAXLEN: u16 = 4;
+pub(super) const IPVS_DAEMON_ATTR_MCAST_GROUP: u16 = 5;
+pub(super) const IPVS_DAEMON_ATTR_MCAST_GROUP6: u16 = 6;
+pub(super) const IPVS_DAEMON_ATTR_MCAST_PORT: u16 = 7;
+pub(super) const IPVS_DAEMON_ATTR_MCAST_TTL: u16 = 8;
+
+// Sync daemon states (`IP_VS_STATE_*`).
+pub(super) const IP_VS_STATE_MASTER: u32 = 0x0001;
+pub(super) const IP_VS_STATE_BACKUP: u32 = 0x0002;
+
+/// `IP_VS_IFNAME_MAXLEN`, including the terminating NUL (the kernel's policy allows 15 bytes
+/// of name, as IFNAMSIZ does).
+pub(super) const IP_VS_IFNAME_MAXLEN: usize = 16;
 
 // Attributes nested in the *_ATTR_STATS and *_ATTR_STATS64 containers.
 // (IPVS_STATS_ATTR_PAD = 11 only appears on architectures that align u64 attributes; it is

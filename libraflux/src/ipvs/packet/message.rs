@@ -7,12 +7,13 @@ use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 use super::{
     constants::*,
+    daemon::DaemonAttr,
     dest::DestAttr,
     service::ServiceAttr,
     value::{parse_nlas, u32_ne},
 };
 
-/// `IPVS_CMD_*`. Daemon commands are listed so that such messages parse; nothing sends them.
+/// `IPVS_CMD_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IpvsCmd {
     NewService,
@@ -98,6 +99,8 @@ impl IpvsCmd {
 pub enum IpvsAttr {
     Service(Vec<ServiceAttr>),
     Dest(Vec<DestAttr>),
+    /// A sync daemon (NEW_DAEMON, DEL_DAEMON, and each message of the GET_DAEMON dump).
+    Daemon(Vec<DaemonAttr>),
     /// Seconds.
     TimeoutTcp(u32),
     TimeoutTcpFin(u32),
@@ -114,6 +117,7 @@ impl Nla for IpvsAttr {
         match self {
             Self::Service(attrs) => attrs.as_slice().buffer_len(),
             Self::Dest(attrs) => attrs.as_slice().buffer_len(),
+            Self::Daemon(attrs) => attrs.as_slice().buffer_len(),
             Self::Other(nla) => nla.value_len(),
             _ => 4,
         }
@@ -125,6 +129,7 @@ impl Nla for IpvsAttr {
         match self {
             Self::Service(_) => IPVS_CMD_ATTR_SERVICE | NLA_F_NESTED,
             Self::Dest(_) => IPVS_CMD_ATTR_DEST | NLA_F_NESTED,
+            Self::Daemon(_) => IPVS_CMD_ATTR_DAEMON | NLA_F_NESTED,
             Self::TimeoutTcp(_) => IPVS_CMD_ATTR_TIMEOUT_TCP,
             Self::TimeoutTcpFin(_) => IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
             Self::TimeoutUdp(_) => IPVS_CMD_ATTR_TIMEOUT_UDP,
@@ -138,6 +143,7 @@ impl Nla for IpvsAttr {
         match self {
             Self::Service(attrs) => attrs.as_slice().emit(buffer),
             Self::Dest(attrs) => attrs.as_slice().emit(buffer),
+            Self::Daemon(attrs) => attrs.as_slice().emit(buffer),
             Self::TimeoutTcp(value)
             | Self::TimeoutTcpFin(value)
             | Self::TimeoutUdp(value)
@@ -163,6 +169,7 @@ impl IpvsAttr {
         Ok(match buf.kind() {
             IPVS_CMD_ATTR_SERVICE => Self::Service(ServiceAttr::parse_all(value)?),
             IPVS_CMD_ATTR_DEST => Self::Dest(DestAttr::parse_all(value)?),
+            IPVS_CMD_ATTR_DAEMON => Self::Daemon(DaemonAttr::parse_all(value)?),
             IPVS_CMD_ATTR_TIMEOUT_TCP => Self::TimeoutTcp(u32_ne("IPVS_CMD_ATTR_TIMEOUT_TCP", value)?),
             IPVS_CMD_ATTR_TIMEOUT_TCP_FIN => {
                 Self::TimeoutTcpFin(u32_ne("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", value)?)

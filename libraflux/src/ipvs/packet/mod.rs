@@ -8,6 +8,7 @@
 
 mod constants;
 mod convert;
+mod daemon;
 mod dest;
 mod family;
 mod frame;
@@ -17,10 +18,13 @@ mod stats;
 mod value;
 
 #[cfg(test)]
+mod daemon_tests;
+#[cfg(test)]
 mod tests;
 
 pub(crate) use convert::service_family;
 pub use convert::{dest_from_attrs, request_for, service_from_attrs, service_identity};
+pub use daemon::{DaemonAttr, daemon_from_attrs, start_daemon_request, stop_daemon_request};
 pub use dest::DestAttr;
 pub use family::{FamilyNetlinkMessage, FamilyReply, encode_family_request, family_id_of};
 pub use frame::{IpvsNetlinkMessage, decode_datagram, decode_message, encode_request, split_messages};

@@ -13,15 +13,15 @@ use crate::{
     model::{DestKey, Destination, Family, Forwarding, ServiceKey},
 };
 
-const FAMILY_ID: u16 = 0x1c;
+pub(super) const FAMILY_ID: u16 = 0x1c;
 
-fn emit<T: Emitable>(item: &T) -> Vec<u8> {
+pub(super) fn emit<T: Emitable>(item: &T) -> Vec<u8> {
     let mut buffer = vec![0xa5; item.buffer_len()];
     item.emit(&mut buffer);
     buffer
 }
 
-fn round_trip<T>(attr: T)
+pub(super) fn round_trip<T>(attr: T)
 where
     T: Nla + std::fmt::Debug + PartialEq + for<'a> Parseable<NlaBuffer<&'a [u8]>>,
 {
@@ -32,7 +32,7 @@ where
     assert_eq!(emit(&parsed), bytes, "re-emitting {attr:?} changed its bytes");
 }
 
-fn message_round_trip(message: IpvsMessage) {
+pub(super) fn message_round_trip(message: IpvsMessage) {
     let bytes = emit(&message);
     let header = GenlHeader { cmd: message.cmd.into(), version: 1 };
     let parsed = IpvsMessage::parse_with_param(bytes.as_slice(), header)
@@ -40,7 +40,7 @@ fn message_round_trip(message: IpvsMessage) {
     assert_eq!(parsed, message);
 }
 
-fn unknown(kind: u16, value: &[u8]) -> DefaultNla {
+pub(super) fn unknown(kind: u16, value: &[u8]) -> DefaultNla {
     DefaultNla::new(kind, value.to_vec())
 }
 
@@ -125,7 +125,7 @@ fn every_first_level_attribute_round_trips_in_its_command() {
         vec![
             IpvsAttr::Service(vec![ServiceAttr::Af(2), ServiceAttr::Fwmark(7)]),
             IpvsAttr::Dest(vec![DestAttr::Port(80), DestAttr::Weight(1)]),
-            IpvsAttr::Other(unknown(3, &[0; 8])),
+            IpvsAttr::Other(unknown(7, &[0; 8])),
         ],
     ));
     message_round_trip(IpvsMessage::new(
@@ -298,7 +298,7 @@ fn kernel_dest_message(sequence: u32, last_octet: u8, active: u32) -> Vec<u8> {
 }
 
 /// Clears NLA_F_NESTED where this crate sets it, as the kernel's `nla_nest_start_noflag` does.
-fn strip_nested_flags(bytes: &mut [u8]) {
+pub(super) fn strip_nested_flags(bytes: &mut [u8]) {
     let mut offset = 20;
     while offset + 4 <= bytes.len() {
         let length = usize::from(u16::from_ne_bytes([bytes[offset], bytes[offset + 1]]));
@@ -308,7 +308,7 @@ fn strip_nested_flags(bytes: &mut [u8]) {
     }
 }
 
-fn done_message(sequence: u32) -> Vec<u8> {
+pub(super) fn done_message(sequence: u32) -> Vec<u8> {
     #[rustfmt::skip]
     let mut done = vec![20, 0, 0, 0,  3, 0,  2, 0,  0, 0, 0, 0,  0, 0, 0, 0,  0, 0, 0, 0];
     done[8..12].copy_from_slice(&sequence.to_ne_bytes());
@@ -440,7 +440,7 @@ fn the_controller_reply_yields_the_family_id_and_tolerates_new_attributes() {
 
 /// Replies captured from Debian's 6.1 kernel by the VM test `ipvs_capture` (state and requests
 /// in `fixtures/README.md`).
-fn captured(reply: &[u8], sequence: u32) -> Vec<IpvsMessage> {
+pub(super) fn captured(reply: &[u8], sequence: u32) -> Vec<IpvsMessage> {
     let messages = decode_datagram(reply).unwrap();
     assert!(messages.iter().all(|m| m.header.sequence_number == sequence), "all answer request {sequence}");
     match messages.last().map(|m| &m.payload) {
