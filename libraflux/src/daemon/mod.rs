@@ -10,6 +10,7 @@ mod drains;
 mod observer;
 mod persist;
 pub mod reconcile;
+mod reload;
 mod replication;
 mod requests;
 mod sync;
@@ -28,16 +29,17 @@ use self::{
     background::Background,
     observer::Observer,
     reconcile::{Outcome, Trigger},
+    reload::{Reload, admit_at_start},
 };
 use crate::{
-    config::{self, Config, ConfigErrors},
+    config::{self, Config},
     control::Access,
     drain::{self, DrainEntry, DrainStore},
     health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
     metrics::{self, CheckOutcome, Metrics, ReconcileResult},
     model::ServiceKey,
-    plan::{LimitViolation, Removal},
+    plan::Removal,
 };
 
 /// How the daemon runs, from the command line.
@@ -74,20 +76,6 @@ struct LastReconcile {
     result: &'static str,
     operations: Vec<String>,
     errors: Vec<String>,
-}
-
-/// What a reload did with the configuration.
-#[derive(Debug)]
-enum Reload {
-    /// In force and reconciled.
-    Accepted,
-    /// Over a change limit: the running configuration stays.
-    Refused(Vec<LimitViolation>),
-    /// Does not validate: the running configuration stays.
-    Invalid(ConfigErrors),
-    /// Valid, but cannot be put in force (its `metrics.listen` cannot be bound): the running
-    /// configuration stays.
-    Failed(String),
 }
 
 struct Daemon {
@@ -278,27 +266,6 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     Ok(())
 }
 
-/// Refuses a configuration that changes more than its limits allow from both the configuration
-/// accepted last and the table; records it as accepted otherwise.
-async fn admit_at_start(options: &Options, config: &Config, ipvs: &mut IpvsClient) -> anyhow::Result<()> {
-    let observed = crate::ipvs::observed(ipvs).await?;
-    let accepted = accepted::load(&options.state_dir).unwrap_or_else(|err| {
-        tracing::warn!(error = %err, "cannot read the configuration accepted last; measuring against the table");
-        None
-    });
-    reconcile::admit_at_start(config, accepted.as_ref(), &observed)
-        .map_err(|violations| reconcile::LimitRefusal { violations })?;
-    record_accepted(options, config).await;
-    Ok(())
-}
-
-async fn record_accepted(options: &Options, config: &Config) {
-    let (dir, desired) = (options.state_dir.clone(), config.desired.clone());
-    if let Err(err) = blocking(move || accepted::save(&dir, &desired)).await {
-        tracing::error!(error = %err, "cannot record the accepted configuration; a restart measures limits against the table");
-    }
-}
-
 /// Runs file I/O (or other blocking work) on tokio's blocking pool, so that the runtime's one
 /// thread keeps serving metrics, health checks and the control socket meanwhile.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -468,21 +435,6 @@ impl Daemon {
         }
     }
 
-    /// Drops the health series of the backends and services `previous` had and the running
-    /// config has not. (Their IPVS series go when IPVS no longer lists them: a removed backend
-    /// keeps its counters while it drains.)
-    fn forget_series(&self, previous: &Config) {
-        for (key, service) in &previous.desired {
-            let Some(now) = self.config.desired.get(key) else {
-                self.metrics.forget_service(*key);
-                continue;
-            };
-            for backend in service.destinations.keys().filter(|b| !now.destinations.contains_key(b)) {
-                self.metrics.forget_backend(*key, *backend);
-            }
-        }
-    }
-
     /// Starts, keeps or stops probes to match the config; says which services go unchecked.
     fn update_health_checks(&mut self) {
         let summary = self.health.update(&self.config.desired, &self.config.settings);
@@ -571,75 +523,6 @@ impl Daemon {
             Outcome::Failed { .. } => (ReconcileResult::Error, &[][..]),
         };
         self.metrics.record_reconcile(result, duration, applied);
-    }
-
-    /// SIGHUP, or `reload` on the control socket: a config that fails validation, changes more
-    /// than its limits allow (unless `force`), or cannot be put in force is rejected, and the
-    /// running one stays in force.
-    async fn reload(&mut self, force: bool) -> Reload {
-        let path = self.options.config_path.clone();
-        let replicated = self.replication_paths().replicated();
-        match blocking(move || crate::replication::load_config(path.as_deref(), &replicated, None)).await {
-            Ok(config) => self.put_in_force(config, force).await,
-            Err(errors) => {
-                self.record.reloads_failed += 1;
-                self.metrics.record_reload(false);
-                for error in &errors.0 {
-                    tracing::error!(%error, "config reload rejected; the running config stays in force");
-                }
-                self.publish_status();
-                Reload::Invalid(errors)
-            }
-        }
-    }
-
-    /// Puts a validated configuration in force, as a reload does: refused over a change limit
-    /// (unless `force`), rejected when it cannot be put in force; reconciled otherwise.
-    async fn put_in_force(&mut self, config: Config, force: bool) -> Reload {
-        if !force && let Err(violations) = reconcile::admit(&config, &self.config.desired) {
-            self.record.reloads_failed += 1;
-            self.metrics.record_reload(false);
-            self.metrics.record_reconcile(ReconcileResult::Refused, Duration::ZERO, &[]);
-            for violation in &violations {
-                tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
-            }
-            self.publish_status();
-            return Reload::Refused(violations);
-        }
-        let prepared = match self.background.prepare(&config).await {
-            Ok(prepared) => prepared,
-            Err(err) => {
-                self.record.reloads_failed += 1;
-                self.metrics.record_reload(false);
-                let error = format!("{:#}", anyhow::Error::from(err));
-                tracing::error!(%error, "config reload rejected; the running config stays in force");
-                self.publish_status();
-                return Reload::Failed(error);
-            }
-        };
-        let over = if force { reconcile::admit(&config, &self.config.desired).err() } else { None };
-        for violation in over.unwrap_or_default() {
-            tracing::warn!(%violation, "config reload over a change limit, accepted as forced");
-        }
-        record_accepted(&self.options, &config).await;
-        self.record.reloads_ok += 1;
-        self.metrics.record_reload(true);
-        tracing::info!(services = config.desired.len(), "config reloaded");
-        self.update_control_access(&config);
-        let previous = std::mem::replace(&mut self.config, config);
-        self.background.reconfigure(&self.config, prepared).await;
-        self.metrics.set_max_series(self.config.metrics.max_series);
-        self.forget_series(&previous);
-        self.observer.reconfigure(&self.config);
-        self.metrics.set_ebpf_attached(self.observer.attached());
-        self.update_health_checks();
-        self.reconcile(Trigger::ConfigReload).await;
-        self.reload_sync(previous.sync.as_ref()).await;
-        if let Err(err) = self.sync_replication().await {
-            tracing::error!("replication is not running: {err}");
-            self.metrics.record_replication_failure("listen");
-        }
-        Reload::Accepted
     }
 
     /// Updates only the eBPF traffic view of the status document: a full [`Daemon::publish_status`]

@@ -24,13 +24,14 @@ use std::{
     collections::{HashMap, VecDeque},
     future::Future,
     io,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::AsRawFd,
     time::Duration,
 };
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkPayload};
-use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_GENERIC};
+use netlink_sys::{AsyncSocketExt, TokioSocket};
 
+use super::socket::{grow_buffer, open_socket, receive_queued};
 use super::{
     ApplyReport, DestinationStatus, Info, Ipvs, IpvsError, OnFailure, Op, OpOutcome, Operation,
     ServiceStatus, SyncDaemon, SyncState, Timeouts,
@@ -39,7 +40,7 @@ use super::{
 use crate::model::{Service, ServiceKey};
 
 /// Asked of the kernel for each socket buffer; it grants less without CAP_NET_ADMIN.
-const SOCKET_BUFFER: usize = 8 << 20;
+pub(super) const SOCKET_BUFFER: usize = 8 << 20;
 /// Receive-buffer charge of one ack: a ~36-byte message costs an skb's truesize (well under
 /// 1 KiB on x86_64); doubled for margin, since an overrun loses acks.
 const ACK_COST: usize = 2048;
@@ -579,77 +580,6 @@ fn record_answers(
     }
 }
 
-/// Reads the datagrams already queued on `fd` (without waiting) into `slots`, one per slot, and
-/// returns their lengths; `WouldBlock` when none is queued.
-fn receive_queued(fd: RawFd, slots: &mut [Vec<u8>]) -> io::Result<Vec<usize>> {
-    let mut iovecs: Vec<libc::iovec> = slots
-        .iter_mut()
-        .map(|slot| libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() })
-        .collect();
-    let mut headers: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iovec| {
-            // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
-            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-            header.msg_iov = iovec;
-            header.msg_iovlen = 1;
-            libc::mmsghdr { msg_hdr: header, msg_len: 0 }
-        })
-        .collect();
-    let count = libc::c_uint::try_from(headers.len()).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: `headers` holds `count` initialised mmsghdrs whose single iovec points into a
-    // slot of `slots`, with that slot's length; both outlive the call, which writes only there.
-    let received =
-        unsafe { libc::recvmmsg(fd, headers.as_mut_ptr(), count, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
-    let received = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
-    headers[..received]
-        .iter()
-        .map(|header| {
-            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                return Err(io::Error::other("a netlink datagram was larger than the receive buffer"));
-            }
-            Ok(header.msg_len as usize)
-        })
-        .collect()
-}
-
-fn open_socket() -> io::Result<TokioSocket> {
-    let mut socket = TokioSocket::new(NETLINK_GENERIC)?;
-    let inner = socket.socket_mut();
-    inner.bind_auto()?;
-    inner.connect(&SocketAddr::new(0, 0))?;
-    // Errors then echo only the request's header, not all of it: smaller acks, bigger batches.
-    inner.set_cap_ack(true)?;
-    Ok(socket)
-}
-
-/// Asks for SOCKET_BUFFER bytes, forcibly if allowed (CAP_NET_ADMIN), and returns what the
-/// kernel granted (its doubled value, which is what its limits compare against).
-fn grow_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int) -> usize {
-    let wanted = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-    if set_int_option(fd, force, wanted).is_err() {
-        // Without the capability the plain option still works, capped at net.core.[rw]mem_max.
-        let _ = set_int_option(fd, plain, wanted);
-    }
-    get_int_option(fd, plain).map_or(0, |value| usize::try_from(value).unwrap_or(0))
-}
-
-fn set_int_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    let length = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
-    // SAFETY: `fd` is our open socket; `value` outlives the call and `length` is its size.
-    let result = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&raw const value).cast(), length) };
-    if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-fn get_int_option(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut length = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
-    // SAFETY: `fd` is our open socket; `value` and `length` are valid for writes of their size.
-    let result =
-        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut length) };
-    if result == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
-}
-
 impl Ipvs for IpvsClient {
     fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
         self.list_services()
@@ -688,100 +618,5 @@ impl Ipvs for IpvsClient {
 }
 
 #[cfg(test)]
-mod tests {
-    use netlink_packet_core::NLM_F_MULTIPART;
-
-    use super::*;
-    use crate::model::{Destination, Forwarding};
-
-    #[cfg(target_endian = "little")]
-    fn ack(sequence: u32, errno: i32) -> Vec<u8> {
-        let mut bytes = vec![36, 0, 0, 0, 2, 0, 0, 1];
-        bytes.extend(sequence.to_ne_bytes());
-        bytes.extend([0; 4]);
-        bytes.extend((-errno).to_ne_bytes());
-        bytes.extend([16, 0, 0, 0, 0x1c, 0, 5, 0]);
-        bytes.extend(sequence.to_ne_bytes());
-        bytes.extend([0; 4]);
-        bytes
-    }
-
-    fn pending(sequences: &[u32]) -> HashMap<u32, Vec<IpvsMessage>> {
-        sequences.iter().map(|sequence| (*sequence, Vec::new())).collect()
-    }
-
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn acks_are_matched_by_sequence_whatever_their_order() {
-        let mut datagram = ack(11, libc::EEXIST);
-        datagram.extend(ack(99, 0)); // left over from an abandoned round: skipped
-        datagram.extend(ack(10, 0));
-        let (mut waiting, mut answers) = (pending(&[10, 11, 12]), HashMap::new());
-        take_replies(&datagram, &mut waiting, &mut answers).unwrap();
-        assert!(matches!(answers.get(&10), Some(Answer::Ok(_))));
-        assert!(matches!(answers.get(&11), Some(Answer::Refused(libc::EEXIST))));
-        assert!(!answers.contains_key(&99));
-        assert_eq!(waiting.keys().copied().collect::<Vec<_>>(), [12], "12 still waits for its ack");
-    }
-
-    #[test]
-    fn dump_messages_are_collected_until_done() {
-        let message = IpvsMessage::new(IpvsCmd::NewDest, vec![IpvsAttr::Dest(vec![])]);
-        let mut datagram = packet::encode_request(0x1c, 5, NLM_F_MULTIPART, message.clone());
-        datagram.extend(packet::encode_request(0x1c, 5, NLM_F_MULTIPART, message.clone()));
-        let (mut waiting, mut answers) = (pending(&[5]), HashMap::new());
-        take_replies(&datagram, &mut waiting, &mut answers).unwrap();
-        assert!(answers.is_empty(), "no DONE yet");
-        let mut done = vec![20, 0, 0, 0, 3, 0, 2, 0];
-        done.extend(5u32.to_ne_bytes());
-        done.extend([0; 8]);
-        take_replies(&done, &mut waiting, &mut answers).unwrap();
-        let Some(Answer::Ok(messages)) = answers.get(&5) else { panic!("dump not finished") };
-        assert_eq!(messages, &[message.clone(), message]);
-        assert!(waiting.is_empty());
-    }
-
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn refused_ops_name_their_operation_and_missing_acks_are_unknown() {
-        let service: ServiceKey = "tcp:10.0.0.1:80".parse().unwrap();
-        let dest = Destination {
-            key: "10.0.0.2:80".parse().unwrap(),
-            weight: 1,
-            forwarding: Forwarding::Nat,
-            upper_threshold: 0,
-            lower_threshold: 0,
-        };
-        let ops = [Op::AddDest(service, dest), Op::AddDest(service, dest), Op::DeleteService(service)];
-        let requests: Vec<Request> = (1..=3).map(|sequence| Request { sequence, bytes: vec![] }).collect();
-        let mut answers = HashMap::new();
-        let (mut waiting, mut report) = (pending(&[1, 2, 3]), ApplyReport::default());
-        let mut datagram = ack(1, 0);
-        datagram.extend(ack(2, libc::EEXIST));
-        take_replies(&datagram, &mut waiting, &mut answers).unwrap();
-        report.outcomes = ops.iter().map(|_| OpOutcome::NotSent).collect();
-        record_answers(&ops, 0, &requests, &mut answers, &mut report);
-        assert!(matches!(report.outcomes[0], OpOutcome::Applied));
-        assert!(matches!(report.outcomes[2], OpOutcome::Unknown));
-        let (index, err) = report.refusals().next().unwrap();
-        assert_eq!(index, 1);
-        assert_eq!(
-            err.to_string(),
-            "creating destination 10.0.0.2:80 in tcp:10.0.0.1:80: File exists (os error 17)"
-        );
-        assert_eq!(err.errno(), Some(libc::EEXIST));
-    }
-
-    #[test]
-    fn batch_limits_follow_the_granted_buffers() {
-        let forced = BatchLimits::for_buffers(16 << 20, 16 << 20);
-        assert_eq!(forced.max_requests, 4096);
-        assert_eq!(forced.max_dumps, 1, "a second dump in a datagram meets EBUSY");
-        assert_eq!(forced.max_bytes, 8 << 20);
-        // An unprivileged default: rmem_max 212992, doubled by the kernel.
-        let default = BatchLimits::for_buffers(425_984, 425_984);
-        assert_eq!(default.max_requests, 208);
-        assert_eq!(default.max_dumps, 1);
-        assert_eq!(BatchLimits::for_buffers(0, 0).max_requests, 1, "never zero");
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ mod error;
 mod memory;
 mod op;
 pub mod packet;
+mod socket;
 mod status;
 pub mod sync;
 
