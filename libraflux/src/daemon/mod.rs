@@ -414,6 +414,12 @@ impl Daemon {
 
     /// Every probe result is counted; a change of verdict re-plans the weights.
     fn health_event(&mut self, event: HealthEvent) {
+        // A probe's result may still be queued when a reload removes its backend: counting it
+        // would bring back the series the reload dropped.
+        let configured = self.config.desired.get(&event.service);
+        if !configured.is_some_and(|service| service.destinations.contains_key(&event.backend)) {
+            return;
+        }
         let Some(settings) = self.config.settings.get(&event.service) else { return };
         let outcome = match &event.result {
             Ok(()) => CheckOutcome::Success,
