@@ -4,6 +4,7 @@ mod apply;
 mod bundle;
 mod common;
 mod control;
+mod convert;
 mod daemon;
 mod debug;
 mod docs;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Config replication in a pair: what the daemon's replication did last.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
+    /// Convert another load balancer's configuration (nginx `stream {}`) to LibraFlux services.
+    Convert(convert::ConvertArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Shell completions on stdout (bash, zsh, fish, ...).
@@ -76,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Undrain(args) => drain::undrain(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
+        Command::Convert(args) => convert::run(&args),
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),
