@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     convert::{BackendSpec, CheckSpec, Conversion, Group, HealthSpec, Place, ServiceSpec},
-    model::{Protocol, ServiceKey},
+    model::{DestKey, Protocol, ServiceKey},
 };
 
 /// The shortest health check interval written: nginx's window divided by `max_fails` can be
@@ -255,6 +255,10 @@ impl<'d> Mapper<'d> {
             return None;
         }
         let (vip, port) = self.listen_address(listen)?;
+        if vip.is_multicast() {
+            self.warnings.add(place, format!("{text}: a multicast address cannot be a VIP; not converted"));
+            return None;
+        }
         let protocol = if params.contains(&"udp") { Protocol::Udp } else { Protocol::Tcp };
         let key = ServiceKey::Addr { protocol, addr: vip, port };
         if let Some(first) = self.keys.get(&key) {
@@ -324,11 +328,27 @@ impl<'d> Mapper<'d> {
 
     /// The pool's backends that can serve `key`, with a warning for each left out.
     fn backends_for(&mut self, pool: &Pool, key: ServiceKey, listen: &Place) -> Vec<Backend> {
-        let ServiceKey::Addr { addr: vip, .. } = key else { return Vec::new() };
+        let ServiceKey::Addr { addr: vip, port, .. } = key else { return Vec::new() };
         let hashed = matches!(pool.method, Method::SourceHash | Method::ConsistentHash);
-        let mut kept = Vec::new();
+        let mut kept: Vec<Backend> = Vec::new();
         for backend in &pool.backends {
-            let target = format!("server {}", crate::model::DestKey::new(backend.address, backend.port));
+            let dest = DestKey::new(backend.address, backend.port);
+            let target = format!("server {dest}");
+            if dest == DestKey::new(vip, port) || backend.address.is_multicast() {
+                let message = format!("{target} is the VIP and port of {key} itself, or multicast; left out");
+                self.warnings.add(backend.place.clone(), message);
+                continue;
+            }
+            if let Some(first) = kept.iter_mut().find(|kept| DestKey::new(kept.address, kept.port) == dest) {
+                let message = format!(
+                    "{target} is listed again (first at line {}): nginx counts it twice, IPVS once; converted once \
+                     with the two weights added",
+                    first.place.line
+                );
+                self.warnings.add(backend.place.clone(), message);
+                first.weight = first.weight.saturating_add(backend.weight).min(65535);
+                continue;
+            }
             if backend.address.is_ipv4() != vip.is_ipv4() {
                 let message = format!(
                     "{target} is {} but {key} (listen at {listen}) is not: IPVS cannot forward across address \
@@ -484,3 +504,7 @@ fn first_variable(text: &str) -> Option<String> {
     let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     Some(format!("${name}"))
 }
+
+#[cfg(test)]
+#[path = "mapping_tests.rs"]
+mod tests;
