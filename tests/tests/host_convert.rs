@@ -3,8 +3,9 @@
 //! The corpus (`libraflux/tests/fixtures/nginx/corpus/`) is nginx-valid: every case passes the real
 //! `nginx -t` (Debian's nginx with libnginx-mod-stream). nginx -t binds its listen addresses, so it
 //! runs in a network namespace made for it whose loopback holds them, with `-p` pointing at a copy
-//! of the case in a temporary prefix (logs land there) and `-e stderr`: nothing touches /etc/nginx
-//! or the host's network. nginx -t does not daemonize and exits; a run that outlives its deadline
+//! of the case in a temporary prefix (logs, the pid file that nginx -t creates, and the http temp
+//! directories the corpus names land there) and `-e stderr`: nothing touches /etc/nginx, /run,
+//! /var or the host's network. nginx -t does not daemonize and exits; a run that outlives its deadline
 //! is killed by its pid. The nginx service (if the package started one) plays no part.
 //!
 //! Then the command line: files written and exit 2 with warnings, 0 without, 3 for files that
@@ -66,12 +67,13 @@ fn namespace_with(addresses: &[String]) -> NetNs {
     netns
 }
 
-/// The case in a fresh prefix: its files, `logs/`, and a throwaway certificate in `certs/`.
+/// The case in a fresh prefix: its files, `logs/`, `temp/`, and a throwaway certificate in `certs/`.
 fn prefix_for(case: &Path, root: &Path) -> PathBuf {
     let prefix = root.join(case.file_name().unwrap());
     copy_dir(case, &prefix);
     let _ = fs::remove_dir_all(prefix.join("expected"));
     fs::create_dir_all(prefix.join("logs")).unwrap();
+    fs::create_dir_all(prefix.join("temp")).unwrap();
     fs::create_dir_all(prefix.join("certs")).unwrap();
     let (key, cert) = (prefix.join("certs/proxy.key"), prefix.join("certs/proxy.pem"));
     let status = Command::new("openssl")
@@ -92,7 +94,8 @@ fn prefix_for(case: &Path, root: &Path) -> PathBuf {
 fn nginx_t(netns: &NetNs, prefix: &Path) -> (bool, String) {
     let prefix_arg = format!("{}/", prefix.display());
     let conf = prefix.join("nginx.conf");
-    let load = format!("load_module {STREAM_MODULE};");
+    // The pid file too stays in the prefix: nginx -t creates it.
+    let load = format!("load_module {STREAM_MODULE}; pid {}nginx.pid;", prefix_arg);
     let mut child = Command::new("ip")
         .args([
             "netns",
