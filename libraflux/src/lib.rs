@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bundle;
 pub mod config;
 pub mod control;
+pub mod convert;
 pub mod daemon;
 pub mod drain;
 pub mod health;

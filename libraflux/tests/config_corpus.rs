@@ -121,3 +121,16 @@ fn udp_echo_checks_and_services_without_backends_are_warned_about() {
     let derived: ServiceKey = "fwmark:43:v6".parse().expect("key");
     assert!(config.desired.contains_key(&derived), "family derived from the first backend");
 }
+
+#[test]
+fn max_connections_becomes_the_upper_threshold() {
+    let config =
+        load(&fixtures().join("good/max_connections.yaml")).unwrap_or_else(|errors| panic!("{errors}"));
+    let smtp: ServiceKey = "tcp:192.0.2.25:25".parse().expect("key");
+    let thresholds: Vec<(u32, u32)> = config.desired[&smtp]
+        .destinations
+        .values()
+        .map(|dest| (dest.upper_threshold, dest.lower_threshold))
+        .collect();
+    assert_eq!(thresholds, [(500, 0), (0, 0)], "unset means no limit");
+}

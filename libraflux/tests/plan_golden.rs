@@ -3,6 +3,8 @@
 //! them must render exactly as `plan.txt`, `plan.colour.txt` and `plan.json`.
 //! `UPDATE_GOLDEN=1 cargo test --test plan_golden` rewrites them.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -16,14 +18,7 @@ use libraflux::{
 };
 
 fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan");
-    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
-        .unwrap_or_else(|error| panic!("cannot list {}: {error}", root.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.is_dir())
-        .collect();
-    cases.sort();
-    cases
+    common::case_dirs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plan"))
 }
 
 fn plan_of(case: &Path) -> Plan {

@@ -7,6 +7,7 @@ mod vm {
     mod apply;
     mod behavior;
     mod control;
+    mod convert;
     mod daemon;
     mod daemon_health;
     mod daemon_limits;

@@ -11,8 +11,11 @@ use crate::util::{checked, output};
 /// for `promtool check metrics` in the host metrics test (about 20 MB to download; its JS
 /// dependencies unpack to some 300 MB on disk), and dnsmasq, sipp (`sip-tester`) and chrony as the
 /// real servers of the UDP health check tests (run in the tests' namespaces, never as services),
-/// ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard), and
-/// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started).
+/// ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard),
+/// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started),
+/// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
+/// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
+/// never runs as a service for the tests (see [`nginx_service_stopped`]).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -30,6 +33,9 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "wireguard-tools",
     "keepalived",
+    "nginx",
+    "libnginx-mod-stream",
+    "openssl",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
@@ -39,6 +45,7 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 
 pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
+    nginx_service_stopped()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     crate::vm::kernel::ensure()?;
@@ -59,6 +66,23 @@ fn apt_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Debian's nginx package starts and enables nginx.service when systemd runs (it then serves
+/// port 80 on every address). The tests need only the binary, for `nginx -t`, so the service is
+/// stopped and disabled; without systemd (containers, the VM) there is nothing to stop. Checked
+/// on every run, so a service that came back is stopped again.
+fn nginx_service_stopped() -> anyhow::Result<()> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    let enabled = output(Command::new("systemctl").args(["is-enabled", "nginx.service"])).unwrap_or_default();
+    let active = output(Command::new("systemctl").args(["is-active", "nginx.service"])).unwrap_or_default();
+    if enabled.trim() != "enabled" && active.trim() != "active" {
+        return Ok(());
+    }
+    eprintln!("setup: stopping and disabling nginx.service (the tests only run nginx -t)");
+    checked(Command::new("systemctl").args(["disable", "--now", "nginx.service"]))
 }
 
 fn apt_installed(package: &str) -> bool {

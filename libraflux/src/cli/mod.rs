@@ -4,6 +4,7 @@ mod apply;
 mod bundle;
 mod common;
 mod control;
+mod convert;
 mod daemon;
 mod debug;
 mod docs;
@@ -56,6 +57,8 @@ pub enum Command {
     Replication(replication::ReplicationCommand),
     /// The kernel's connection sync daemon of an HA pair: make this node master or backup, or show it.
     Sync(sync::SyncArgs),
+    /// Convert another load balancer's configuration (nginx `stream {}`) to LibraFlux services.
+    Convert(convert::ConvertArgs),
     /// Keep IPVS converged (the systemd service).
     Daemon(daemon::DaemonArgs),
     /// Shell completions on stdout (bash, zsh, fish, ...).
@@ -80,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
         Command::Sync(args) => sync::run(&args, &socket),
+        Command::Convert(args) => convert::run(&args),
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),

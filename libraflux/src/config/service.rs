@@ -193,7 +193,7 @@ fn persistence(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<u32> {
     seconds
 }
 
-const BACKEND_KEYS: &[&str] = &["address", "port", "weight"];
+const BACKEND_KEYS: &[&str] = &["address", "port", "weight", "max_connections"];
 
 fn backends(
     d: &mut Diagnostics<'_>,
@@ -205,7 +205,9 @@ fn backends(
     let mut destinations = BTreeMap::new();
     let mut first_seen: BTreeMap<DestKey, Option<Position>> = BTreeMap::new();
     for item in d.sequence(field)? {
-        let Some((at, key, weight)) = backend(d, item, service, forwarding) else { continue };
+        let Some(Backend { at, key, weight, max_connections }) = backend(d, item, service, forwarding) else {
+            continue;
+        };
         if let Some(first) = first_seen.get(&key) {
             let message =
                 format!("backend {key} is listed twice in this service (first at {})", line_col(*first));
@@ -213,7 +215,9 @@ fn backends(
             continue;
         }
         first_seen.insert(key, at);
-        let destination = Destination { key, weight, forwarding, upper_threshold: 0, lower_threshold: 0 };
+        // A lower threshold of 0 lets the kernel resume the backend at 3/4 of the upper one.
+        let destination =
+            Destination { key, weight, forwarding, upper_threshold: max_connections, lower_threshold: 0 };
         destinations.insert(key, destination);
     }
     (d.errors.len() == before).then_some(destinations)
@@ -223,13 +227,22 @@ pub(super) fn line_col(at: Option<Position>) -> String {
     at.map_or_else(|| "?".to_owned(), |at| format!("line {}, column {}", at.line, at.col))
 }
 
-/// One backend: where its address is written, its key and weight.
+/// One decoded backend item.
+struct Backend {
+    /// Where its address is written.
+    at: Option<Position>,
+    key: DestKey,
+    weight: u32,
+    /// IPVS's upper connection threshold; 0: no limit.
+    max_connections: u32,
+}
+
 fn backend(
     d: &mut Diagnostics<'_>,
     item: &Node,
     service: Option<ServiceKey>,
     forwarding: Forwarding,
-) -> Option<(Option<Position>, DestKey, u32)> {
+) -> Option<Backend> {
     let map = d.mapping(item, position(item.span()), "backend", BACKEND_KEYS)?;
     let address = d.required(&map, "address");
     let addr = address.and_then(|field| {
@@ -249,6 +262,8 @@ fn backend(
         (None, None) => None,
     };
     let weight = map.get("weight").map_or(Some(1), |field| d.integer(field, 0, 65535));
+    let max_connections =
+        map.get("max_connections").map_or(Some(0), |field| d.integer(field, 0, u64::from(u32::MAX)));
     let at = address.and_then(|field| field.position());
     let key = DestKey::new(addr?, port?);
     let service = service?;
@@ -256,7 +271,7 @@ fn backend(
     if !backend_fits(d, key, service, forwarding, at, port_at) {
         return None;
     }
-    Some((at, key, weight?))
+    Some(Backend { at, key, weight: weight?, max_connections: max_connections? })
 }
 
 /// The checks that relate a backend to its service; false when one failed.
