@@ -63,6 +63,8 @@ struct Record {
     drift_repairs: u64,
     reloads_ok: u64,
     reloads_failed: u64,
+    /// Configurations put in force that changed what the daemon runs; 1 from start.
+    config_generation: u64,
     last_success: Option<SystemTime>,
     last_outcome: Option<(Trigger, &'static str, usize)>,
     /// What the last reconcile did, for the control socket's answers.
@@ -186,6 +188,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         sync: Default::default(),
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
+    daemon.record.config_generation = 1;
+    daemon.metrics.record_config_change(1);
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
     daemon.reconcile(Trigger::Startup).await;
@@ -323,7 +327,15 @@ impl Daemon {
                 planned_drained = Some(pending.drained);
                 Ok(reconcile::Turn { outcome, leaving: pending.leaving, rest })
             }
-            _ => reconcile::reconcile(&mut self.ipvs, request).await,
+            _ => {
+                let turn = reconcile::reconcile(&mut self.ipvs, request).await;
+                if let Ok(turn) = &turn {
+                    self.metrics.record_plan(
+                        turn.outcome.planned() + turn.rest.as_ref().map_or(0, |rest| rest.len()),
+                    );
+                }
+                turn
+            }
         };
         let drained = planned_drained.unwrap_or(drained);
         self.record.reconciles += 1;
@@ -551,6 +563,7 @@ impl Daemon {
             "reconciles": record.reconciles,
             "drift_repairs": record.drift_repairs,
             "reloads": { "ok": record.reloads_ok, "failed": record.reloads_failed },
+            "config_generation": record.config_generation,
             "last_successful_reconcile_unix": record.last_success.map(unix),
             "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "degraded": self.degraded,

@@ -31,6 +31,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The operations this turn tried: all of them, whether or not the kernel took them.
+    pub fn planned(&self) -> usize {
+        match self {
+            Self::NoChanges => 0,
+            Self::Applied { ops, .. } | Self::Failed { ops, .. } => ops.len(),
+        }
+    }
+
     /// The label of `libraflux_reconcile_runs_total{result}`.
     pub fn result_label(&self) -> &'static str {
         match self {

@@ -67,6 +67,7 @@ impl Daemon {
                     tracing::error!(%error, "config reload rejected; the running config stays in force");
                 }
                 self.publish_status();
+                self.metrics.record_change_refused("invalid_config");
                 Reload::Invalid(errors)
             }
         }
@@ -83,6 +84,9 @@ impl Daemon {
                 tracing::error!(%violation, "config reload refused by a change limit; the running config stays in force");
             }
             self.publish_status();
+            for violation in &violations {
+                self.metrics.record_change_refused(violation.limit_name());
+            }
             return Reload::Refused(violations);
         }
         let prepared = match self.background.prepare(&config).await {
@@ -93,6 +97,7 @@ impl Daemon {
                 let error = format!("{:#}", anyhow::Error::from(err));
                 tracing::error!(%error, "config reload rejected; the running config stays in force");
                 self.publish_status();
+                self.metrics.record_change_refused("failed");
                 return Reload::Failed(error);
             }
         };
@@ -105,6 +110,10 @@ impl Daemon {
         self.metrics.record_reload(true);
         tracing::info!(services = config.desired.len(), "config reloaded");
         self.update_control_access(&config);
+        if config != self.config {
+            self.record.config_generation += 1;
+            self.metrics.record_config_change(self.record.config_generation);
+        }
         let previous = std::mem::replace(&mut self.config, config);
         self.background.reconfigure(&self.config, prepared).await;
         self.metrics.set_max_series(self.config.metrics.max_series);

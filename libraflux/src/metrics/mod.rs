@@ -45,6 +45,21 @@ use labels::{
 /// Health check latency buckets, seconds: 1 ms to 5 s (the longest sensible check timeout).
 const CHECK_LATENCY_BUCKETS: [f64; 12] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Plan size buckets, operations: an idle reconcile plans none, a node's first thousands.
+const PLAN_BUCKETS: [f64; 10] = [0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0, 10_000.0, 100_000.0];
+
+/// Why a configuration change was not put in force, as `libraflux_changes_refused_total` counts it:
+/// each change limit by its name, a configuration that does not validate, one that could not be
+/// put in force.
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "max_services_created",
+    "max_services_deleted",
+    "max_backends_per_service",
+    "max_backends_removed_percent",
+    "invalid_config",
+    "failed",
+];
+
 /// Reconcile duration buckets, seconds: an idle tick takes milliseconds, a large apply seconds.
 const RECONCILE_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -94,6 +109,10 @@ pub struct Metrics {
     ebpf_attached: Gauge,
     sync_daemons: SortedFamily<SyncLabels, Gauge>,
     rollbacks: Counter,
+    config_generation: Gauge,
+    config_last_change: Gauge<f64, AtomicU64>,
+    plan_operations: Histogram,
+    changes_refused: SortedFamily<ReasonLabels, Counter>,
     replication_generation: Gauge,
     replication_last_success: Gauge<f64, AtomicU64>,
     replication_failures: SortedFamily<ReasonLabels, Counter>,
@@ -124,6 +143,10 @@ impl Metrics {
             ebpf_attached: Gauge::default(),
             sync_daemons: SortedFamily::default(),
             rollbacks: Counter::default(),
+            config_generation: Gauge::default(),
+            config_last_change: Gauge::default(),
+            plan_operations: Histogram::new(PLAN_BUCKETS),
+            changes_refused: SortedFamily::default(),
             replication_generation: Gauge::default(),
             replication_last_success: Gauge::default(),
             replication_failures: SortedFamily::default(),
@@ -140,6 +163,9 @@ impl Metrics {
         }
         for trigger in Trigger::ALL {
             self.reconcile_triggers.with(TriggerLabels { trigger }, |_| {});
+        }
+        for reason in REFUSAL_REASONS {
+            self.changes_refused.with(ReasonLabels { reason }, |_| {});
         }
         for result in [ReloadResult::Ok, ReloadResult::Failed] {
             self.config_reloads.with(ReloadLabels { result }, |_| {});
@@ -235,6 +261,26 @@ impl Metrics {
             self.fail_open.clone(),
         );
         registry.register(
+            "libraflux_config_generation",
+            "Configurations put in force by this daemon that changed what it runs; 1 at start",
+            self.config_generation.clone(),
+        );
+        registry.register(
+            "libraflux_config_last_change_timestamp_seconds",
+            "Unix time the daemon last put in force a configuration that changed what it runs (or started)",
+            self.config_last_change.clone(),
+        );
+        registry.register(
+            "libraflux_plan_operations",
+            "IPVS operations each reconcile planned (a plan carried out over several turns counts once)",
+            self.plan_operations.clone(),
+        );
+        registry.register(
+            "libraflux_changes_refused",
+            "Configuration changes not put in force, by reason: a change limit by name, invalid_config, failed",
+            self.changes_refused.clone(),
+        );
+        registry.register(
             "libraflux_replication_generation",
             "The configuration generation this node announced (primary) or runs (secondary); 0 without replication",
             self.replication_generation.clone(),
@@ -282,6 +328,25 @@ impl Metrics {
     /// `changes` IPVS changes were made to repair drift (someone else changed the table).
     pub fn record_drift_repair(&self, changes: u64) {
         self.drift_repairs.inc_by(changes);
+    }
+
+    /// A configuration that changes what the daemon runs is in force: the `generation`th.
+    pub fn record_config_change(&self, generation: u64) {
+        self.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        self.config_last_change.set(now.as_secs_f64());
+    }
+
+    /// A reconcile planned `operations` IPVS operations.
+    pub fn record_plan(&self, operations: usize) {
+        self.plan_operations.observe(operations as f64);
+    }
+
+    /// A configuration change was not put in force; `reason` is one of [`REFUSAL_REASONS`].
+    pub fn record_change_refused(&self, reason: &'static str) {
+        self.changes_refused.with(ReasonLabels { reason }, |counter| {
+            counter.inc();
+        });
     }
 
     pub fn record_reload(&self, ok: bool) {

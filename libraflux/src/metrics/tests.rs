@@ -327,3 +327,44 @@ fn health_series_are_ordered_by_key_and_can_be_forgotten() {
     let text = metrics.encode(Format::PrometheusText);
     assert!(!text.contains("tcp:10.0.0.1:80"), "{text}");
 }
+
+#[test]
+fn churn_is_counted_generation_plan_sizes_and_refusals_by_reason() {
+    let metrics = Metrics::new("lb-a", 1000);
+    let text = metrics.encode(Format::PrometheusText);
+    for reason in super::REFUSAL_REASONS {
+        assert!(
+            text.contains(&format!("libraflux_changes_refused_total{{reason=\"{reason}\"}} 0\n")),
+            "{reason}: {text}"
+        );
+    }
+    assert!(text.contains("libraflux_config_generation 0\n"), "{text}");
+    metrics.record_config_change(3);
+    metrics.record_plan(0);
+    metrics.record_plan(7);
+    metrics.record_plan(1200);
+    metrics.record_change_refused("max_services_created");
+    metrics.record_change_refused("max_services_created");
+    metrics.record_change_refused("invalid_config");
+    let text = metrics.encode(Format::PrometheusText);
+    for line in [
+        "libraflux_config_generation 3\n",
+        "libraflux_changes_refused_total{reason=\"max_services_created\"} 2\n",
+        "libraflux_changes_refused_total{reason=\"invalid_config\"} 1\n",
+        "libraflux_changes_refused_total{reason=\"failed\"} 0\n",
+        "libraflux_plan_operations_sum 1207.0\n",
+        "libraflux_plan_operations_count 3\n",
+        "libraflux_plan_operations_bucket{le=\"0\"} 1\n",
+        "libraflux_plan_operations_bucket{le=\"10\"} 2\n",
+        "libraflux_plan_operations_bucket{le=\"1000\"} 2\n",
+        "libraflux_plan_operations_bucket{le=\"10000\"} 3\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    let changed = text
+        .lines()
+        .find_map(|line| line.strip_prefix("libraflux_config_last_change_timestamp_seconds "))
+        .and_then(|value| value.parse::<f64>().ok())
+        .expect("a last change time");
+    assert!(changed > 1.7e9, "{changed}");
+}

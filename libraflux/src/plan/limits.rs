@@ -29,6 +29,18 @@ pub enum LimitViolation {
     BackendsRemoved { service: ServiceKey, count: usize, of: usize, percent: u32, allowed: usize },
 }
 
+impl LimitViolation {
+    /// The limit's name in the configuration (`limits.NAME`): also its metrics label.
+    pub const fn limit_name(&self) -> &'static str {
+        match self {
+            Self::ServicesCreated { .. } => "max_services_created",
+            Self::ServicesDeleted { .. } => "max_services_deleted",
+            Self::BackendsPerService { .. } => "max_backends_per_service",
+            Self::BackendsRemoved { .. } => "max_backends_removed_percent",
+        }
+    }
+}
+
 /// Every limit `plan` exceeds, services in key order.
 pub fn check_limits(plan: &Plan, limits: &Limits) -> Result<(), Vec<LimitViolation>> {
     let mut violations = Vec::new();

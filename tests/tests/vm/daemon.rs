@@ -240,6 +240,23 @@ fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_e
     let reweighted = reweighted.replace("10.220.1.2:80 -m -w 5", "10.220.1.2:80 -m -w 3");
     assert_eq!(node.saved(), sorted_lines(&reweighted), "apply returned before IPVS showed the change");
 
+    // Churn, as the metrics count it: the start, the valid reload and the apply each changed the
+    // configuration in force (generation 3); the broken reload was refused as invalid.
+    let metrics = node.http_get("127.0.0.1:9469", "/metrics");
+    let value = |name: &str, labels: &[&str]| super::daemon_reload::metric(&metrics, name, labels);
+    assert_eq!(value("libraflux_config_generation", &[]), Some(3.0), "{metrics}");
+    assert_eq!(
+        value("libraflux_changes_refused_total", &["reason=\"invalid_config\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(value("libraflux_changes_refused_total", &["reason=\"max_services_created\""]), Some(0.0));
+    assert!(value("libraflux_plan_operations_count", &[]).is_some_and(|plans| plans >= 3.0), "{metrics}");
+    assert!(
+        value("libraflux_config_last_change_timestamp_seconds", &[]).is_some_and(|at| at > 1.7e9),
+        "{metrics}"
+    );
+
     // SIGTERM: a clean exit that leaves the table, so traffic keeps flowing.
     daemon.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);

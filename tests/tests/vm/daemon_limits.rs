@@ -81,6 +81,14 @@ fn limits_refuse_a_reload_and_a_start_but_not_finishing_an_accepted_change() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(node.saved(), table, "a refused reload changed IPVS:\n{}", daemon.log());
+    let metrics = node.http_get("127.0.0.1:9469", "/metrics");
+    let value = |name: &str, labels: &[&str]| super::daemon_reload::metric(&metrics, name, labels);
+    assert_eq!(
+        value("libraflux_changes_refused_total", &["reason=\"max_services_created\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(value("libraflux_config_generation", &[]), Some(1.0), "a refused change is no new generation");
     stop(daemon);
 
     // Killed half way through creating the accepted twelve: a restart finishes them.
