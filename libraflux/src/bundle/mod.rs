@@ -26,6 +26,7 @@ pub use decode::decode;
 pub use encode::encode;
 pub use error::{BundleError, Entry};
 pub use extract::extract;
+pub(crate) use name::hex;
 pub use name::{MAX_NAME_BYTES, NameProblem, check_name, file_name, parse_file_name, sha256_hex};
 pub use store::{create, verify};
 pub use validate::{validate_replicated, validate_with};

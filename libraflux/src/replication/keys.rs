@@ -67,7 +67,7 @@ impl Keys {
 
     /// HMAC-SHA256 of `message` with the first key, lower-case hex.
     pub fn sign(&self, message: &[u8]) -> String {
-        hex(&mac(&self.keys[0], message).finalize().into_bytes())
+        crate::bundle::hex(&mac(&self.keys[0], message).finalize().into_bytes())
     }
 
     /// Whether `tag` (hex) is the HMAC of `message` under any of the keys; compared in
@@ -115,10 +115,6 @@ fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
         return Err(KeyError::Length { path: path.to_owned(), bytes: key.len() as u64 });
     }
     Ok(key)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -192,7 +192,6 @@ fn unix(time: SystemTime) -> u64 {
 /// The replication tasks of a node; stopped when dropped.
 #[derive(Debug)]
 pub struct Running {
-    settings: Replication,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Primary: the bundle to announce.
     target: Option<watch::Sender<Option<String>>>,
@@ -209,7 +208,7 @@ impl Drop for Running {
 
 impl Running {
     pub fn settings(&self) -> &Replication {
-        &self.settings
+        &self.context.settings
     }
 
     /// Secondary: the generation now in force.
@@ -270,7 +269,7 @@ pub async fn start(start: Start) -> std::io::Result<Running> {
         tasks.push(tokio::spawn(primary::announce(Arc::clone(&context), receiver)));
         target
     });
-    Ok(Running { settings, tasks, target, context })
+    Ok(Running { tasks, target, context })
 }
 
 /// The directory whose `*.yaml` files a bundle carries: `config.d` of the configuration
@@ -289,13 +288,21 @@ pub fn load_config(
     generation: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
     let hostname = config::system_hostname();
+    let secondary = |config: &Config| {
+        config.replication.as_ref().is_some_and(|settings| settings.role == Role::Secondary)
+    };
+    // Most nodes are no secondary: their configuration is read and validated once.
+    let whole = config::read_sources(config_path).and_then(|sources| config::validate(&sources, &hostname));
+    if let Ok(config) = &whole
+        && !secondary(config)
+    {
+        return whole;
+    }
+    // A secondary, or a configuration that did not load: a secondary does not read its own
+    // config.d, so its node-local files alone say which.
     let node_local = config::node_local_sources(config_path)?;
-    let secondary = config::validate(&node_local, &hostname)
-        .ok()
-        .and_then(|config| config.replication)
-        .is_some_and(|replication| replication.role == Role::Secondary);
-    if !secondary {
-        return config::load(config_path);
+    if !config::validate(&node_local, &hostname).is_ok_and(|config| secondary(&config)) {
+        return whole;
     }
     let dir = match generation {
         Some(dir) => Some(dir.to_owned()),

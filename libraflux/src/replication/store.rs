@@ -94,11 +94,7 @@ pub fn prune(replicated: &Path, keep: &[&Path]) -> io::Result<()> {
 
 /// The `*.yaml` files of a generation directory, as config sources in name order.
 pub fn sources(dir: &Path) -> io::Result<Vec<crate::config::Source>> {
-    let mut names =
-        fs::read_dir(dir)?.map(|entry| entry.map(|entry| entry.path())).collect::<io::Result<Vec<_>>>()?;
-    names.retain(|path| path.extension().is_some_and(|ext| ext == "yaml") && path.is_file());
-    names.sort();
-    names
+    crate::config::yaml_files_in(dir)?
         .into_iter()
         .map(|path| fs::read_to_string(&path).map(|text| crate::config::Source::new(path, text)))
         .collect()

@@ -38,7 +38,7 @@ impl Request {
     }
 
     pub fn fetch(keys: &Keys, sha256: &str) -> Self {
-        let hmac = keys.sign(&canonical(&[b"fetch", sha256.as_bytes()]));
+        let hmac = keys.sign(&fetch_bytes(sha256));
         Self::Fetch { version: VERSION, sha256: sha256.to_owned(), hmac }
     }
 
@@ -48,7 +48,7 @@ impl Request {
             Self::Announce { node, generation, sha256, hmac, .. } => {
                 keys.verify(&announce_bytes(node, *generation, sha256), hmac)
             }
-            Self::Fetch { sha256, hmac, .. } => keys.verify(&canonical(&[b"fetch", sha256.as_bytes()]), hmac),
+            Self::Fetch { sha256, hmac, .. } => keys.verify(&fetch_bytes(sha256), hmac),
         }
     }
 
@@ -63,6 +63,10 @@ impl Request {
             Self::Announce { hmac, .. } | Self::Fetch { hmac, .. } => hmac,
         }
     }
+}
+
+fn fetch_bytes(sha256: &str) -> Vec<u8> {
+    canonical(&[b"fetch", sha256.as_bytes()])
 }
 
 fn announce_bytes(node: &str, generation: u64, sha256: &str) -> Vec<u8> {

@@ -8,12 +8,15 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use libraflux_tests::NetNs;
 
-use super::{daemon::Daemon, support::Node};
+use super::{
+    daemon::Daemon,
+    support::{Node, eventually},
+};
 
 const VIP: &str = "10.240.0.10";
 const PORT: u16 = 7;
@@ -119,17 +122,6 @@ fn connections(node: &Node) -> Vec<String> {
         .filter(|line| line.contains(&format!("{BACKEND}:{PORT}")) && line.contains(CLIENT))
         .map(str::to_owned)
         .collect()
-}
-
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("not within {within:?}: {what}");
 }
 
 /// Opens the long-lived connection from the client through the VIP and checks it works.

@@ -8,7 +8,7 @@ use std::{
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use libraflux::{
@@ -19,7 +19,11 @@ use libraflux::{
     },
 };
 
-use super::{daemon::Daemon, daemon_reload::metric, support::Node};
+use super::{
+    daemon::Daemon,
+    daemon_reload::metric,
+    support::{Node, eventually},
+};
 
 const PRIMARY: &str = "10.230.0.1";
 const SECONDARY: &str = "10.230.0.2";
@@ -101,17 +105,6 @@ fn link(primary: &Node, secondary: &Node) {
         node.netns.ip(&["addr", "add", &format!("{address}/30"), "dev", "lfpair"]);
         node.netns.ip(&["link", "set", "lfpair", "up"]);
     }
-}
-
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("not within {within:?}: {what}");
 }
 
 /// Sends `request` to the secondary as a primary would (from the secondary's own namespace) and

@@ -277,6 +277,18 @@ impl Node {
     }
 }
 
+/// Polls `done` every 200 ms until it holds; panics naming `what` when `within` passes first.
+pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("not within {within:?}: {what}");
+}
+
 /// The workspace root, where docs/ and target/ live.
 pub fn workspace() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
