@@ -470,7 +470,7 @@ fn render(kernel: &str, rows: &BTreeMap<(usize, usize), Vec<Row>>, udp_idle: &[(
 #[test]
 fn connection_behavior_matches_the_committed_doc() {
     let started = Instant::now();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_owned();
+    let (kernel, series) = super::support::kernel();
     let mut rows: BTreeMap<(usize, usize), Vec<Row>> = BTreeMap::new();
     let mut json = Vec::new();
     for (mode_index, mode) in [Mode::Nat, Mode::Dr].into_iter().enumerate() {
@@ -518,7 +518,7 @@ fn connection_behavior_matches_the_committed_doc() {
     std::fs::create_dir_all(&results).unwrap();
     std::fs::write(results.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
 
-    let fresh = render(&kernel, &rows, &udp_idle);
+    let fresh = render(&series, &rows, &udp_idle);
     check_generated_section(
         "docs/connection-behavior.md",
         BEGIN,

@@ -289,6 +289,15 @@ pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     panic!("not within {within:?}: {what}");
 }
 
+/// The running kernel's release (`6.1.0-57-amd64`) and its series (`6.1`). The generated docs
+/// name the series: Debian moves the ABI number with every point release of the same kernel, and
+/// a fresh machine fetches whichever is current (the run's results.json records the release).
+pub fn kernel() -> (String, String) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_owned();
+    let series = release.split(['.', '-']).take(2).collect::<Vec<_>>().join(".");
+    (release, series)
+}
+
 /// The workspace root, where docs/ and target/ live.
 pub fn workspace() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

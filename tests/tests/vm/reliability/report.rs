@@ -7,7 +7,7 @@ use std::{fmt::Write as _, time::Instant};
 use libraflux_tests::load::{Event, Kind, Outcome, Tally};
 
 use super::{KNOWN_LOSS, SETTLE};
-use crate::vm::support::workspace;
+use crate::vm::support::{kernel, workspace};
 
 /// An operation's window: from `start` to `settled` (its end plus [`SETTLE`]).
 pub struct Window {
@@ -239,12 +239,11 @@ impl<'a> Report<'a> {
 
     /// The committed table: only what the assertions fix.
     pub fn render(&self) -> String {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let (_, series) = kernel();
         let mut out = format!(
-            "Measured on Linux {} (Debian's stock kernel, qemu TCG, one vCPU).\n\n\
+            "Measured on Linux {series} (Debian's stock kernel, qemu TCG, one vCPU).\n\n\
              | operation | what it does | TCP, new connection per request | UDP, new flow per request | \
-             long-lived TCP connections | verdict |\n|---|---|---|---|---|---|\n",
-            kernel.trim()
+             long-lived TCP connections | verdict |\n|---|---|---|---|---|---|\n"
         );
         for figures in &self.figures {
             let (cells, verdict) = figures.verdict();
