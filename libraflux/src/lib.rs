@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod bundle;
+pub mod canary;
 pub mod config;
 pub mod control;
 pub mod convert;

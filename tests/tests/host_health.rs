@@ -234,6 +234,7 @@ fn one_service(
         health,
         on_unhealthy: OnUnhealthy::Quiesce,
         drain: Drain::default(),
+        canaries: Default::default(),
     };
     ([(key, service)].into(), [(key, settings)].into())
 }

@@ -6,6 +6,7 @@
 mod vm {
     mod apply;
     mod behavior;
+    mod canary;
     mod control;
     mod convert;
     mod daemon;

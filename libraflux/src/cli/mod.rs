@@ -2,6 +2,7 @@
 
 mod apply;
 mod bundle;
+mod canary;
 mod common;
 mod control;
 mod convert;
@@ -48,6 +49,8 @@ pub enum Command {
     Drain(drain::DrainArgs),
     /// Undo a drain: the daemon restores the backend's configured weight.
     Undrain(drain::UndrainArgs),
+    /// Roll a backend in gradually by its share of new connections; promote or abort it.
+    Canary(canary::CanaryArgs),
     /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
     Snapshot(snapshot::SnapshotArgs),
     /// Replication bundles: config.d as one content-addressed file; create one, verify one.
@@ -80,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Replication(command) => replication::run(&command, &socket),
         Command::Drain(args) => drain::run(&args, &socket),
         Command::Undrain(args) => drain::undrain(&args, &socket),
+        Command::Canary(args) => canary::run(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
         Command::Sync(args) => sync::run(&args, &socket),

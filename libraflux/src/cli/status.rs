@@ -107,6 +107,24 @@ fn drain_state(status: &Value, service: &str, backend: &str) -> String {
     }
 }
 
+/// `, canary step 1 of 3 (5%)` or `, canary ABORTED (reason)` from the daemon's canaries.
+fn canary_state(status: &Value, service: &str, backend: &str) -> String {
+    let Some(canaries) = status["canaries"].as_array() else { return String::new() };
+    let Some(canary) = canaries.iter().find(|c| c["service"] == service && c["backend"] == backend) else {
+        return String::new();
+    };
+    let steps = canary["rollout"]["steps"].as_array().map_or(0, Vec::len).saturating_sub(1);
+    match canary["state"].as_str() {
+        Some("running") => format!(
+            ", canary step {} of {steps} ({}%)",
+            canary["step"].as_u64().unwrap_or(0) + 1,
+            canary["target_percent"].as_u64().unwrap_or(0)
+        ),
+        Some("aborted") => format!(", canary ABORTED ({})", canary["reason"].as_str().unwrap_or("?")),
+        _ => String::new(),
+    }
+}
+
 /// `, last packet 3.2s ago` from the daemon's eBPF view of one destination; empty if unwatched.
 fn last_traffic(flows: &Value) -> String {
     if flows.is_null() {
@@ -137,7 +155,9 @@ fn render_table(status: &Value, services: &[TableService]) -> String {
             let health = daemon
                 .and_then(|status| status["health"][&key][&backend]["healthy"].as_bool())
                 .map_or("unchecked", |healthy| if healthy { "healthy" } else { "UNHEALTHY" });
-            let drain = daemon.map(|status| drain_state(status, &key, &backend)).unwrap_or_default();
+            let drain = daemon
+                .map(|status| drain_state(status, &key, &backend) + &canary_state(status, &key, &backend))
+                .unwrap_or_default();
             let traffic = protocol
                 .zip(daemon)
                 .map(|(protocol, status)| last_traffic(&status["traffic"][format!("{protocol}:{backend}")]))

@@ -7,6 +7,7 @@
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
 
+mod canary;
 mod control;
 mod decode;
 mod error;
@@ -37,7 +38,7 @@ pub use replication::{Replication, Role};
 pub use sync::SyncConfig;
 pub use validate::validate;
 
-use crate::model::{Service, ServiceKey};
+use crate::model::{DestKey, Service, ServiceKey};
 
 /// What IPVS should hold: the configured services with their backends, by key.
 pub type DesiredState = BTreeMap<ServiceKey, Service>;
@@ -164,6 +165,8 @@ pub struct ServiceSettings {
     pub health: Health,
     pub on_unhealthy: OnUnhealthy,
     pub drain: Drain,
+    /// The backends with `canary:`, and their rollouts.
+    pub canaries: BTreeMap<DestKey, crate::canary::Rollout>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,13 +6,16 @@ use std::{collections::BTreeMap, net::IpAddr};
 use marked_yaml::Node;
 
 use super::{
-    Drain, OnUnhealthy, ServiceSettings,
+    Drain, OnUnhealthy, ServiceSettings, canary,
     decode::{Diagnostics, Field, Map, position},
     error::Position,
     health,
     schema::Located,
 };
-use crate::model::{DestKey, Destination, Family, Forwarding, Protocol, Service, ServiceKey};
+use crate::{
+    canary::Rollout,
+    model::{DestKey, Destination, Family, Forwarding, Protocol, Service, ServiceKey},
+};
 
 /// What a service item declares. Name and key are kept even when other fields are invalid, so
 /// that duplicates are still found; `built` is there only when the item has no error.
@@ -54,9 +57,16 @@ pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
     let scheduler = d.required(&map, "scheduler").and_then(|field| d.choice(field, SCHEDULERS));
     let forwarding = map.get("forwarding").map_or(Some(Forwarding::Nat), |field| forwarding(d, field));
     let persistence = map.get("persistence").map_or(Some(None), |field| persistence(d, field).map(Some));
-    let destinations = d
+    let backends = d
         .required(&map, "backends")
         .and_then(|field| backends(d, field, service_key, forwarding.unwrap_or(Forwarding::Nat)));
+    let (destinations, canaries) =
+        backends.map_or((None, None), |(dests, canaries)| (Some(dests), Some(canaries)));
+    if let Some(canaries) = &canaries {
+        let weights: Vec<(Option<Position>, u32)> =
+            canaries.values().map(|(at, _, weight)| (*at, *weight)).collect();
+        canary::check_service(d, scheduler, &weights);
+    }
     let health = health::health(d, map.get("health"), service_key, destinations.as_ref());
     let on_unhealthy = map.get("on_unhealthy").map_or(Some(OnUnhealthy::default()), |field| {
         d.choice(field, &["quiesce", "remove"]).map(|choice| match choice {
@@ -88,6 +98,7 @@ pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
                 health: health?,
                 on_unhealthy: on_unhealthy?,
                 drain: drain?,
+                canaries: canaries?.into_iter().map(|(key, (_, rollout, _))| (key, rollout)).collect(),
             };
             Some((service, settings))
         })
@@ -193,19 +204,25 @@ fn persistence(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<u32> {
     seconds
 }
 
-const BACKEND_KEYS: &[&str] = &["address", "port", "weight", "max_connections"];
+const BACKEND_KEYS: &[&str] = &["address", "port", "weight", "max_connections", "canary"];
+
+/// The canaries of a service: where each is written, its rollout and its configured weight.
+type Canaries = BTreeMap<DestKey, (Option<Position>, Rollout, u32)>;
 
 fn backends(
     d: &mut Diagnostics<'_>,
     field: Field<'_>,
     service: Option<ServiceKey>,
     forwarding: Forwarding,
-) -> Option<BTreeMap<DestKey, Destination>> {
+) -> Option<(BTreeMap<DestKey, Destination>, Canaries)> {
     let before = d.errors.len();
     let mut destinations = BTreeMap::new();
+    let mut canaries = Canaries::new();
     let mut first_seen: BTreeMap<DestKey, Option<Position>> = BTreeMap::new();
     for item in d.sequence(field)? {
-        let Some(Backend { at, key, weight, max_connections }) = backend(d, item, service, forwarding) else {
+        let Some(Backend { at, key, weight, max_connections, canary }) =
+            backend(d, item, service, forwarding)
+        else {
             continue;
         };
         if let Some(first) = first_seen.get(&key) {
@@ -219,8 +236,11 @@ fn backends(
         let destination =
             Destination { key, weight, forwarding, upper_threshold: max_connections, lower_threshold: 0 };
         destinations.insert(key, destination);
+        if let Some((canary_at, rollout)) = canary {
+            canaries.insert(key, (canary_at, rollout, weight));
+        }
     }
-    (d.errors.len() == before).then_some(destinations)
+    (d.errors.len() == before).then_some((destinations, canaries))
 }
 
 pub(super) fn line_col(at: Option<Position>) -> String {
@@ -235,6 +255,8 @@ struct Backend {
     weight: u32,
     /// IPVS's upper connection threshold; 0: no limit.
     max_connections: u32,
+    /// Its `canary:`, and where it is written.
+    canary: Option<(Option<Position>, Rollout)>,
 }
 
 fn backend(
@@ -264,6 +286,10 @@ fn backend(
     let weight = map.get("weight").map_or(Some(1), |field| d.integer(field, 0, 65535));
     let max_connections =
         map.get("max_connections").map_or(Some(0), |field| d.integer(field, 0, u64::from(u32::MAX)));
+    let canary = match map.get("canary") {
+        Some(field) => Some((field.key_position(), canary::canary(d, field)?)),
+        None => None,
+    };
     let at = address.and_then(|field| field.position());
     let key = DestKey::new(addr?, port?);
     let service = service?;
@@ -271,7 +297,7 @@ fn backend(
     if !backend_fits(d, key, service, forwarding, at, port_at) {
         return None;
     }
-    Some(Backend { at, key, weight: weight?, max_connections: max_connections? })
+    Some(Backend { at, key, weight: weight?, max_connections: max_connections?, canary })
 }
 
 /// The checks that relate a backend to its service; false when one failed.

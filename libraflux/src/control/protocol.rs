@@ -4,12 +4,13 @@
 //! `request` name or any of its fields is unknown, so the daemon never acts on half of a request.
 //! Replies may gain fields within a version; clients ignore the ones they do not know.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
+    canary::CanaryEntry,
     drain::{DrainEntry, Rules},
     ipvs::{ServiceStatus, SyncDaemon, SyncState},
     model::{DestKey, Forwarding, ServiceKey},
@@ -57,6 +58,64 @@ pub enum Request {
     SyncRole { role: SyncState },
     /// The connection sync daemons the kernel runs.
     SyncStatus,
+    /// Start, promote or abort a canary backend's rollout; answered with its state and the
+    /// weights IPVS then shows.
+    Canary(CanaryRequest),
+    /// Every canary and where its rollout stands.
+    Canaries,
+}
+
+/// What `libraflux canary` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryAction {
+    /// Roll the backend in from its first step (again, after an abort).
+    Start,
+    /// Give it its configured weight now.
+    Promote,
+    /// Weight 0, then the service's drain rules.
+    Abort,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    pub action: CanaryAction,
+    pub backend: DestKey,
+    /// Needed when the backend is in several services.
+    #[serde(default)]
+    pub service: Option<ServiceKey>,
+    /// `start` only: the steps in percent; default the configuration's `canary:` or 5, 25, 50, 100.
+    #[serde(default)]
+    pub steps: Option<Vec<u8>>,
+    /// `start` only: how long each step is held.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<std::time::Duration>,
+}
+
+/// One canary as the daemon holds it, with its service's weights in IPVS now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanaryView {
+    #[serde(flatten)]
+    pub canary: CanaryEntry,
+    /// The share of new connections its step asks for, in percent; absent unless running.
+    #[serde(default)]
+    pub target_percent: Option<u8>,
+    /// The share the weights give it, 0 to 1; absent when no weight was computed.
+    #[serde(default)]
+    pub weighted_share: Option<f64>,
+    /// The canary's weight in IPVS; absent when IPVS does not hold it.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// The weights of the service's backends in IPVS, by backend.
+    #[serde(default)]
+    pub service_weights: BTreeMap<DestKey, u32>,
+}
+
+/// The answer to `canary` and `canaries`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanaryReply {
+    pub canaries: Vec<CanaryView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,7 +453,16 @@ mod tests {
         let reload = Request::Reload { config: vec!["/etc/libraflux/config.yaml".into()], force: true };
         let undrain = Request::Undrain { backend: "[2001:db8::2]:53".parse().unwrap(), service: None };
         let sync = Request::SyncRole { role: SyncState::Master };
+        let canary = Request::Canary(CanaryRequest {
+            action: CanaryAction::Start,
+            backend: "10.0.0.3:80".parse().unwrap(),
+            service: None,
+            steps: Some(vec![10, 100]),
+            interval: Some(Duration::from_secs(30)),
+        });
         for request in [
+            canary,
+            Request::Canaries,
             Request::Ping,
             Request::Status,
             Request::Drains,

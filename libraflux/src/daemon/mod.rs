@@ -5,6 +5,7 @@
 
 mod accepted;
 mod background;
+mod canary;
 mod control;
 mod drains;
 mod observer;
@@ -90,6 +91,11 @@ struct Daemon {
     health: Scheduler,
     observer: Observer,
     drain_writer: persist::DrainWriter,
+    canary_writer: persist::CanaryWriter,
+    /// The canaries' rollouts: read from the state directory at start, then changed here only.
+    canaries: Vec<crate::canary::CanaryEntry>,
+    /// What the running canaries did to their services' weights at the last reconcile.
+    canary_weights: Vec<crate::canary::Weighted>,
     /// The drains: read from the state directory at start, then changed here only.
     drain_entries: Vec<DrainEntry>,
     /// IPVS InPkts of each running drain's backend, and when it last grew.
@@ -163,12 +169,17 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let (health, mut health_events) = Scheduler::new(SchedulerOptions::default());
     let drains = DrainStore::new(&options.state_dir);
     let drain_entries = drains::load(&drains).await;
+    let canary_store = crate::canary::CanaryStore::new(&options.state_dir);
+    let canaries = canary::load(&canary_store).await;
     let (replicated_to_apply, mut replicated) = tokio::sync::mpsc::channel(1);
     let mut daemon = Daemon {
         options,
         background,
         observer: Observer::start(&config),
-        drain_writer: persist::DrainWriter::spawn(drains),
+        drain_writer: persist::DrainWriter::drains(drains),
+        canary_writer: persist::CanaryWriter::canaries(canary_store),
+        canaries,
+        canary_weights: Vec::new(),
         drain_entries,
         drain_packets: Default::default(),
         config,
@@ -192,6 +203,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.metrics.record_config_change(1);
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
+    daemon.sync_canaries();
+    daemon.export_canaries();
     daemon.reconcile(Trigger::Startup).await;
     daemon.sync_replication().await.map_err(|err| anyhow::anyhow!(err))?;
     daemon.start_sync().await;
@@ -243,7 +256,10 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
                 daemon.reconcile(trigger).await;
             }
-            _ = drain_tick.tick() => daemon.drain_tick().await,
+            _ = drain_tick.tick() => {
+                daemon.drain_tick().await;
+                daemon.canary_tick().await;
+            }
             _ = flows_tick.tick() => {
                 if flows_tick.period() != daemon.config.metrics.collect_interval {
                     flows_tick = tokio::time::interval(daemon.config.metrics.collect_interval);
@@ -265,6 +281,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.background.stop().await;
     control.stop().await;
     daemon.drain_writer.flush().await;
+    daemon.canary_writer.flush().await;
     daemon.replicator.running = None;
     tracing::info!("stopped");
     Ok(())
@@ -297,7 +314,9 @@ impl Daemon {
         // serving fails open rather than going dark.
         let mut drained = config.desired.clone();
         drain::apply_to(&mut drained, &self.drain_entries);
-        let (desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
+        let (mut desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
+        // Last: a canary's share is of the backends that are in service.
+        self.canary_weights = crate::canary::apply_to(&mut desired, &self.canaries);
         self.set_fail_open(fail_open);
         if self.observer.retry_if_due(&self.config) {
             self.metrics.set_ebpf_attached(true);
@@ -570,6 +589,7 @@ impl Daemon {
             "health": self.health.snapshot(),
             "ebpf_attached": self.observer.attached(),
             "drains": self.drain_entries,
+            "canaries": self.canaries.iter().map(canary::status).collect::<Vec<_>>(),
             "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
             "traffic": self.observer.traffic(),
             "sync": self.sync.json(self.config.sync.is_some()),

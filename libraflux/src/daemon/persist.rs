@@ -1,21 +1,26 @@
-//! Writing the drain state without holding the daemon loop: the loop hands each new state to a
-//! writer task and goes on; the writer writes the newest state it was handed (states handed over
-//! while it writes are coalesced into the next write) on tokio's blocking pool. An answer that
-//! promises a drain is recorded waits for its state to be written ([`DrainWriter::written`]), and
-//! the daemon waits for the last one before it exits.
+//! Writing the daemon's state files (drains, canaries) without holding the daemon loop: the loop
+//! hands each new state to a writer task and goes on; the writer writes the newest state it was
+//! handed (states handed over while it writes are coalesced into the next write) on tokio's
+//! blocking pool. An answer that promises a change is recorded waits for its state to be written
+//! ([`StateWriter::written`]), and the daemon waits for the last one before it exits.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::observer::render;
-use crate::drain::{DrainEntry, DrainStore};
+use crate::{canary::CanaryStore, drain::DrainStore};
 
 /// A state handed to the writer, numbered.
-#[derive(Clone, Default)]
-struct Handed {
+struct Handed<T> {
     generation: u64,
-    drains: Arc<Vec<DrainEntry>>,
+    state: Option<Arc<T>>,
+}
+
+impl<T> Clone for Handed<T> {
+    fn clone(&self) -> Self {
+        Self { generation: self.generation, state: self.state.clone() }
+    }
 }
 
 /// The last write: which generation, and why it failed if it did.
@@ -25,29 +30,47 @@ struct Written {
     error: Option<String>,
 }
 
-pub(super) struct DrainWriter {
-    next: watch::Sender<Handed>,
+pub(super) struct StateWriter<T> {
+    next: watch::Sender<Handed<T>>,
     written: watch::Receiver<Written>,
     generation: u64,
 }
 
+pub(super) type DrainWriter = StateWriter<Vec<crate::drain::DrainEntry>>;
+pub(super) type CanaryWriter = StateWriter<Vec<crate::canary::CanaryEntry>>;
+
 impl DrainWriter {
-    /// Starts the writer task for `store`. Must run inside a Tokio runtime.
-    pub(super) fn spawn(store: DrainStore) -> Self {
-        let (next, mut handed) = watch::channel(Handed::default());
+    pub(super) fn drains(store: DrainStore) -> Self {
+        Self::spawn("drain", move |drains| store.save(drains).map_err(|err| render(&err)))
+    }
+}
+
+impl CanaryWriter {
+    pub(super) fn canaries(store: CanaryStore) -> Self {
+        Self::spawn("canary", move |canaries| store.save(canaries).map_err(|err| render(&err)))
+    }
+}
+
+impl<T: Send + Sync + 'static> StateWriter<T> {
+    /// Starts the writer task, which saves with `save`; `what` names the state in its log lines.
+    /// Must run inside a Tokio runtime.
+    fn spawn(what: &'static str, save: impl Fn(&T) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        let (next, mut handed) = watch::channel(Handed { generation: 0, state: None });
         let (report, written) = watch::channel(Written::default());
+        let save = Arc::new(save);
         tokio::spawn(async move {
             // Ends when the sender is gone and the last state handed over is written.
             while handed.changed().await.is_ok() {
-                let Handed { generation, drains } = handed.borrow_and_update().clone();
-                let store = store.clone();
-                let error = match tokio::task::spawn_blocking(move || store.save(&drains)).await {
+                let Handed { generation, state } = handed.borrow_and_update().clone();
+                let Some(state) = state else { continue };
+                let save = Arc::clone(&save);
+                let error = match tokio::task::spawn_blocking(move || save(&state)).await {
                     Ok(Ok(())) => None,
-                    Ok(Err(err)) => Some(render(&err)),
+                    Ok(Err(err)) => Some(err),
                     Err(err) => Some(format!("the writer failed: {err}")),
                 };
                 if let Some(error) = &error {
-                    tracing::error!(%error, "cannot record the drain state; the daemon runs on what it holds in memory");
+                    tracing::error!(%error, "cannot record the {what} state; the daemon runs on what it holds in memory");
                 }
                 report.send_replace(Written { generation, error });
             }
@@ -55,10 +78,10 @@ impl DrainWriter {
         Self { next, written, generation: 0 }
     }
 
-    /// Hands `drains` over to be written; returns its generation.
-    pub(super) fn hand(&mut self, drains: Vec<DrainEntry>) -> u64 {
+    /// Hands `state` over to be written; returns its generation.
+    pub(super) fn hand(&mut self, state: T) -> u64 {
         self.generation += 1;
-        self.next.send_replace(Handed { generation: self.generation, drains: Arc::new(drains) });
+        self.next.send_replace(Handed { generation: self.generation, state: Some(Arc::new(state)) });
         self.generation
     }
 
@@ -68,7 +91,7 @@ impl DrainWriter {
             .written
             .wait_for(|written| written.generation >= generation)
             .await
-            .map_err(|_| "the drain state writer stopped".to_owned())?;
+            .map_err(|_| "the state writer stopped".to_owned())?;
         written.error.clone().map_or(Ok(()), Err)
     }
 

@@ -46,10 +46,16 @@ impl Daemon {
             Request::Replication => "replication",
             Request::SyncRole { .. } => "sync_role",
             Request::SyncStatus => "sync_status",
+            Request::Canary(_) => "canary",
+            Request::Canaries => "canaries",
         };
         if matches!(
             request,
-            Request::Drain(_) | Request::Undrain { .. } | Request::Reload { .. } | Request::SyncRole { .. }
+            Request::Drain(_)
+                | Request::Undrain { .. }
+                | Request::Reload { .. }
+                | Request::SyncRole { .. }
+                | Request::Canary(_)
         ) {
             tracing::info!(uid = peer.uid, pid = ?peer.pid, ?request, "control: {name} asked");
         }
@@ -69,6 +75,8 @@ impl Daemon {
             },
             Request::SyncRole { role } => self.sync_role_answer(role).await,
             Request::SyncStatus => self.sync_status_answer().await,
+            Request::Canary(ask) => self.canary_answer(&ask).await,
+            Request::Canaries => self.canaries_answer().await,
         };
         match &answer {
             Err(error) => {
@@ -320,12 +328,12 @@ pub(super) fn describe(op: &Op) -> String {
     }
 }
 
-fn failed(message: String) -> ReplyError {
+pub(super) fn failed(message: String) -> ReplyError {
     ReplyError::new(ErrorKind::Failed, message)
 }
 
 /// The configured services that have `backend` (only `only`, when given).
-fn services_with(
+pub(super) fn services_with(
     config: &Config,
     backend: DestKey,
     only: Option<ServiceKey>,

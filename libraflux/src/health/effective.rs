@@ -123,6 +123,7 @@ mod tests {
                     health: Health::with_check(Check::Tcp),
                     on_unhealthy,
                     drain: Drain::default(),
+                    canaries: Default::default(),
                 };
                 (key.parse().unwrap(), settings)
             })

@@ -101,13 +101,15 @@ pub enum Trigger {
     HealthChange,
     /// A drain was asked for, undone, or ended.
     Drain,
+    /// A canary moved to its next step, was started, promoted or aborted.
+    Canary,
     /// The periodic run; if it finds anything to do, the kernel drifted (someone ran ipvsadm).
     Interval,
 }
 
 impl Trigger {
-    pub const ALL: [Self; 5] =
-        [Self::Startup, Self::ConfigReload, Self::HealthChange, Self::Drain, Self::Interval];
+    pub const ALL: [Self; 6] =
+        [Self::Startup, Self::ConfigReload, Self::HealthChange, Self::Drain, Self::Canary, Self::Interval];
 }
 
 impl Display for Trigger {
@@ -117,6 +119,7 @@ impl Display for Trigger {
             Self::ConfigReload => "config_reload",
             Self::HealthChange => "health_change",
             Self::Drain => "drain",
+            Self::Canary => "canary",
             Self::Interval => "interval",
         })
     }

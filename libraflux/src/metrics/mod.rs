@@ -116,6 +116,9 @@ pub struct Metrics {
     replication_generation: Gauge,
     replication_last_success: Gauge<f64, AtomicU64>,
     replication_failures: SortedFamily<ReasonLabels, Counter>,
+    canary_step: SortedFamily<BackendLabels, Gauge>,
+    canary_target: SortedFamily<BackendLabels, Gauge>,
+    canary_aborts: SortedFamily<ReasonLabels, Counter>,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -150,6 +153,9 @@ impl Metrics {
             replication_generation: Gauge::default(),
             replication_last_success: Gauge::default(),
             replication_failures: SortedFamily::default(),
+            canary_step: SortedFamily::default(),
+            canary_target: SortedFamily::default(),
+            canary_aborts: SortedFamily::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -166,6 +172,9 @@ impl Metrics {
         }
         for reason in REFUSAL_REASONS {
             self.changes_refused.with(ReasonLabels { reason }, |_| {});
+        }
+        for reason in crate::canary::AbortReason::ALL {
+            self.canary_aborts.with(ReasonLabels { reason: reason.label() }, |_| {});
         }
         for result in [ReloadResult::Ok, ReloadResult::Failed] {
             self.config_reloads.with(ReloadLabels { result }, |_| {});
@@ -295,6 +304,21 @@ impl Metrics {
             "Replications that failed or were refused, by reason (docs/ha.md)",
             self.replication_failures.clone(),
         );
+        registry.register(
+            "libraflux_canary_step",
+            "The step (1 for the first) each rolling-out canary backend is at",
+            self.canary_step.clone(),
+        );
+        registry.register(
+            "libraflux_canary_target_percent",
+            "The share of its service's new connections each rolling-out canary's step asks for, in percent",
+            self.canary_target.clone(),
+        );
+        registry.register(
+            "libraflux_canary_aborts",
+            "Canary rollouts aborted, by reason: health_check, circuit_breaker, operator",
+            self.canary_aborts.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self
@@ -376,6 +400,31 @@ impl Metrics {
     pub fn set_backend_healthy(&self, service: ServiceKey, backend: DestKey, healthy: bool) {
         self.backend_healthy.with(BackendLabels { service, backend }, |gauge| {
             gauge.set(i64::from(healthy));
+        });
+    }
+
+    /// The rolling-out canaries, as (service, backend, step from 1, target percent): their series
+    /// are set, every other canary's go.
+    pub fn set_canaries(&self, running: &[(ServiceKey, DestKey, usize, u8)]) {
+        let keep = |labels: &BackendLabels| {
+            running.iter().any(|(s, b, ..)| (labels.service, labels.backend) == (*s, *b))
+        };
+        self.canary_step.retain(keep);
+        self.canary_target.retain(keep);
+        for (service, backend, step, percent) in running {
+            let labels = BackendLabels { service: *service, backend: *backend };
+            self.canary_step.with(labels.clone(), |gauge| {
+                gauge.set(i64::try_from(*step).unwrap_or(i64::MAX));
+            });
+            self.canary_target.with(labels, |gauge| {
+                gauge.set(i64::from(*percent));
+            });
+        }
+    }
+
+    pub fn record_canary_abort(&self, reason: crate::canary::AbortReason) {
+        self.canary_aborts.with(ReasonLabels { reason: reason.label() }, |counter| {
+            counter.inc();
         });
     }
 

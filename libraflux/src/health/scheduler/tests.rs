@@ -145,6 +145,7 @@ fn config(services: &[(&str, Health, Vec<String>)]) -> (DesiredState, BTreeMap<S
             health: health.clone(),
             on_unhealthy: OnUnhealthy::Quiesce,
             drain: Drain::default(),
+            canaries: Default::default(),
         };
         settings.insert(key, service_settings);
     }
