@@ -246,7 +246,8 @@ pub struct ConnectCounters {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SynSeen {
-    /// Host byte order. A new connection on the same flow starts with another one.
+    /// As in the packet (network byte order): only compared. A new connection on the same flow
+    /// starts with another one.
     pub isn: u32,
     /// 1 once a retransmission of this attempt was counted.
     pub counted: u32,

@@ -51,7 +51,7 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     let new_flow = if proto == IPPROTO_TCP {
         let attempt = is_connection_attempt(ctx, l4)?;
         if attempt && entry.track_syn_timeouts == 1 {
-            connect::syn_v4::<L2>(ctx, headers, l4, dest)?;
+            connect::syn_v4(ctx, L2, l4.offset(), dest)?;
         }
         attempt
     } else {
@@ -96,7 +96,7 @@ pub(crate) fn ipv6<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     let new_flow = if proto == IPPROTO_TCP {
         let attempt = is_connection_attempt(ctx, l4)?;
         if attempt && entry.track_syn_timeouts == 1 {
-            connect::syn_v6::<L2>(ctx, headers, l4, dest)?;
+            connect::syn_v6(ctx, L2, l4.offset(), dest)?;
         }
         attempt
     } else {

@@ -28,7 +28,7 @@ pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
 pub(crate) const TCP_ACK: u8 = 0x10;
 /// Offsets of the sequence number and the flags byte in the TCP header.
-const TCP_SEQ_OFFSET: usize = 4;
+pub(crate) const TCP_SEQ: usize = 4;
 const TCP_FLAGS_OFFSET: usize = 13;
 
 /// Where the L4 header starts. Its ports are read like the IP header when the header has its
@@ -55,13 +55,10 @@ impl L4 {
     /// The TCP flags byte: past the checked length, so read with its own check.
     #[inline(always)]
     pub(crate) fn tcp_flags(self, ctx: &TcContext) -> Result<u8, i64> {
-        self.past_ports(ctx, TCP_FLAGS_OFFSET)
-    }
-
-    /// The TCP sequence number, in host byte order (read like the flags).
-    #[inline(always)]
-    pub(crate) fn tcp_seq(self, ctx: &TcContext) -> Result<u32, i64> {
-        Ok(u32::from_be(self.past_ports(ctx, TCP_SEQ_OFFSET)?))
+        match self {
+            Self::Fixed(_, offset) => read(ctx, offset + TCP_FLAGS_OFFSET),
+            Self::At(offset) => ctx.load(offset + TCP_FLAGS_OFFSET),
+        }
     }
 
     /// An ICMP (ICMPv6) header's type and code: its first two bytes, where TCP and UDP have the
@@ -79,15 +76,6 @@ impl L4 {
     pub(crate) const fn offset(self) -> usize {
         match self {
             Self::Fixed(_, offset) | Self::At(offset) => offset,
-        }
-    }
-
-    /// A field at `field` bytes into the L4 header, past the length `Headers` checked.
-    #[inline(always)]
-    fn past_ports<T: Copy>(self, ctx: &TcContext, field: usize) -> Result<T, i64> {
-        match self {
-            Self::Fixed(_, offset) => read(ctx, offset + field),
-            Self::At(offset) => ctx.load(offset + field),
         }
     }
 }
