@@ -7,14 +7,13 @@
 //!   counter, whose `CONNECT_ATTEMPTS_*` hold the backends): the client got no SYN-ACK within
 //!   its retransmission timeout (`syn_timeouts`), counted once per attempt.
 //!
-//! Every packet to an unwatched destination passes here, so the common case costs one read,
-//! inlined: the TCP flags of a segment (most replies are neither SYN nor RST), the type of an
-//! ICMP message. The rest runs only for a SYN, a RST or a destination unreachable, and for SYNs
-//! to tracked backends: out of line (`#[inline(never)]`, a BPF subprogram), reading its fields
-//! through the helper at offsets given at run time, so that it neither grows the inlined path
-//! nor is instantiated once per link-header length. Inlined, it made the program's Ethernet
-//! instance too large for LLVM to inline into its entry point, and every packet paid a call
-//! (docs/benchmarks.md).
+//! Every packet to an unwatched destination passes here, so the common case costs one read:
+//! the TCP flags of a segment (most replies are neither SYN nor RST), the type of an ICMP
+//! message. A SYN-ACK or a RST (one per connection) is looked up inline, its source read
+//! straight from the packet. The rarer work, a destination unreachable and a SYN to a tracked
+//! backend, runs out of line (`#[inline(never)]`, a BPF subprogram) and reads its fields through
+//! the helper at offsets given at run time: one copy per family rather than one per link-header
+//! length, and none of it in the instructions every packet runs through.
 
 use aya_ebpf::{maps::LruHashMap, programs::TcContext};
 use libraflux_common::{ConnectCounters, Dest4, Dest6, Flow4, Flow6, IPPROTO_TCP, SynSeen};
