@@ -318,9 +318,10 @@ fn icmp_unreachable_counts_for_tcp_and_udp(family: &Plan) {
         }
     });
     // The client's kernel aborts a connect on the ICMP error, unless the error arrives while
-    // connect() still holds the socket (a soft error then: it retransmits the SYN, and the next
-    // error aborts). Over veth that happened to every IPv6 attempt here, to no IPv4 one. Either
-    // way each SYN the router forwarded got one ICMP, and each retransmission is a SYN timeout.
+    // connect() still holds the socket lock: then it is dropped (nstat's TcpExtLockDroppedIcmps),
+    // the SYN is retransmitted after 1 s and the next error aborts. Over veth that happened to
+    // every IPv6 attempt here, to no IPv4 one. Either way each SYN the router forwarded got one
+    // ICMP, and each retransmission is a SYN timeout.
     let syns = lab.attempts.counters().expect("read")[&lab.key(REJECTED, IPPROTO_TCP)].new_flows;
     assert!((ATTEMPTS..=2 * ATTEMPTS).contains(&syns), "{syns} SYNs for {ATTEMPTS} attempts");
     assert_eq!(
