@@ -29,12 +29,13 @@ use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
     model::{DestKey as IpvsDest, Destination, Forwarding, Protocol, Service, ServiceKey},
     observe::{
-        DestKey, Direction, FlowCounter, IPPROTO_TCP, IPPROTO_UDP, Limits, RunStats, enable_run_time_stats,
+        ConnectSide, DestKey, Direction, FlowCounter, IPPROTO_TCP, IPPROTO_UDP, Limits, RunStats,
+        enable_run_time_stats,
     },
 };
 use libraflux_tests::{
     VethPair,
-    frames::{self, TCP_ACK, arp, frame, tcp, udp},
+    frames::{self, TCP_ACK, TCP_SYN, arp, frame, tcp, udp},
 };
 
 const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] | run [--repeat N] | maps [--destinations N] [--iterations K] \
@@ -317,12 +318,23 @@ fn run(options: &Options) -> Result<(), String> {
     let other4: IpAddr = "198.51.100.2".parse().expect("v4");
     let datagram = udp(40000, PORT, &PAYLOAD);
     let tagged = frames::tagged(&frame(client4, vip4, IPPROTO_UDP, &datagram), &[(frames::ETH_P_8021Q, 100)]);
-    let cases: [(&str, Vec<u8>); 7] = [
+    // A backend's reply through the node: its destination (the client) is not watched.
+    let reply = |flags| frame(other4, client4, IPPROTO_TCP, &tcp(PORT, 40000, flags));
+    // The same from a NAT backend whose connection outcomes are tracked: counted as answered.
+    let backend4: IpAddr = "198.51.100.3".parse().expect("v4");
+    counter
+        .track(DestKey::new(backend4, PORT, IPPROTO_TCP), ConnectSide::Replies)
+        .map_err(|e| e.to_string())?;
+    let answer = frame(backend4, client4, IPPROTO_TCP, &tcp(PORT, 40000, TCP_SYN | TCP_ACK));
+    let cases: [(&str, Vec<u8>); 10] = [
         ("ARP (not IP: the floor)", arp()),
         ("IPv4 UDP, unwatched destination", frame(client4, other4, IPPROTO_UDP, &datagram)),
         ("IPv4 UDP, watched, known flow", frame(client4, vip4, IPPROTO_UDP, &datagram)),
         ("IPv4 UDP in an 802.1Q tag, watched, known flow", tagged),
         ("IPv4 TCP ACK, watched", frame(client4, vip4, IPPROTO_TCP, &tcp(40000, PORT, TCP_ACK))),
+        ("IPv4 TCP ACK, unwatched (a reply)", reply(TCP_ACK)),
+        ("IPv4 TCP SYN-ACK, unwatched (a reply)", reply(TCP_SYN | TCP_ACK)),
+        ("IPv4 TCP SYN-ACK from a tracked NAT backend", answer),
         ("IPv6 UDP, unwatched destination", frame(client6, client6, IPPROTO_UDP, &datagram)),
         ("IPv6 UDP, watched, known flow", frame(client6, vip6, IPPROTO_UDP, &datagram)),
     ];
