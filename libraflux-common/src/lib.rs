@@ -26,14 +26,14 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 pub const COUNTERS_V4_MAP: &str = "COUNTERS_V4";
 pub const COUNTERS_V6_MAP: &str = "COUNTERS_V6";
 
-/// Names of the LRU hash maps of [`UdpFlow4`] / [`UdpFlow6`] -> [`UdpFlowSeen`]: the UDP
+/// Names of the LRU hash maps of [`Flow4`] / [`Flow6`] -> [`UdpFlowSeen`]: the UDP
 /// 5-tuples already seen, so that only the first datagram of each counts as a new flow. Sized by
 /// the loader; when one is full the least recently used flow is forgotten (and counts as new
 /// again if it comes back).
 pub const UDP_FLOWS_V4_MAP: &str = "UDP_FLOWS_V4";
 pub const UDP_FLOWS_V6_MAP: &str = "UDP_FLOWS_V6";
 
-/// Names of the per-CPU arrays of [`UdpFlow4`] / [`UdpFlow6`] in front of the UDP flow maps:
+/// Names of the per-CPU arrays of [`Flow4`] / [`Flow6`] in front of the UDP flow maps:
 /// slot [`recent_flow_slot`] of a CPU holds the last flow that CPU looked up there, so a busy
 /// flow skips the shared LRU map. [`RECENT_FLOW_SLOTS`] slots per CPU and family.
 pub const UDP_RECENT_V4_MAP: &str = "UDP_RECENT_V4";
@@ -63,6 +63,29 @@ pub const SHIELD_V6_MAP: &str = "SHIELD_V6";
 pub const SHIELD_CAPACITY: u32 = 256;
 /// Name of the per-CPU array (one slot) counting the refusals the program dropped.
 pub const SHIELDED_MAP: &str = "SHIELDED";
+
+/// Names of the per-CPU hash maps of NAT backends, [`Dest4`] / [`Dest6`] -> [`ConnectCounters`],
+/// whose replies are counted: a SYN-ACK from the backend (`answered`), a RST answering a SYN
+/// (`refused`), an ICMP destination unreachable quoting a packet to it (`unreachable`). Replies
+/// arrive at ingress: the daemon fills these in its ingress counter. The key is the backend's
+/// address, protocol and port, read from the reply's source (from the quoted packet's
+/// destination for ICMP). Userspace inserts zeroed entries; the program only updates them.
+pub const CONNECT_REPLIES_V4_MAP: &str = "CONNECT_REPLIES_V4";
+pub const CONNECT_REPLIES_V6_MAP: &str = "CONNECT_REPLIES_V6";
+
+/// Names of the per-CPU hash maps of NAT backends, [`Dest4`] / [`Dest6`] ->
+/// [`ConnectCounters`], whose unanswered SYNs are counted (`syn_timeouts`). SYNs to backends
+/// leave at egress: the daemon fills these in its egress counter, together with
+/// [`DestEntry::track_syn_timeouts`] on the same backends.
+pub const CONNECT_ATTEMPTS_V4_MAP: &str = "CONNECT_ATTEMPTS_V4";
+pub const CONNECT_ATTEMPTS_V6_MAP: &str = "CONNECT_ATTEMPTS_V6";
+
+/// Names of the LRU hash maps of [`Flow4`] / [`Flow6`] -> [`SynSeen`]: the last SYNs sent to
+/// backends tracked for SYN timeouts, shared by all CPUs. A SYN whose flow is there with the same
+/// sequence number is a retransmission: the client got no SYN-ACK within its retransmission
+/// timeout. Sized by the loader; an attempt evicted before its retransmission is not counted.
+pub const SYN_PENDING_V4_MAP: &str = "SYN_PENDING_V4";
+pub const SYN_PENDING_V6_MAP: &str = "SYN_PENDING_V6";
 
 /// Name of the TC classifier program that counts packets per destination on Ethernet links
 /// (and loopback). It is also the name of the TC filter (`tc filter show`), by which the loader
@@ -159,13 +182,19 @@ pub struct DestEntry {
     pub last_src_port: u16,
     /// 1 once `last_src_addr` and `last_src_port` hold a source.
     pub last_src_valid: u8,
-    pub _pad: [u8; 5],
+    /// Set by userspace when it inserts the entry (the program only reads it): 1 if SYNs to
+    /// this destination are remembered in [`SYN_PENDING_V4_MAP`] / [`SYN_PENDING_V6_MAP`] so
+    /// that a retransmitted one counts as [`ConnectCounters::syn_timeouts`]. Set for NAT
+    /// backends in the counter at egress; SYNs to other destinations pay nothing for it.
+    pub track_syn_timeouts: u8,
+    pub _pad: [u8; 4],
 }
 
-/// An IPv4 UDP 5-tuple (the protocol is implied), the key of [`UDP_FLOWS_V4_MAP`].
+/// An IPv4 flow: source and destination address and port, the protocol implied by the map
+/// that holds it. The key of [`UDP_FLOWS_V4_MAP`] (UDP) and [`SYN_PENDING_V4_MAP`] (TCP).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct UdpFlow4 {
+pub struct Flow4 {
     /// Network byte order.
     pub src_addr: [u8; 4],
     pub dst_addr: [u8; 4],
@@ -174,10 +203,10 @@ pub struct UdpFlow4 {
     pub dst_port: u16,
 }
 
-/// An IPv6 UDP 5-tuple, the key of [`UDP_FLOWS_V6_MAP`].
+/// An IPv6 flow, the key of [`UDP_FLOWS_V6_MAP`] and [`SYN_PENDING_V6_MAP`].
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct UdpFlow6 {
+pub struct Flow6 {
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],
     pub src_port: u16,
@@ -190,6 +219,38 @@ pub struct UdpFlow6 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpFlowSeen {
     pub first_seen_ns: u64,
+}
+
+/// How a backend's connection attempts ended, on one CPU: the value of the connect maps
+/// ([`CONNECT_REPLIES_V4_MAP`], [`CONNECT_ATTEMPTS_V4_MAP`] and their IPv6 twins). Each map's
+/// program updates only its own fields (replies: the first three; attempts: `syn_timeouts`);
+/// userspace adds CPUs and maps with [`ConnectCounters::add`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectCounters {
+    /// TCP segments from the backend with SYN and ACK set (and RST clear).
+    pub answered: u64,
+    /// TCP segments from the backend with RST and ACK set and sequence number 0: how Linux (and
+    /// RFC 9293) answers a segment without ACK, such as a SYN, on a port nobody listens on.
+    pub refused: u64,
+    /// ICMP destination unreachable (any code) and ICMPv6 destination unreachable quoting a
+    /// packet to the backend (address, protocol, port).
+    pub unreachable: u64,
+    /// SYNs to the backend retransmitted with the same flow and sequence number: once per
+    /// attempt, however often it is retransmitted.
+    pub syn_timeouts: u64,
+}
+
+/// The value of the pending-SYN maps: the sequence number of the last SYN of the flow, and
+/// whether its retransmission was counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynSeen {
+    /// As in the packet (network byte order): only compared. A new connection on the same flow
+    /// starts with another one.
+    pub isn: u32,
+    /// 1 once a retransmission of this attempt was counted.
+    pub counted: u32,
 }
 
 /// The value of the shield maps: until when the VIP is shielded.
@@ -207,12 +268,14 @@ const _: () = assert!(size_of::<Dest6>() == 20);
 const _: () = assert!(align_of::<Dest6>() == 4);
 const _: () = assert!(size_of::<FlowCounters>() == 32);
 const _: () = assert!(size_of::<DestEntry>() == 64);
-const _: () = assert!(size_of::<UdpFlow4>() == 12);
-const _: () = assert!(align_of::<UdpFlow4>() == 4);
-const _: () = assert!(size_of::<UdpFlow6>() == 36);
-const _: () = assert!(align_of::<UdpFlow6>() == 4);
+const _: () = assert!(size_of::<Flow4>() == 12);
+const _: () = assert!(align_of::<Flow4>() == 4);
+const _: () = assert!(size_of::<Flow6>() == 36);
+const _: () = assert!(align_of::<Flow6>() == 4);
 const _: () = assert!(size_of::<UdpFlowSeen>() == 8);
 const _: () = assert!(size_of::<Shield>() == 8);
+const _: () = assert!(size_of::<ConnectCounters>() == 32);
+const _: () = assert!(size_of::<SynSeen>() == 8);
 
 impl DestKey {
     pub const fn ipv4(addr: [u8; 4], port: u16, proto: u8) -> Self {
@@ -273,6 +336,18 @@ pub const fn ipv4_bytes(addr: [u8; 4]) -> [u8; 16] {
     bytes
 }
 
+impl ConnectCounters {
+    /// Combines another CPU's (or map's) counts with these.
+    pub const fn add(self, other: Self) -> Self {
+        Self {
+            answered: self.answered.wrapping_add(other.answered),
+            refused: self.refused.wrapping_add(other.refused),
+            unreachable: self.unreachable.wrapping_add(other.unreachable),
+            syn_timeouts: self.syn_timeouts.wrapping_add(other.syn_timeouts),
+        }
+    }
+}
+
 impl FlowCounters {
     /// Combines another CPU's counters with these: sums, and the later `last_seen_ns`.
     pub const fn add(self, other: Self) -> Self {
@@ -293,15 +368,18 @@ impl FlowCounters {
 mod user {
     // SAFETY: all these types are repr(C), contain only integers and byte arrays, and have no
     // implicit padding (asserted above: 4 + 2 + 1 + 1 = 8; 16 + 2 + 1 + 1 = 20; 4 * 8 = 32;
-    // 32 + 8 + 16 + 2 + 1 + 5 = 64; 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8; 8).
+    // 32 + 8 + 16 + 2 + 1 + 1 + 4 = 64; 4 + 4 + 2 + 2 = 12; 16 + 16 + 2 + 2 = 36; 8; 8;
+    // 4 * 8 = 32; 4 + 4 = 8).
     unsafe impl aya::Pod for super::Dest4 {}
     unsafe impl aya::Pod for super::Dest6 {}
     unsafe impl aya::Pod for super::FlowCounters {}
     unsafe impl aya::Pod for super::DestEntry {}
-    unsafe impl aya::Pod for super::UdpFlow4 {}
-    unsafe impl aya::Pod for super::UdpFlow6 {}
+    unsafe impl aya::Pod for super::Flow4 {}
+    unsafe impl aya::Pod for super::Flow6 {}
     unsafe impl aya::Pod for super::UdpFlowSeen {}
     unsafe impl aya::Pod for super::Shield {}
+    unsafe impl aya::Pod for super::ConnectCounters {}
+    unsafe impl aya::Pod for super::SynSeen {}
 }
 
 #[cfg(test)]
@@ -316,6 +394,15 @@ mod tests {
         assert_eq!(a.add(b), sum);
         assert_eq!(b.add(a), sum);
         assert_eq!(FlowCounters::default().add(a), a);
+    }
+
+    #[test]
+    fn connect_counters_add_field_by_field() {
+        let replies = ConnectCounters { answered: 5, refused: 2, unreachable: 1, syn_timeouts: 0 };
+        let attempts = ConnectCounters { syn_timeouts: 3, ..ConnectCounters::default() };
+        let sum = ConnectCounters { answered: 5, refused: 2, unreachable: 1, syn_timeouts: 3 };
+        assert_eq!(replies.add(attempts), sum);
+        assert_eq!(attempts.add(replies), sum);
     }
 
     #[test]

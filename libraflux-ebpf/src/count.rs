@@ -8,24 +8,22 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use libraflux_common::{
-    Dest4, Dest6, DestEntry, IPPROTO_TCP, IPPROTO_UDP, UdpFlow4, UdpFlow6, UdpFlowSeen, ipv4_bytes,
-    recent_flow_slot,
+    Dest4, Dest6, DestEntry, Flow4, Flow6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    UdpFlowSeen, ipv4_bytes, recent_flow_slot,
 };
 
 use crate::{
-    COUNTERS_V4, COUNTERS_V6, UDP_FLOWS_V4, UDP_FLOWS_V6, UDP_RECENT_V4, UDP_RECENT_V6,
+    COUNTERS_V4, COUNTERS_V6, UDP_FLOWS_V4, UDP_FLOWS_V6, UDP_RECENT_V4, UDP_RECENT_V6, connect,
     headers::{
         Headers, IPV4_DST, IPV4_FRAG, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN, IPV4_PROTO, IPV4_SRC, IPV6_DST,
-        IPV6_HLEN, IPV6_NEXT_HEADER, IPV6_SRC, L4, L4_DST_PORT, L4_PORTS_LEN, L4_SRC_PORT,
+        IPV6_HLEN, IPV6_NEXT_HEADER, IPV6_SRC, L4, L4_DST_PORT, L4_PORTS_LEN, L4_SRC_PORT, TCP_ACK, TCP_SYN,
     },
 };
 
-/// The two TCP flags that mark a connection attempt.
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
-
 /// Counts an IPv4 TCP or UDP packet to a watched destination. Other protocols and non-first
-/// fragments (which carry no L4 header) are not counted.
+/// fragments (which carry no L4 header) are not counted. A TCP segment to any other destination
+/// and an ICMP message may be a backend's reply: [`connect`] looks at them; a SYN to a
+/// destination that tracks SYN timeouts too.
 #[inline(always)]
 pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     let headers = Headers::check(ctx, L2 + IPV4_HLEN + L4_PORTS_LEN);
@@ -35,21 +33,27 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
         return Ok(());
     }
     let proto: u8 = headers.read(ctx, L2 + IPV4_PROTO)?;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Ok(());
-    }
     let header_len = usize::from(version_ihl & 0x0f) * 4;
     let l4 =
         if header_len == IPV4_HLEN { L4::Fixed(headers, L2 + IPV4_HLEN) } else { L4::At(L2 + header_len) };
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return if proto == IPPROTO_ICMP { connect::icmp_v4(ctx, l4) } else { Ok(()) };
+    }
     let dest =
         Dest4 { addr: headers.read(ctx, L2 + IPV4_DST)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
-    let Some(entry) = COUNTERS_V4.get_ptr_mut(dest) else { return Ok(()) };
+    let Some(entry) = COUNTERS_V4.get_ptr_mut(dest) else {
+        return if proto == IPPROTO_TCP { connect::tcp_reply_v4::<L2>(ctx, headers, l4) } else { Ok(()) };
+    };
     // SAFETY: a per-CPU map value: only this CPU uses it while the program runs, and nothing
     // else here borrows it.
     let entry = unsafe { &mut *entry };
     let now = packet_time(entry);
     let new_flow = if proto == IPPROTO_TCP {
-        is_connection_attempt(ctx, l4)?
+        let attempt = is_connection_attempt(ctx, l4)?;
+        if attempt && entry.track_syn_timeouts == 1 {
+            connect::syn_v4(ctx, L2, l4.offset(), dest)?;
+        }
+        attempt
     } else {
         // Read only here: most packets are not to a watched UDP destination.
         let src_addr: [u8; 4] = headers.read(ctx, L2 + IPV4_SRC)?;
@@ -58,7 +62,7 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
         if entry.last_src_valid == 1 && [a, b, c, d] == src_addr && entry.last_src_port == src_port {
             false
         } else {
-            let flow = UdpFlow4 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
+            let flow = Flow4 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
             let slot = recent_flow_slot(flow.src_addr, flow.src_port);
             let new = first_sighting(&UDP_RECENT_V4, &UDP_FLOWS_V4, slot, &flow, now);
             remember_source(entry, ipv4_bytes(src_addr), src_port);
@@ -77,25 +81,31 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
 pub(crate) fn ipv6<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     let headers = Headers::check(ctx, L2 + IPV6_HLEN + L4_PORTS_LEN);
     let proto: u8 = headers.read(ctx, L2 + IPV6_NEXT_HEADER)?;
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return Ok(());
-    }
     let l4 = L4::Fixed(headers, L2 + IPV6_HLEN);
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return if proto == IPPROTO_ICMPV6 { connect::icmp_v6(ctx, l4) } else { Ok(()) };
+    }
     let dest =
         Dest6 { addr: headers.read(ctx, L2 + IPV6_DST)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
-    let Some(entry) = COUNTERS_V6.get_ptr_mut(dest) else { return Ok(()) };
+    let Some(entry) = COUNTERS_V6.get_ptr_mut(dest) else {
+        return if proto == IPPROTO_TCP { connect::tcp_reply_v6::<L2>(ctx, headers, l4) } else { Ok(()) };
+    };
     // SAFETY: as for IPv4.
     let entry = unsafe { &mut *entry };
     let now = packet_time(entry);
     let new_flow = if proto == IPPROTO_TCP {
-        is_connection_attempt(ctx, l4)?
+        let attempt = is_connection_attempt(ctx, l4)?;
+        if attempt && entry.track_syn_timeouts == 1 {
+            connect::syn_v6(ctx, L2, l4.offset(), dest)?;
+        }
+        attempt
     } else {
         let src_addr: [u8; 16] = headers.read(ctx, L2 + IPV6_SRC)?;
         let src_port = l4.port(ctx, L4_SRC_PORT)?;
         if entry.last_src_valid == 1 && entry.last_src_addr == src_addr && entry.last_src_port == src_port {
             false
         } else {
-            let flow = UdpFlow6 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
+            let flow = Flow6 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
             let [.., a, b, c, d] = flow.src_addr;
             let slot = recent_flow_slot([a, b, c, d], flow.src_port);
             let new = first_sighting(&UDP_RECENT_V6, &UDP_FLOWS_V6, slot, &flow, now);

@@ -23,7 +23,12 @@ pub(crate) const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 pub(crate) const L4_SRC_PORT: usize = 0;
 pub(crate) const L4_DST_PORT: usize = 2;
 pub(crate) const L4_PORTS_LEN: usize = 4;
-/// Offset of the flags byte in the TCP header.
+/// TCP flags.
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
+/// Offsets of the sequence number and the flags byte in the TCP header.
+pub(crate) const TCP_SEQ: usize = 4;
 const TCP_FLAGS_OFFSET: usize = 13;
 
 /// Where the L4 header starts. Its ports are read like the IP header when the header has its
@@ -53,6 +58,24 @@ impl L4 {
         match self {
             Self::Fixed(_, offset) => read(ctx, offset + TCP_FLAGS_OFFSET),
             Self::At(offset) => ctx.load(offset + TCP_FLAGS_OFFSET),
+        }
+    }
+
+    /// An ICMP (ICMPv6) header's type and code: its first two bytes, where TCP and UDP have the
+    /// source port, so inside the checked length.
+    #[inline(always)]
+    pub(crate) fn icmp_type_code(self, ctx: &TcContext) -> Result<[u8; 2], i64> {
+        match self {
+            Self::Fixed(headers, offset) => headers.read(ctx, offset),
+            Self::At(offset) => ctx.load(offset),
+        }
+    }
+
+    /// Where the L4 header starts in the packet.
+    #[inline(always)]
+    pub(crate) const fn offset(self) -> usize {
+        match self {
+            Self::Fixed(_, offset) | Self::At(offset) => offset,
         }
     }
 }

@@ -22,6 +22,10 @@
 //! header read stays at a constant offset the verifier can check; an untagged Ethernet frame
 //! costs one more read than before tags were parsed (its ethertype, from the packet).
 //!
+//! The same programs count how connection attempts to NAT backends end (`connect.rs`): replies
+//! that answer or refuse them, ICMP unreachable about them, SYNs retransmitted for want of an
+//! answer. Only backends userspace lists in the connect maps are counted.
+//!
 //! One kind of packet is dropped: an ICMP port unreachable the node itself sends about a packet
 //! to a VIP that userspace shielded (`SHIELD_V4`/`SHIELD_V6`) for the moment its service's
 //! scheduler is changed in place. IPVS refuses a connection that arrives while the service has no
@@ -36,8 +40,10 @@
 #![no_std]
 #![no_main]
 
+mod connect;
 mod count;
 mod headers;
+mod icmp;
 mod shield;
 
 use aya_ebpf::{
@@ -48,7 +54,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use libraflux_common::{
-    Dest4, Dest6, DestEntry, RECENT_FLOW_SLOTS, SHIELD_CAPACITY, Shield, UdpFlow4, UdpFlow6, UdpFlowSeen,
+    ConnectCounters, Dest4, Dest6, DestEntry, Flow4, Flow6, RECENT_FLOW_SLOTS, SHIELD_CAPACITY, Shield,
+    SynSeen, UdpFlowSeen,
 };
 
 use crate::headers::{Headers, IPV4_HLEN, read};
@@ -62,9 +69,9 @@ static COUNTERS_V6: PerCpuHashMap<Dest6, DestEntry> = PerCpuHashMap::with_max_en
 /// UDP 5-tuples already seen (shared by all CPUs, so a flow is new once, whichever CPU sees it).
 /// Default capacities; the loader sets the real ones.
 #[map(name = "UDP_FLOWS_V4")]
-static UDP_FLOWS_V4: LruHashMap<UdpFlow4, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
+static UDP_FLOWS_V4: LruHashMap<Flow4, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
 #[map(name = "UDP_FLOWS_V6")]
-static UDP_FLOWS_V6: LruHashMap<UdpFlow6, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
+static UDP_FLOWS_V6: LruHashMap<Flow6, UdpFlowSeen> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU caches in front of the UDP flow maps: slot `recent_flow_slot(flow)` holds the last
 /// flow this CPU looked up in the LRU map there. A datagram whose flow is in its slot is not
@@ -72,9 +79,31 @@ static UDP_FLOWS_V6: LruHashMap<UdpFlow6, UdpFlowSeen> = LruHashMap::with_max_en
 /// of new-flow counting, and a busy UDP flow sends many datagrams through one CPU. A zeroed slot
 /// never matches: a watched destination's address is not zero.
 #[map(name = "UDP_RECENT_V4")]
-static UDP_RECENT_V4: PerCpuArray<UdpFlow4> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
+static UDP_RECENT_V4: PerCpuArray<Flow4> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
 #[map(name = "UDP_RECENT_V6")]
-static UDP_RECENT_V6: PerCpuArray<UdpFlow6> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
+static UDP_RECENT_V6: PerCpuArray<Flow6> = PerCpuArray::with_max_entries(RECENT_FLOW_SLOTS, 0);
+
+/// NAT backends whose replies are counted (answered, refused, unreachable), keyed by the
+/// backend's address, protocol and port; written by userspace, updated in place by the program.
+/// Default capacities; the loader sets the real ones.
+#[map(name = "CONNECT_REPLIES_V4")]
+static CONNECT_REPLIES_V4: PerCpuHashMap<Dest4, ConnectCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+#[map(name = "CONNECT_REPLIES_V6")]
+static CONNECT_REPLIES_V6: PerCpuHashMap<Dest6, ConnectCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// NAT backends whose SYN timeouts are counted (with `DestEntry::track_syn_timeouts` set in
+/// their counters entry).
+#[map(name = "CONNECT_ATTEMPTS_V4")]
+static CONNECT_ATTEMPTS_V4: PerCpuHashMap<Dest4, ConnectCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+#[map(name = "CONNECT_ATTEMPTS_V6")]
+static CONNECT_ATTEMPTS_V6: PerCpuHashMap<Dest6, ConnectCounters> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// The last SYN of each flow to a backend that tracks SYN timeouts (shared by all CPUs: a
+/// client's retransmission may arrive on another CPU than its first SYN).
+#[map(name = "SYN_PENDING_V4")]
+static SYN_PENDING_V4: LruHashMap<Flow4, SynSeen> = LruHashMap::with_max_entries(4096, 0);
+#[map(name = "SYN_PENDING_V6")]
+static SYN_PENDING_V6: LruHashMap<Flow6, SynSeen> = LruHashMap::with_max_entries(4096, 0);
 
 /// Packets whose headers could not be read (truncated or malformed, or behind more than two
 /// VLAN tags), slot 0.
@@ -114,13 +143,20 @@ const VERDICT: i32 = TC_ACT_UNSPEC;
 const DROP: i32 = TC_ACT_SHOT;
 
 /// For Ethernet links (and loopback, which frames its packets the same way).
+///
+/// `#[classifier]` wraps this body in the exported entry point as an inner function, which LLVM
+/// inlines only while it is small; once the body outgrew its threshold every packet paid a
+/// BPF-to-BPF call (about 10 ns in `ebpf-bench run`, docs/benchmarks.md). Hence
+/// `inline(always)`, which the macro keeps on the inner function.
 #[classifier]
+#[inline(always)]
 pub fn libraflux_count(ctx: TcContext) -> i32 {
     verdict(&ctx, try_ethernet(&ctx))
 }
 
 /// For links without a link header: the IP header is the first byte the hook sees.
 #[classifier]
+#[inline(always)]
 pub fn libraflux_l3(ctx: TcContext) -> i32 {
     verdict(&ctx, try_l3(&ctx))
 }

@@ -3,27 +3,21 @@
 //! Rare packets, so every field past the fixed header goes through the helper.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
-use libraflux_common::{Dest4, Dest6, IPPROTO_ICMP, IPPROTO_ICMPV6, Shield};
+use libraflux_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, Shield};
 
 use crate::{
     DROP, SHIELD_V4, SHIELD_V6, SHIELDED, VERDICT,
-    headers::{
-        Headers, IPV4_DST, IPV4_HLEN, IPV4_PROTO, IPV6_DST, IPV6_HLEN, IPV6_NEXT_HEADER, L4_DST_PORT, read,
+    headers::{Headers, IPV4_HLEN, IPV4_PROTO, IPV6_HLEN, IPV6_NEXT_HEADER, read},
+    icmp::{
+        ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH, quoted_dest_v4,
+        quoted_dest_v6,
     },
 };
 
-/// ICMP "destination unreachable, port unreachable" (RFC 792) and its ICMPv6 twin (RFC 4443):
-/// what `ip_vs_leave` sends. Both ICMP headers are 8 bytes, followed by the quoted packet.
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_PORT_UNREACH: u8 = 3;
-const ICMPV6_DEST_UNREACH: u8 = 1;
-const ICMPV6_PORT_UNREACH: u8 = 4;
-const ICMP_HLEN: usize = 8;
-
 /// [`DROP`] for an ICMP port unreachable (IP header `L2` bytes into the packet) about a packet to
 /// a VIP shielded now (`SHIELD_V4`), else [`VERDICT`]. The VIP is the quoted packet's
-/// destination address, protocol and port; the helper takes the offsets computed from the two
-/// IHLs.
+/// destination address, protocol and port; ICMP's "port unreachable" is what `ip_vs_leave`
+/// sends.
 #[inline(always)]
 pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<i32, i64> {
     let headers = Headers::check(ctx, L2 + IPV4_HLEN);
@@ -36,16 +30,7 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<i32, i64> {
     if kind != ICMP_DEST_UNREACH || code != ICMP_PORT_UNREACH {
         return Ok(VERDICT);
     }
-    let quoted = icmp + ICMP_HLEN;
-    let quoted_ihl: u8 = ctx.load(quoted)?;
-    let port: u16 = ctx.load(quoted + usize::from(quoted_ihl & 0x0f) * 4 + L4_DST_PORT)?;
-    let vip = Dest4 {
-        addr: ctx.load(quoted + IPV4_DST)?,
-        port: u16::from_be(port),
-        proto: ctx.load(quoted + IPV4_PROTO)?,
-        _pad: 0,
-    };
-    Ok(verdict(SHIELD_V4.get_ptr(vip)))
+    Ok(verdict(SHIELD_V4.get_ptr(quoted_dest_v4(ctx, icmp)?)))
 }
 
 /// [`ipv4`] for ICMPv6 (`SHIELD_V6`). Neither the refusal nor the packet it quotes may have
@@ -53,7 +38,6 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<i32, i64> {
 #[inline(always)]
 pub(crate) fn ipv6<const L2: usize>(ctx: &TcContext) -> Result<i32, i64> {
     let icmp = L2 + IPV6_HLEN;
-    let quoted = icmp + ICMP_HLEN;
     if read::<u8>(ctx, L2 + IPV6_NEXT_HEADER)? != IPPROTO_ICMPV6 {
         return Ok(VERDICT);
     }
@@ -61,14 +45,7 @@ pub(crate) fn ipv6<const L2: usize>(ctx: &TcContext) -> Result<i32, i64> {
     if kind != ICMPV6_DEST_UNREACH || code != ICMPV6_PORT_UNREACH {
         return Ok(VERDICT);
     }
-    let port: u16 = ctx.load(quoted + IPV6_HLEN + L4_DST_PORT)?;
-    let vip = Dest6 {
-        addr: ctx.load(quoted + IPV6_DST)?,
-        port: u16::from_be(port),
-        proto: ctx.load(quoted + IPV6_NEXT_HEADER)?,
-        _pad: 0,
-    };
-    Ok(verdict(SHIELD_V6.get_ptr(vip)))
+    Ok(verdict(SHIELD_V6.get_ptr(quoted_dest_v6(ctx, icmp)?)))
 }
 
 /// [`DROP`] (counted in `SHIELDED`) if `shield`, the refused VIP's entry, exists and has not

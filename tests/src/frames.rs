@@ -15,6 +15,7 @@ pub const ICMP_PORT_UNREACH: u8 = 3;
 pub const ICMPV6_DEST_UNREACH: u8 = 1;
 pub const ICMPV6_PORT_UNREACH: u8 = 4;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// IPv4 header fields the tests vary; `Default` is a plain first fragment without options.
@@ -79,12 +80,18 @@ pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     datagram
 }
 
-/// A 20-byte TCP header with `flags`.
+/// A 20-byte TCP header with `flags` and sequence number 1.
 pub fn tcp(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    tcp_with_seq(src_port, dst_port, flags, 1)
+}
+
+/// A 20-byte TCP header with `flags` and sequence number `seq`.
+pub fn tcp_with_seq(src_port: u16, dst_port: u16, flags: u8, seq: u32) -> Vec<u8> {
     let mut header = Vec::new();
     header.extend_from_slice(&src_port.to_be_bytes());
     header.extend_from_slice(&dst_port.to_be_bytes());
-    header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    header.extend_from_slice(&seq.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     header
 }
 

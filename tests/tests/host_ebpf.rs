@@ -2,9 +2,12 @@
 //! traffic between two network namespaces. Counts must be exact. The VM tier runs these again on
 //! 6.1, where the counter attaches as a netlink clsact filter. Link types other than plain
 //! Ethernet are tested in host_ebpf/links.rs (and vm_links.rs, in the VM only: the host kernel
-//! cannot make those links), the refusal shield's frames in host_ebpf/shield.rs.
+//! cannot make those links), the refusal shield's frames in host_ebpf/shield.rs, the connection
+//! outcomes of NAT backends in host_ebpf/connect.rs (traffic) and connect_frames.rs (frames).
 
 mod host_ebpf {
+    mod connect;
+    mod connect_frames;
     mod links;
     mod shield;
     #[cfg(feature = "vm")]
@@ -425,7 +428,7 @@ impl Drop for PinnedToOneCpu {
 fn recent_flow_slot_outlives_an_lru_eviction(client: IpAddr, vip: IpAddr) {
     const FLOW_TABLE: u32 = 64;
     let watched = key(vip, FLOW_PORT, IPPROTO_UDP);
-    let mut counter = FlowCounter::load(Limits { max_destinations: 16, max_udp_flows: FLOW_TABLE })
+    let mut counter = FlowCounter::load(Limits { max_udp_flows: FLOW_TABLE, ..Limits::destinations(16) })
         .expect("load the eBPF counter");
     counter.watch(watched).expect("watch");
     let _pinned = PinnedToOneCpu::new();

@@ -18,6 +18,7 @@ use libraflux::{
         http::{Endpoint, EndpointError, Server},
     },
     model::{Destination, Forwarding, Service},
+    observe::{ConnectOutcomes, DestKey, FlowSnapshot, IPPROTO_TCP},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -148,6 +149,16 @@ fn populated_metrics() -> Arc<Metrics> {
     metrics.record_drift_repair(1);
     metrics.record_reload(true);
     metrics.set_ebpf_attached(true);
+    // A VIP and a NAT backend whose connection outcomes are tracked.
+    let traffic = FlowSnapshot { packets: 3, bytes: 222, new_flows: 1, ..FlowSnapshot::default() };
+    let outcomes = ConnectOutcomes { refused: 2, syn_timeout: 1, unreachable: 0, answered: 9 };
+    metrics.set_ebpf_snapshot(&BTreeMap::from([
+        (DestKey::new("192.168.94.250".parse().unwrap(), 443, IPPROTO_TCP), traffic),
+        (
+            DestKey::new("10.0.2.2".parse().unwrap(), 8443, IPPROTO_TCP),
+            FlowSnapshot { connects: Some(outcomes), ..traffic },
+        ),
+    ]));
     metrics.set_sync_daemons(&[libraflux::ipvs::SyncState::Master]);
     metrics
 }
@@ -195,6 +206,9 @@ async fn serves_metrics_that_promtool_accepts() {
         "libraflux_last_successful_reconcile_timestamp_seconds",
         "libraflux_build_info",
         "libraflux_ebpf_attached",
+        "libraflux_ebpf_packets_total",
+        "libraflux_ebpf_connect_failures_total",
+        "libraflux_ebpf_connect_answers_total",
         "libraflux_ipvs_sync_daemon",
         "libraflux_metrics_series_dropped",
     ] {
@@ -204,6 +218,9 @@ async fn serves_metrics_that_promtool_accepts() {
         r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:192.168.94.250:443",backend="[2001:db8::22]:443"} 3"#
     ));
     assert!(reply.body.contains("libraflux_ipvs_sync_daemon{state=\"master\"} 1\n"), "{}", reply.body);
+    assert!(reply.body.contains(
+        r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.2.2:8443",kind="syn_timeout"} 1"#
+    ));
     let printed = promtool_check(&reply.body);
     eprintln!("promtool check metrics: exit 0, printed {:?}", printed.trim());
 

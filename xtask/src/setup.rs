@@ -36,6 +36,7 @@ const APT_PACKAGES: &[&str] = &[
     "nginx",
     "libnginx-mod-stream",
     "openssl",
+    "nftables",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

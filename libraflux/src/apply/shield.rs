@@ -91,7 +91,8 @@ impl CommandShield {
 
 fn attach(interfaces: &[String]) -> Result<FlowCounter, ObserveError> {
     // The shield maps have their own size; nothing is watched, so the counters stay small.
-    let mut counter = FlowCounter::load(Limits { max_destinations: 16, max_udp_flows: 1024 })?;
+    let mut counter =
+        FlowCounter::load(Limits { max_destinations: 16, max_udp_flows: 1024, max_pending_syns: 1 })?;
     for interface in interfaces {
         counter.attach(interface, Direction::Egress)?;
     }

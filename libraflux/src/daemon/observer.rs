@@ -8,6 +8,10 @@
 //! (egress). One counter at both hooks would count a DR service's VIP twice: IPVS forwards the
 //! packet with the VIP still its destination, out of the same interface on a one-armed director
 //! or out of the backend-facing one otherwise (docs/observer.md).
+//!
+//! Both also count how connection attempts to the NAT backends end (docs/observer.md,
+//! "Connection outcomes"): the ingress counter sees the backends' replies, the egress one the
+//! SYNs to them; [`Observer::connect_outcomes`] sums the two.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,7 +24,8 @@ use crate::{
     config::Config,
     model::{Forwarding, Service, ServiceKey},
     observe::{
-        DestKey, Direction, FlowCounter, FlowSnapshot, FlowSource as _, Limits, ObserveError, RefusalShield,
+        ConnectOutcomes, ConnectSide, DestKey, Direction, FlowCounter, FlowSnapshot, FlowSource as _, Limits,
+        ObserveError, RefusalShield, SyncReport,
     },
 };
 
@@ -132,15 +137,11 @@ impl Observer {
         self.counters.as_ref().map(|counters| counters.backends.refusal_shield())
     }
 
-    /// Makes the watched sets equal what `config` wants counted.
+    /// Makes the watched sets equal what `config` wants counted, and tracks the connection
+    /// outcomes of its NAT backends.
     pub fn sync(&mut self, config: &Config) {
         let Some(counters) = &mut self.counters else { return };
-        let wanted = watched(config);
-        let synced = counters
-            .vips
-            .sync(&wanted.vips)
-            .and_then(|vips| counters.backends.sync(&wanted.backends).map(|backends| (vips, backends)));
-        match synced {
+        match counters.sync(&watched(config)) {
             Ok((vips, backends)) if vips.added + vips.removed + backends.added + backends.removed > 0 => {
                 tracing::info!(
                     vips_added = vips.added,
@@ -152,6 +153,28 @@ impl Observer {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %render(&err), "cannot update the eBPF watch list"),
+        }
+    }
+
+    /// How connection attempts to each NAT backend ended since it was first tracked, both
+    /// counters summed: what a circuit breaker compares between two calls. `None` without an
+    /// observer or on a read error (logged).
+    #[expect(dead_code, reason = "the circuit breaker (issue 19, part 3) is its caller")]
+    pub fn connect_outcomes(&self) -> Option<BTreeMap<DestKey, ConnectOutcomes>> {
+        let counters = self.counters.as_ref()?;
+        // Replies from the ingress counter, SYN timeouts from the egress one.
+        let both = counters.vips.connect_outcomes().and_then(|mut all| {
+            for (key, outcomes) in counters.backends.connect_outcomes()? {
+                all.entry(key).and_modify(|seen| *seen = seen.combine(outcomes)).or_insert(outcomes);
+            }
+            Ok(all)
+        });
+        match both {
+            Ok(outcomes) => Some(outcomes),
+            Err(err) => {
+                tracing::warn!(error = %render(&err), "cannot read the eBPF connection outcomes");
+                None
+            }
         }
     }
 
@@ -211,8 +234,18 @@ impl Counters {
         Ok(())
     }
 
+    /// Tracks the NAT backends' replies at ingress and their SYNs at egress, then makes the
+    /// watched sets equal `wanted`: tracking first, so that a new backend's counters entry is
+    /// created with its SYN timeouts flag (no rewrite of an entry that counts already).
+    fn sync(&mut self, wanted: &Watched) -> Result<(SyncReport, SyncReport), ObserveError> {
+        self.vips.sync_connects(&wanted.backends, ConnectSide::Replies)?;
+        self.backends.sync_connects(&wanted.backends, ConnectSide::Attempts)?;
+        Ok((self.vips.sync(&wanted.vips)?, self.backends.sync(&wanted.backends)?))
+    }
+
     /// Both counters' destinations; one watched in both (a VIP that is also a NAT backend of
-    /// another service) has both places' counts combined.
+    /// another service) has both places' counts combined, and so has a NAT backend's connection
+    /// outcomes (its replies counted at ingress, its SYN timeouts at egress).
     fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
         let mut all = self.vips.snapshot()?;
         for (key, flows) in self.backends.snapshot()? {
@@ -232,9 +265,11 @@ impl Counters {
 
 fn attach(config: &Config) -> Result<Counters, ObserveError> {
     let wanted = watched(config);
+    // The ingress counter tracks no SYNs (they are seen at egress): no pending-SYN table.
+    let vips = Limits { max_pending_syns: 1, ..limits(wanted.vips.len().max(wanted.backends.len())) };
     let counters = Counters {
-        vips: attach_at(config, Direction::Ingress, wanted.vips.len())?,
-        backends: attach_at(config, Direction::Egress, wanted.backends.len())?,
+        vips: attach_at(config, Direction::Ingress, vips)?,
+        backends: attach_at(config, Direction::Egress, limits(wanted.backends.len()))?,
         interfaces: config.node.interfaces.clone(),
     };
     tracing::info!(
@@ -244,12 +279,15 @@ fn attach(config: &Config) -> Result<Counters, ObserveError> {
     Ok(counters)
 }
 
-/// A counter with room for twice `wanted` destinations, attached at `direction` of every
-/// `node.interface`.
-fn attach_at(config: &Config, direction: Direction, wanted: usize) -> Result<FlowCounter, ObserveError> {
+/// Room for twice `wanted` destinations (and as many tracked backends).
+fn limits(wanted: usize) -> Limits {
     let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
-    let mut counter =
-        FlowCounter::load(Limits::destinations(wanted.saturating_mul(2).max(MIN_DESTINATIONS)))?;
+    Limits::destinations(wanted.saturating_mul(2).max(MIN_DESTINATIONS))
+}
+
+/// A counter sized by `limits`, attached at `direction` of every `node.interface`.
+fn attach_at(config: &Config, direction: Direction, limits: Limits) -> Result<FlowCounter, ObserveError> {
+    let mut counter = FlowCounter::load(limits)?;
     for interface in &config.node.interfaces {
         counter.attach(interface, direction)?;
     }

@@ -1,6 +1,7 @@
 //! Per-destination traffic as the eBPF observer counts it, cached between scrapes like the IPVS
 //! figures: the daemon hands over a snapshot on `metrics.collect_interval`, scrapes only encode
 //! it. Series are bounded by the configuration (watched VIPs and NAT backends), not by traffic.
+//! NAT backends also have their connection outcomes: failures by kind, and answers.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +18,7 @@ use prometheus_client::{
 
 use crate::{
     model::Protocol,
-    observe::{DestKey, FlowSnapshot},
+    observe::{ConnectOutcomes, DestKey, FlowSnapshot},
 };
 
 /// One destination's figures, ready to encode.
@@ -27,7 +28,14 @@ struct Flows {
     bytes: u64,
     new_flows: u64,
     idle_seconds: Option<f64>,
+    connects: Option<ConnectOutcomes>,
 }
+
+type PickOutcome = fn(&ConnectOutcomes) -> u64;
+
+/// The kinds of `libraflux_ebpf_connect_failures_total`, each with its count.
+const FAILURE_KINDS: [(&str, PickOutcome); 3] =
+    [("refused", |c| c.refused), ("syn_timeout", |c| c.syn_timeout), ("unreachable", |c| c.unreachable)];
 
 #[derive(Debug)]
 pub(super) struct EbpfCollector {
@@ -50,6 +58,7 @@ impl EbpfCollector {
                     bytes: flow.bytes,
                     new_flows: flow.new_flows,
                     idle_seconds: flow.idle_for(now).map(|idle| idle.as_secs_f64()),
+                    connects: flow.connects,
                 };
                 (*key, (destination_label(key), flows))
             })
@@ -102,8 +111,46 @@ impl Collector for EbpfCollector {
                 ConstGauge::new(seconds).encode(idle.encode_family(&labels)?)?;
             }
         }
-        Ok(())
+        encode_connects(&self.node, &flows, &mut encoder)
     }
+}
+
+/// The connection outcomes of the tracked backends (those with `connects`): every kind of
+/// failure, zero included, and the answers. Nothing when no backend is tracked.
+fn encode_connects(
+    node: &str,
+    flows: &BTreeMap<DestKey, (String, Flows)>,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), fmt::Error> {
+    let tracked: Vec<(&str, &ConnectOutcomes)> =
+        flows.values().filter_map(|(label, flow)| Some((label.as_str(), flow.connects.as_ref()?))).collect();
+    if tracked.is_empty() {
+        return Ok(());
+    }
+    let mut failures = encoder.encode_descriptor(
+        "libraflux_ebpf_connect_failures",
+        "Connection attempts to the NAT backend that failed, by kind: refused (RST answering the SYN), \
+         syn_timeout (SYN retransmitted), unreachable (ICMP destination unreachable)",
+        None,
+        MetricType::Counter,
+    )?;
+    for &(destination, connects) in &tracked {
+        for (kind, pick) in FAILURE_KINDS {
+            let labels = [("node", node), ("destination", destination), ("kind", kind)];
+            ConstCounter::new(pick(connects)).encode(failures.encode_family(&labels)?)?;
+        }
+    }
+    let mut answers = encoder.encode_descriptor(
+        "libraflux_ebpf_connect_answers",
+        "SYN-ACKs from the NAT backend: connection attempts it accepted",
+        None,
+        MetricType::Counter,
+    )?;
+    for &(destination, connects) in &tracked {
+        let labels = [("node", node), ("destination", destination)];
+        ConstCounter::new(connects.answered).encode(answers.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,25 +161,59 @@ mod tests {
 
     use super::*;
 
+    /// The text exposition of a collector given `snapshot` at `now`.
+    fn encoded(snapshot: &BTreeMap<DestKey, FlowSnapshot>, now: Instant) -> String {
+        let collector = EbpfCollector::new("lb-a");
+        collector.set(snapshot, now);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(collector));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn encodes_every_failure_kind_and_the_answers_of_tracked_backends_only() {
+        let outcomes = ConnectOutcomes { refused: 3, syn_timeout: 0, unreachable: 1, answered: 7 };
+        let snapshot = BTreeMap::from([
+            (
+                DestKey::new("10.0.1.1".parse().unwrap(), 8080, 6),
+                FlowSnapshot { connects: Some(outcomes), ..FlowSnapshot::default() },
+            ),
+            (DestKey::new("10.0.0.1".parse().unwrap(), 80, 6), FlowSnapshot::default()),
+        ]);
+        let text = encoded(&snapshot, Instant::now());
+        let lines: Vec<&str> =
+            text.lines().filter(|line| line.starts_with("libraflux_ebpf_connect")).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="refused"} 3"#,
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="syn_timeout"} 0"#,
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="unreachable"} 1"#,
+                r#"libraflux_ebpf_connect_answers_total{node="lb-a",destination="tcp:10.0.1.1:8080"} 7"#,
+            ],
+            "the VIP is not tracked: no connect series\n{text}"
+        );
+        let untracked = encoded(&BTreeMap::from([snapshot.into_iter().next().unwrap()]), Instant::now());
+        assert!(!untracked.contains("connect"), "no tracked backend, no connect family:\n{untracked}");
+    }
+
     #[test]
     fn encodes_counters_per_destination_and_idle_only_once_seen() {
-        let collector = EbpfCollector::new("lb-a");
         let now = Instant::now();
         let seen = FlowSnapshot {
             packets: 10,
             bytes: 1_060,
             new_flows: 2,
             last_seen: Some(now - Duration::from_secs(3)),
+            connects: None,
         };
         let snapshot = BTreeMap::from([
             (DestKey::new("10.0.0.2".parse().unwrap(), 53, 17), seen),
             (DestKey::new("10.0.0.1".parse().unwrap(), 80, 6), FlowSnapshot::default()),
         ]);
-        collector.set(&snapshot, now);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(collector));
-        let mut text = String::new();
-        encode(&mut text, &registry).unwrap();
+        let text = encoded(&snapshot, now);
         let lines: Vec<&str> = text.lines().filter(|line| !line.starts_with('#')).collect();
         assert_eq!(
             lines,

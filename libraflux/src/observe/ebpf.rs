@@ -16,15 +16,17 @@ use aya::{
     programs::SchedClassifier,
 };
 use libraflux_common::{
+    CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP, CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP,
     COUNT_L3_PROGRAM, COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, Dest4, Dest6, DestEntry, DestKey,
-    FlowCounters, MapKey, REFERENCE_PROGRAM, UDP_FLOWS_V4_MAP, UDP_FLOWS_V6_MAP,
+    FlowCounters, MapKey, REFERENCE_PROGRAM, SYN_PENDING_V4_MAP, SYN_PENDING_V6_MAP, UDP_FLOWS_V4_MAP,
+    UDP_FLOWS_V6_MAP,
 };
 
 use super::{
     Direction, Framing, ObserveError,
     attach::{self, Attachment, framing_of},
     shield::RefusalShield,
-    source::{FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
+    source::{Change, ConnectSide, FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
 };
 
 /// The object built from `libraflux-ebpf` by build.rs.
@@ -43,14 +45,24 @@ pub struct Limits {
     /// least recently used is forgotten and counts as new if it comes back. The LRU maps are
     /// preallocated, about 100 bytes per entry.
     pub max_udp_flows: u32,
+    /// How many SYNs to backends tracked for SYN timeouts are remembered per family, so that
+    /// their retransmission is recognised; beyond it the least recently used is forgotten (and
+    /// its retransmission not counted). Preallocated like the UDP flow tables. A counter that
+    /// tracks no attempts ([`super::ConnectSide::Attempts`]) needs 1.
+    pub max_pending_syns: u32,
 }
 
 impl Limits {
     pub const DEFAULT_UDP_FLOWS: u32 = 65_536;
+    pub const DEFAULT_PENDING_SYNS: u32 = 65_536;
 
-    /// `max_destinations` with the default UDP flow table.
+    /// `max_destinations` with the default UDP flow and pending SYN tables.
     pub const fn destinations(max_destinations: u32) -> Self {
-        Self { max_destinations, max_udp_flows: Self::DEFAULT_UDP_FLOWS }
+        Self {
+            max_destinations,
+            max_udp_flows: Self::DEFAULT_UDP_FLOWS,
+            max_pending_syns: Self::DEFAULT_PENDING_SYNS,
+        }
     }
 }
 
@@ -111,15 +123,27 @@ impl FlowCounter {
     /// nothing, so it costs what any TC program costs at that hook. For benchmarks (tcx hosts):
     /// the counter's own cost is the difference.
     pub fn load_reference() -> Result<Self, ObserveError> {
-        Self::load_programs(Limits::destinations(1), Programs::REFERENCE)
+        Self::load_programs(Limits { max_pending_syns: 1, ..Limits::destinations(1) }, Programs::REFERENCE)
     }
 
     fn load_programs(limits: Limits, programs: Programs) -> Result<Self, ObserveError> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(COUNTERS_V4_MAP, limits.max_destinations.max(1))
-            .map_max_entries(COUNTERS_V6_MAP, limits.max_destinations.max(1))
+        let destinations = limits.max_destinations.max(1);
+        let mut loader = EbpfLoader::new();
+        for name in [
+            COUNTERS_V4_MAP,
+            COUNTERS_V6_MAP,
+            CONNECT_REPLIES_V4_MAP,
+            CONNECT_REPLIES_V6_MAP,
+            CONNECT_ATTEMPTS_V4_MAP,
+            CONNECT_ATTEMPTS_V6_MAP,
+        ] {
+            loader.map_max_entries(name, destinations);
+        }
+        let mut ebpf = loader
             .map_max_entries(UDP_FLOWS_V4_MAP, limits.max_udp_flows.max(1))
             .map_max_entries(UDP_FLOWS_V6_MAP, limits.max_udp_flows.max(1))
+            .map_max_entries(SYN_PENDING_V4_MAP, limits.max_pending_syns.max(1))
+            .map_max_entries(SYN_PENDING_V6_MAP, limits.max_pending_syns.max(1))
             .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
         for name in [programs.ethernet, programs.l3] {
@@ -189,27 +213,31 @@ impl FlowCounter {
             .map_err(|source| ObserveError::ProgramInfo { name, source })?;
         Ok(RunStats { run_time: info.run_time(), run_count: info.run_count() })
     }
-    /// Starts counting traffic to `key`. Watching an already watched key keeps its counts.
+    /// Starts counting traffic to `key`. Watching an already watched key keeps its counts. A
+    /// backend tracked for SYN timeouts ([`super::ConnectSide::Attempts`]) has them counted
+    /// from now on.
     pub fn watch(&mut self, key: DestKey) -> Result<(), ObserveError> {
+        let entry =
+            DestEntry { track_syn_timeouts: u8::from(self.tracks_attempts(&key)?), ..DestEntry::default() };
         match key.map_key() {
-            MapKey::V4(key) => self.insert_zeroed(COUNTERS_V4_MAP, key),
-            MapKey::V6(key) => self.insert_zeroed(COUNTERS_V6_MAP, key),
+            MapKey::V4(key) => self.insert_new(COUNTERS_V4_MAP, key, entry),
+            MapKey::V6(key) => self.insert_new(COUNTERS_V6_MAP, key, entry),
         }
     }
 
     /// Stops counting traffic to `key` and forgets its counts.
     pub fn unwatch(&mut self, key: &DestKey) -> Result<(), ObserveError> {
         match key.map_key() {
-            MapKey::V4(key) => self.remove(COUNTERS_V4_MAP, &key),
-            MapKey::V6(key) => self.remove(COUNTERS_V6_MAP, &key),
+            MapKey::V4(key) => self.remove::<_, DestEntry>(COUNTERS_V4_MAP, &key),
+            MapKey::V6(key) => self.remove::<_, DestEntry>(COUNTERS_V6_MAP, &key),
         }
     }
 
     /// The destinations being watched, ordered.
     pub fn watched(&self) -> Result<BTreeSet<DestKey>, ObserveError> {
         let mut out = BTreeSet::new();
-        self.collect_keys::<Dest4>(COUNTERS_V4_MAP, &mut out)?;
-        self.collect_keys::<Dest6>(COUNTERS_V6_MAP, &mut out)?;
+        self.collect_keys::<Dest4, DestEntry>(COUNTERS_V4_MAP, &mut out)?;
+        self.collect_keys::<Dest6, DestEntry>(COUNTERS_V6_MAP, &mut out)?;
         Ok(out)
     }
 
@@ -252,11 +280,17 @@ impl FlowCounter {
         self.attachments.iter().position(|at| at.interface == interface && at.direction == direction)
     }
 
-    fn insert_zeroed<K: Pod>(&mut self, name: &'static str, key: K) -> Result<(), ObserveError> {
+    /// Inserts `value` on every CPU under `key` unless the key is there: what is there keeps
+    /// its counts.
+    pub(super) fn insert_new<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+        key: K,
+        value: V,
+    ) -> Result<(), ObserveError> {
         let cpus = aya::util::nr_cpus().map_err(|(path, source)| ObserveError::Cpus { path, source })?;
-        let zeroes =
-            PerCpuValues::try_from(vec![DestEntry::default(); cpus]).map_err(ObserveError::PerCpuValues)?;
-        match self.counters_map_mut::<K>(name)?.insert(key, zeroes, BPF_NOEXIST) {
+        let values = PerCpuValues::try_from(vec![value; cpus]).map_err(ObserveError::PerCpuValues)?;
+        match self.per_cpu_map_mut::<K, V>(name)?.insert(key, values, BPF_NOEXIST) {
             Ok(()) => Ok(()),
             Err(MapError::SyscallError(err)) if err.io_error.kind() == std::io::ErrorKind::AlreadyExists => {
                 Ok(())
@@ -265,27 +299,27 @@ impl FlowCounter {
         }
     }
 
-    fn remove<K: Pod>(&mut self, name: &'static str, key: &K) -> Result<(), ObserveError> {
-        match self.counters_map_mut::<K>(name)?.remove(key) {
+    pub(super) fn remove<K: Pod, V: Pod>(&mut self, name: &'static str, key: &K) -> Result<(), ObserveError> {
+        match self.per_cpu_map_mut::<K, V>(name)?.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(map_error("removing a watched destination", name, source)),
         }
     }
 
     fn counters_of<K: Pod>(&self, name: &'static str, key: &K) -> Result<Option<FlowCounters>, ObserveError> {
-        match self.counters_map::<K>(name)?.get(key, 0) {
+        match self.per_cpu_map::<K, DestEntry>(name)?.get(key, 0) {
             Ok(values) => Ok(Some(sum_cpus(&values))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(map_error("reading", name, source)),
         }
     }
 
-    fn collect_keys<K: Pod + Into<DestKey>>(
+    pub(super) fn collect_keys<K: Pod + Into<DestKey>, V: Pod>(
         &self,
         name: &'static str,
         out: &mut BTreeSet<DestKey>,
     ) -> Result<(), ObserveError> {
-        for key in self.counters_map::<K>(name)?.keys() {
+        for key in self.per_cpu_map::<K, V>(name)?.keys() {
             out.insert(key.map_err(|source| map_error("listing keys", name, source))?.into());
         }
         Ok(())
@@ -296,25 +330,36 @@ impl FlowCounter {
         name: &'static str,
         out: &mut BTreeMap<DestKey, FlowCounters>,
     ) -> Result<(), ObserveError> {
-        for entry in self.counters_map::<K>(name)?.iter() {
+        self.for_each_entry::<K, DestEntry>(name, |key, values| {
+            out.insert(key, sum_cpus(values));
+        })
+    }
+
+    /// Calls `each` with every entry of the per-CPU hash map `name`: its key and its values.
+    pub(super) fn for_each_entry<K: Pod + Into<DestKey>, V: Pod>(
+        &self,
+        name: &'static str,
+        mut each: impl FnMut(DestKey, &PerCpuValues<V>),
+    ) -> Result<(), ObserveError> {
+        for entry in self.per_cpu_map::<K, V>(name)?.iter() {
             let (key, values) = entry.map_err(|source| map_error("reading", name, source))?;
-            out.insert(key.into(), sum_cpus(&values));
+            each(key.into(), &values);
         }
         Ok(())
     }
 
-    fn counters_map<K: Pod>(
+    pub(super) fn per_cpu_map<K: Pod, V: Pod>(
         &self,
         name: &'static str,
-    ) -> Result<PerCpuHashMap<&MapData, K, DestEntry>, ObserveError> {
+    ) -> Result<PerCpuHashMap<&MapData, K, V>, ObserveError> {
         let map = self.ebpf.map(name).ok_or(missing_map(name))?;
         PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
     }
 
-    fn counters_map_mut<K: Pod>(
+    pub(super) fn per_cpu_map_mut<K: Pod, V: Pod>(
         &mut self,
         name: &'static str,
-    ) -> Result<PerCpuHashMap<&mut MapData, K, DestEntry>, ObserveError> {
+    ) -> Result<PerCpuHashMap<&mut MapData, K, V>, ObserveError> {
         let map = self.ebpf.map_mut(name).ok_or(missing_map(name))?;
         PerCpuHashMap::try_from(map).map_err(|source| map_error("opening", name, source))
     }
@@ -323,25 +368,32 @@ impl FlowCounter {
 impl FlowSource for FlowCounter {
     fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
         let counters = self.counters()?;
+        let outcomes = self.connect_outcomes()?;
         let (now_ns, now) = monotonic_now_ns();
-        Ok(counters
+        let mut snapshot: BTreeMap<DestKey, FlowSnapshot> = counters
             .into_iter()
             .map(|(key, value)| (key, FlowSnapshot::from_kernel(value, now_ns, now)))
-            .collect())
+            .collect();
+        for (key, outcomes) in outcomes {
+            snapshot.entry(key).or_default().connects = Some(outcomes);
+        }
+        Ok(snapshot)
+    }
+
+    fn sync_connects(
+        &mut self,
+        backends: &BTreeSet<DestKey>,
+        side: ConnectSide,
+    ) -> Result<SyncReport, ObserveError> {
+        self.sync_connect_side(backends, side)
     }
 
     fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError> {
         let current = self.watched()?;
-        let mut report = SyncReport::default();
-        for gone in current.difference(watched) {
-            self.unwatch(gone)?;
-            report.removed += 1;
-        }
-        for new in watched.difference(&current) {
-            self.watch(*new)?;
-            report.added += 1;
-        }
-        Ok(report)
+        SyncReport::apply(&current, watched, |key, change| match change {
+            Change::Remove => self.unwatch(key),
+            Change::Add => self.watch(*key),
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! What is counted where, per kernel and per link type, is described in docs/observer.md.
 
 mod attach;
+mod connect;
 mod ebpf;
 mod error;
 mod link;
@@ -19,4 +20,4 @@ pub use libraflux_common::{
 };
 pub use link::{Framing, LinkType};
 pub use shield::{RefusalShield, ShieldHold};
-pub use source::{FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};
+pub use source::{ConnectOutcomes, ConnectSide, FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};

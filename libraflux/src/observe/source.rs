@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux_common::{DestKey, FlowCounters};
+use libraflux_common::{ConnectCounters, DestKey, FlowCounters};
 
 use super::ObserveError;
 
@@ -22,6 +22,64 @@ pub struct FlowSnapshot {
     pub new_flows: u64,
     /// When the last packet was seen; `None` if none was since it was watched.
     pub last_seen: Option<Instant>,
+    /// How connection attempts to it ended, for a NAT backend tracked with
+    /// [`FlowSource::sync_connects`]; `None` for a destination that is not tracked.
+    pub connects: Option<ConnectOutcomes>,
+}
+
+/// How connection attempts to one NAT backend ended since it was first tracked
+/// (docs/observer.md, "Connection outcomes"). Counts only grow; a consumer such as a circuit
+/// breaker compares two readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOutcomes {
+    /// The backend answered a SYN with a RST (nothing listens on the port).
+    pub refused: u64,
+    /// Attempts whose SYN the client retransmitted (no SYN-ACK within its retransmission
+    /// timeout, 1 s on Linux), once per attempt.
+    pub syn_timeout: u64,
+    /// ICMP (ICMPv6) destination unreachable about a packet to the backend, from it or from a
+    /// router on the way; for UDP backends, port unreachable.
+    pub unreachable: u64,
+    /// SYN-ACKs from the backend: attempts it accepted (a retransmitted SYN-ACK counts again).
+    pub answered: u64,
+}
+
+impl ConnectOutcomes {
+    /// Every failure, whatever its kind.
+    pub const fn failures(&self) -> u64 {
+        self.refused + self.syn_timeout + self.unreachable
+    }
+
+    /// The same backend counted at two places (both counters, or two readings' sum).
+    pub const fn combine(self, other: Self) -> Self {
+        Self {
+            refused: self.refused + other.refused,
+            syn_timeout: self.syn_timeout + other.syn_timeout,
+            unreachable: self.unreachable + other.unreachable,
+            answered: self.answered + other.answered,
+        }
+    }
+
+    pub const fn from_kernel(counters: ConnectCounters) -> Self {
+        Self {
+            refused: counters.refused,
+            syn_timeout: counters.syn_timeouts,
+            unreachable: counters.unreachable,
+            answered: counters.answered,
+        }
+    }
+}
+
+/// Which half of a connection attempt a counter sees for the backends it tracks: the daemon
+/// tracks its NAT backends on both, one in each of its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConnectSide {
+    /// The backends' replies (SYN-ACK, RST, ICMP unreachable), counted where they arrive: a
+    /// counter at ingress. Counts `answered`, `refused`, `unreachable`.
+    Replies,
+    /// The SYNs to the backends, counted where they leave: a counter at egress that also
+    /// watches the backends. Counts `syn_timeout`.
+    Attempts,
 }
 
 impl FlowSnapshot {
@@ -38,6 +96,10 @@ impl FlowSnapshot {
             bytes: self.bytes + other.bytes,
             new_flows: self.new_flows + other.new_flows,
             last_seen: self.last_seen.max(other.last_seen),
+            connects: match (self.connects, other.connects) {
+                (Some(mine), Some(theirs)) => Some(mine.combine(theirs)),
+                (mine, theirs) => mine.or(theirs),
+            },
         }
     }
 
@@ -48,7 +110,13 @@ impl FlowSnapshot {
             0 => None,
             seen_ns => now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(seen_ns))),
         };
-        Self { packets: counters.packets, bytes: counters.bytes, new_flows: counters.new_flows, last_seen }
+        Self {
+            packets: counters.packets,
+            bytes: counters.bytes,
+            new_flows: counters.new_flows,
+            last_seen,
+            connects: None,
+        }
     }
 }
 
@@ -59,14 +127,51 @@ pub struct SyncReport {
     pub removed: usize,
 }
 
+/// One step of making a set of keys equal another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Change {
+    Add,
+    Remove,
+}
+
+impl SyncReport {
+    /// Makes a set that holds `current` equal `wanted` through `change`, one key at a time,
+    /// removals first, and counts the changes; stops at the first error.
+    pub(super) fn apply<E>(
+        current: &BTreeSet<DestKey>,
+        wanted: &BTreeSet<DestKey>,
+        mut change: impl FnMut(&DestKey, Change) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut report = Self::default();
+        for gone in current.difference(wanted) {
+            change(gone, Change::Remove)?;
+            report.removed += 1;
+        }
+        for new in wanted.difference(current) {
+            change(new, Change::Add)?;
+            report.added += 1;
+        }
+        Ok(report)
+    }
+}
+
 /// Per-destination traffic counters, as the kernel observes them.
 pub trait FlowSource {
-    /// The counters of every watched destination, ordered by key.
+    /// The counters of every watched destination and the connection outcomes of every tracked
+    /// backend (a backend tracked but not watched has zero traffic), ordered by key.
     fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError>;
 
     /// Makes the watched destinations equal `watched`: new ones start at zero, gone ones are
     /// forgotten, the others keep their counts. The daemon calls it on every reconcile.
     fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError>;
+
+    /// Makes the backends whose connection outcomes are counted on `side` equal `backends`, the
+    /// way [`FlowSource::sync`] does for the watched set.
+    fn sync_connects(
+        &mut self,
+        backends: &BTreeSet<DestKey>,
+        side: ConnectSide,
+    ) -> Result<SyncReport, ObserveError>;
 }
 
 /// CLOCK_MONOTONIC (the clock of `bpf_ktime_get_ns`) in nanoseconds, and the [`Instant`] read
@@ -85,6 +190,8 @@ pub(super) fn monotonic_now_ns() -> (u64, Instant) {
 #[derive(Clone, Debug, Default)]
 pub struct FakeFlowSource {
     flows: BTreeMap<DestKey, FlowSnapshot>,
+    /// Tracked backends by side, with what was recorded for them.
+    connects: BTreeMap<(ConnectSide, DestKey), ConnectOutcomes>,
 }
 
 impl FakeFlowSource {
@@ -102,6 +209,14 @@ impl FakeFlowSource {
         }
     }
 
+    /// Records connection outcomes of `backend` as seen on `side`; ignored unless it is
+    /// tracked there.
+    pub fn record_connects(&mut self, backend: DestKey, side: ConnectSide, outcomes: ConnectOutcomes) {
+        if let Some(seen) = self.connects.get_mut(&(side, backend)) {
+            *seen = seen.combine(outcomes);
+        }
+    }
+
     /// The destinations being watched, ordered.
     pub fn watched(&self) -> BTreeSet<DestKey> {
         self.flows.keys().copied().collect()
@@ -110,21 +225,38 @@ impl FakeFlowSource {
 
 impl FlowSource for FakeFlowSource {
     fn snapshot(&self) -> Result<BTreeMap<DestKey, FlowSnapshot>, ObserveError> {
-        Ok(self.flows.clone())
+        let mut snapshot = self.flows.clone();
+        for (&(_, backend), &outcomes) in &self.connects {
+            let flow = snapshot.entry(backend).or_default();
+            flow.connects = Some(flow.connects.map_or(outcomes, |seen| seen.combine(outcomes)));
+        }
+        Ok(snapshot)
+    }
+
+    fn sync_connects(
+        &mut self,
+        backends: &BTreeSet<DestKey>,
+        side: ConnectSide,
+    ) -> Result<SyncReport, ObserveError> {
+        let current = self.connects.keys().filter(|(on, _)| *on == side).map(|&(_, key)| key).collect();
+        SyncReport::apply(&current, backends, |backend, change| {
+            match change {
+                Change::Remove => self.connects.remove(&(side, *backend)),
+                Change::Add => self.connects.insert((side, *backend), ConnectOutcomes::default()),
+            };
+            Ok(())
+        })
     }
 
     fn sync(&mut self, watched: &BTreeSet<DestKey>) -> Result<SyncReport, ObserveError> {
-        let before = self.flows.len();
-        self.flows.retain(|key, _| watched.contains(key));
-        let removed = before - self.flows.len();
-        let mut added = 0;
-        for key in watched {
-            self.flows.entry(*key).or_insert_with(|| {
-                added += 1;
-                FlowSnapshot::default()
-            });
-        }
-        Ok(SyncReport { added, removed })
+        let current = self.watched();
+        SyncReport::apply(&current, watched, |key, change| {
+            match change {
+                Change::Remove => self.flows.remove(key),
+                Change::Add => self.flows.insert(*key, FlowSnapshot::default()),
+            };
+            Ok(())
+        })
     }
 }
 
@@ -149,12 +281,57 @@ mod tests {
     fn combine_sums_and_keeps_the_later_last_packet() {
         let at = Instant::now();
         let later = at + Duration::from_secs(1);
-        let a = FlowSnapshot { packets: 1, bytes: 100, new_flows: 1, last_seen: Some(later) };
-        let b = FlowSnapshot { packets: 2, bytes: 10, new_flows: 0, last_seen: Some(at) };
-        let sum = FlowSnapshot { packets: 3, bytes: 110, new_flows: 1, last_seen: Some(later) };
+        let a = FlowSnapshot { packets: 1, bytes: 100, new_flows: 1, last_seen: Some(later), connects: None };
+        let b = FlowSnapshot { packets: 2, bytes: 10, new_flows: 0, last_seen: Some(at), connects: None };
+        let sum =
+            FlowSnapshot { packets: 3, bytes: 110, new_flows: 1, last_seen: Some(later), connects: None };
         assert_eq!(a.combine(b), sum);
         assert_eq!(b.combine(a), sum);
         assert_eq!(FlowSnapshot::default().combine(b), b, "no packet yet: the other's last packet");
+    }
+
+    #[test]
+    fn combine_sums_connect_outcomes_where_either_side_tracks_them() {
+        let replies = ConnectOutcomes { refused: 2, syn_timeout: 0, unreachable: 1, answered: 5 };
+        let attempts = ConnectOutcomes { syn_timeout: 3, ..ConnectOutcomes::default() };
+        let tracked = |connects| FlowSnapshot { connects: Some(connects), ..FlowSnapshot::default() };
+        let both = tracked(replies).combine(tracked(attempts)).connects.unwrap();
+        assert_eq!(both, ConnectOutcomes { refused: 2, syn_timeout: 3, unreachable: 1, answered: 5 });
+        assert_eq!(both.failures(), 6);
+        assert_eq!(FlowSnapshot::default().combine(tracked(replies)).connects, Some(replies));
+        assert_eq!(FlowSnapshot::default().combine(FlowSnapshot::default()).connects, None, "not tracked");
+    }
+
+    #[test]
+    fn sync_connects_tracks_each_side_apart_and_snapshots_sum_them() {
+        let mut fake = FakeFlowSource::new();
+        let (a, b) = (key(1), key(2));
+        let added = |added| SyncReport { added, removed: 0 };
+        assert_eq!(fake.sync_connects(&[a, b].into(), ConnectSide::Replies).unwrap(), added(2));
+        assert_eq!(fake.sync_connects(&[a].into(), ConnectSide::Attempts).unwrap(), added(1));
+        fake.record_connects(
+            a,
+            ConnectSide::Replies,
+            ConnectOutcomes { refused: 1, ..ConnectOutcomes::default() },
+        );
+        fake.record_connects(
+            a,
+            ConnectSide::Attempts,
+            ConnectOutcomes { syn_timeout: 2, ..ConnectOutcomes::default() },
+        );
+        fake.record_connects(
+            b,
+            ConnectSide::Attempts,
+            ConnectOutcomes { syn_timeout: 9, ..ConnectOutcomes::default() },
+        );
+        let snapshot = fake.snapshot().unwrap();
+        let outcomes = |key| snapshot[&key].connects.unwrap();
+        assert_eq!((outcomes(a).refused, outcomes(a).syn_timeout), (1, 2), "both sides of a");
+        assert_eq!(outcomes(b), ConnectOutcomes::default(), "b is not tracked for attempts: ignored");
+        assert_eq!(snapshot[&a].packets, 0, "tracked, not watched: no traffic");
+        let report = fake.sync_connects(&BTreeSet::new(), ConnectSide::Replies).unwrap();
+        assert_eq!(report, SyncReport { added: 0, removed: 2 });
+        assert_eq!(fake.snapshot().unwrap().keys().copied().collect::<Vec<_>>(), [a], "a's attempts remain");
     }
 
     #[test]
@@ -169,7 +346,7 @@ mod tests {
         assert_eq!(snapshot.keys().copied().collect::<Vec<_>>(), [key(1), key(3)]);
         assert_eq!(
             snapshot[&key(1)],
-            FlowSnapshot { packets: 3, bytes: 300, new_flows: 1, last_seen: Some(at) },
+            FlowSnapshot { packets: 3, bytes: 300, new_flows: 1, last_seen: Some(at), connects: None },
             "kept with its counts"
         );
         assert_eq!(snapshot[&key(3)], FlowSnapshot::default(), "new ones start at zero");

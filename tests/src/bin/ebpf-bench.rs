@@ -34,7 +34,7 @@ use libraflux::{
 };
 use libraflux_tests::{
     VethPair,
-    frames::{self, TCP_ACK, arp, frame, tcp, udp},
+    frames::{self, TCP_ACK, TCP_SYN, arp, frame, tcp, udp},
 };
 
 const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] | run [--repeat N] | maps [--destinations N] [--iterations K] \
@@ -317,12 +317,16 @@ fn run(options: &Options) -> Result<(), String> {
     let other4: IpAddr = "198.51.100.2".parse().expect("v4");
     let datagram = udp(40000, PORT, &PAYLOAD);
     let tagged = frames::tagged(&frame(client4, vip4, IPPROTO_UDP, &datagram), &[(frames::ETH_P_8021Q, 100)]);
-    let cases: [(&str, Vec<u8>); 7] = [
+    // A backend's reply through the node: its destination (the client) is not watched.
+    let reply = |flags| frame(other4, client4, IPPROTO_TCP, &tcp(PORT, 40000, flags));
+    let cases: [(&str, Vec<u8>); 9] = [
         ("ARP (not IP: the floor)", arp()),
         ("IPv4 UDP, unwatched destination", frame(client4, other4, IPPROTO_UDP, &datagram)),
         ("IPv4 UDP, watched, known flow", frame(client4, vip4, IPPROTO_UDP, &datagram)),
         ("IPv4 UDP in an 802.1Q tag, watched, known flow", tagged),
         ("IPv4 TCP ACK, watched", frame(client4, vip4, IPPROTO_TCP, &tcp(40000, PORT, TCP_ACK))),
+        ("IPv4 TCP ACK, unwatched (a reply)", reply(TCP_ACK)),
+        ("IPv4 TCP SYN-ACK, unwatched (a reply)", reply(TCP_SYN | TCP_ACK)),
         ("IPv6 UDP, unwatched destination", frame(client6, client6, IPPROTO_UDP, &datagram)),
         ("IPv6 UDP, watched, known flow", frame(client6, vip6, IPPROTO_UDP, &datagram)),
     ];

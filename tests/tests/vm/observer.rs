@@ -4,7 +4,7 @@
 //! IPVS's own.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -317,13 +317,18 @@ fn per_backend_counts_behind_ipvs_nat_equal_ipvsadm() {
 /// A DR service on a director whose client- and backend-facing interfaces are both
 /// `node.interface`s: IPVS forwards each client datagram out of the backend-facing one with the
 /// VIP still its destination. The daemon counts VIPs at ingress only, so each datagram once.
+/// Beside it, a NAT service whose one backend has no listener: each connection through IPVS is
+/// refused by the backend, and the daemon's metrics count each refusal once.
 #[test]
-fn the_daemon_counts_a_dr_vip_once() {
+fn the_daemon_counts_a_dr_vip_once_and_each_refusal_of_a_nat_backend() {
     const DATAGRAMS: u64 = 20;
+    const CONNECTIONS: u64 = 5;
+    const LISTEN: &str = "127.0.0.1:19472";
     let topology = super::drain::Topology::new();
     let config = topology.node.config(
         "config.yaml",
-        "node:\n  interface: [lf-c, lf-d]\nmetrics:\n  listen: 127.0.0.1:19472\nservices:
+        &format!(
+            "node:\n  interface: [lf-c, lf-d]\nmetrics:\n  listen: {LISTEN}\n  collect_interval: 1s\nservices:
   - name: dr
     protocol: udp
     vip: 10.220.0.10
@@ -335,7 +340,18 @@ fn the_daemon_counts_a_dr_vip_once() {
     backends:
       - address: 10.200.0.2
         port: 53
-",
+  - name: refusing
+    protocol: tcp
+    vip: 10.220.0.10
+    port: 80
+    scheduler: rr
+    health:
+      type: none
+    backends:
+      - address: 10.200.0.2
+        port: 8099
+"
+        ),
     );
     let daemon = super::daemon::Daemon::start(&topology.node, &config);
     topology.client.enter(|| {
@@ -356,8 +372,7 @@ fn the_daemon_counts_a_dr_vip_once() {
     // saw the datagrams. Counting is done by then (it happens as the packet passes the hook).
     let status = loop {
         let status: serde_json::Value =
-            serde_json::from_str(&topology.node.http_get("127.0.0.1:19472", "/status"))
-                .expect("/status is JSON");
+            serde_json::from_str(&topology.node.http_get(LISTEN, "/status")).expect("/status is JSON");
         let seen = status["traffic"]["udp:10.220.0.10:53"]["packets"].as_u64().unwrap_or(0);
         if seen >= DATAGRAMS || Instant::now() > deadline {
             break status;
@@ -379,4 +394,34 @@ fn the_daemon_counts_a_dr_vip_once() {
         "a DR backend is not watched: {}",
         status["traffic"]
     );
+
+    let failures = |kind: &str| {
+        let kind = format!("kind=\"{kind}\"");
+        let labels = ["destination=\"tcp:10.200.0.2:8099\"", kind.as_str()];
+        super::daemon_reload::metric(
+            &topology.node.http_get(LISTEN, "/metrics"),
+            "libraflux_ebpf_connect_failures_total",
+            &labels,
+        )
+    };
+    // Tracked once its series exist (the watch list is synced on reconcile).
+    super::daemon_reload::wait_for(
+        Duration::from_secs(15),
+        "the NAT backend's connect series",
+        &daemon,
+        || failures("refused"),
+    );
+    topology.client.enter(|| {
+        for n in 0..CONNECTIONS {
+            let err = TcpStream::connect_timeout(&"10.220.0.10:80".parse().unwrap(), Duration::from_secs(3))
+                .expect_err("nothing listens on the backend");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "connection {n}: {err}");
+        }
+    });
+    let refused =
+        super::daemon_reload::wait_for(Duration::from_secs(15), "the refusals in /metrics", &daemon, || {
+            failures("refused").filter(|refused| *refused >= CONNECTIONS as f64)
+        });
+    assert_eq!(refused, CONNECTIONS as f64, "one RST per connection through IPVS NAT\n{}", daemon.log());
+    assert_eq!((failures("syn_timeout"), failures("unreachable")), (Some(0.0), Some(0.0)));
 }

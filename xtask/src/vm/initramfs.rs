@@ -47,6 +47,9 @@ const MODULES: &[&str] = &[
     "sch_ingress",
     "cls_bpf",
     "act_bpf",
+    // The eBPF connection-outcome tests drop and reject connection attempts with nftables.
+    "nf_tables",
+    "nft_reject_inet",
 ];
 
 /// Host programs copied into the guest at their own paths, with their libraries.
@@ -65,6 +68,7 @@ const PROGRAMS: &[&str] = &[
     // The eBPF link-type tests turn VLAN offloads off and configure WireGuard.
     "/usr/sbin/ethtool",
     "/usr/bin/wg",
+    "/usr/sbin/nft",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.

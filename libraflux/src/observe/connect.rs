@@ -1,0 +1,158 @@
+//! How connection attempts to NAT backends end, as the programs count them (docs/observer.md,
+//! "Connection outcomes"): the connect maps of a [`FlowCounter`], filled with the backends to
+//! track, read back per backend and summed over CPUs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::{Pod, maps::PerCpuValues};
+use libraflux_common::{
+    CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP, CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP,
+    COUNTERS_V4_MAP, COUNTERS_V6_MAP, ConnectCounters, Dest4, Dest6, DestEntry, DestKey, MapKey,
+};
+
+use super::{
+    FlowCounter, ObserveError,
+    ebpf::map_error,
+    source::{Change, ConnectOutcomes, ConnectSide, SyncReport},
+};
+
+/// `BPF_EXIST`: update only if the key is there.
+const BPF_EXIST: u64 = 2;
+
+impl ConnectSide {
+    /// The maps of this side, IPv4 and IPv6.
+    const fn maps(self) -> [&'static str; 2] {
+        match self {
+            Self::Replies => [CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP],
+            Self::Attempts => [CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP],
+        }
+    }
+
+    const fn map(self, key: &DestKey) -> &'static str {
+        let [v4, v6] = self.maps();
+        if matches!(key.map_key(), MapKey::V4(_)) { v4 } else { v6 }
+    }
+}
+
+impl FlowCounter {
+    /// The backends this counter tracks on `side`, ordered.
+    pub fn tracked(&self, side: ConnectSide) -> Result<BTreeSet<DestKey>, ObserveError> {
+        let [v4, v6] = side.maps();
+        let mut out = BTreeSet::new();
+        self.collect_keys::<Dest4, ConnectCounters>(v4, &mut out)?;
+        self.collect_keys::<Dest6, ConnectCounters>(v6, &mut out)?;
+        Ok(out)
+    }
+
+    /// Starts counting `side`'s outcomes of connection attempts to `backend`; a backend already
+    /// tracked keeps its counts. For [`ConnectSide::Attempts`] the backend must also be watched
+    /// ([`FlowCounter::watch`], before or after): the SYN is seen through its counters entry.
+    pub fn track(&mut self, backend: DestKey, side: ConnectSide) -> Result<(), ObserveError> {
+        match backend.map_key() {
+            MapKey::V4(key) => self.insert_new(side.map(&backend), key, ConnectCounters::default())?,
+            MapKey::V6(key) => self.insert_new(side.map(&backend), key, ConnectCounters::default())?,
+        }
+        if side == ConnectSide::Attempts {
+            self.mark_syn_timeouts(&backend, true)?;
+        }
+        Ok(())
+    }
+
+    /// Stops counting `side`'s outcomes for `backend` and forgets them.
+    pub fn untrack(&mut self, backend: &DestKey, side: ConnectSide) -> Result<(), ObserveError> {
+        if side == ConnectSide::Attempts {
+            self.mark_syn_timeouts(backend, false)?;
+        }
+        match backend.map_key() {
+            MapKey::V4(key) => self.remove::<_, ConnectCounters>(side.map(backend), &key),
+            MapKey::V6(key) => self.remove::<_, ConnectCounters>(side.map(backend), &key),
+        }
+    }
+
+    /// Whether `backend` is tracked for SYN timeouts: [`FlowCounter::watch`] then sets its
+    /// entry's flag.
+    pub(super) fn tracks_attempts(&self, backend: &DestKey) -> Result<bool, ObserveError> {
+        let map = ConnectSide::Attempts.map(backend);
+        let found = match backend.map_key() {
+            MapKey::V4(key) => self.per_cpu_map::<Dest4, ConnectCounters>(map)?.get(&key, 0).map(drop),
+            MapKey::V6(key) => self.per_cpu_map::<Dest6, ConnectCounters>(map)?.get(&key, 0).map(drop),
+        };
+        match found {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(source) => Err(map_error("reading", map, source)),
+        }
+    }
+
+    /// Every tracked backend's outcomes, both sides and all CPUs summed, ordered by backend.
+    pub fn connect_outcomes(&self) -> Result<BTreeMap<DestKey, ConnectOutcomes>, ObserveError> {
+        let mut sums: BTreeMap<DestKey, ConnectCounters> = BTreeMap::new();
+        for side in [ConnectSide::Replies, ConnectSide::Attempts] {
+            let [v4, v6] = side.maps();
+            self.sum_connects::<Dest4>(v4, &mut sums)?;
+            self.sum_connects::<Dest6>(v6, &mut sums)?;
+        }
+        Ok(sums.into_iter().map(|(key, counters)| (key, ConnectOutcomes::from_kernel(counters))).collect())
+    }
+
+    /// Makes the backends tracked on `side` equal `backends`, like [`super::FlowSource::sync`]
+    /// does for the watched destinations.
+    pub(super) fn sync_connect_side(
+        &mut self,
+        backends: &BTreeSet<DestKey>,
+        side: ConnectSide,
+    ) -> Result<SyncReport, ObserveError> {
+        let current = self.tracked(side)?;
+        SyncReport::apply(&current, backends, |backend, change| match change {
+            Change::Remove => self.untrack(backend, side),
+            Change::Add => self.track(*backend, side),
+        })
+    }
+
+    fn sum_connects<K: Pod + Into<DestKey>>(
+        &self,
+        name: &'static str,
+        sums: &mut BTreeMap<DestKey, ConnectCounters>,
+    ) -> Result<(), ObserveError> {
+        self.for_each_entry::<K, ConnectCounters>(name, |key, values| {
+            let total = sums.entry(key).or_default();
+            *total = values.iter().fold(*total, |sum, cpu| sum.add(*cpu));
+        })
+    }
+
+    /// Sets (or clears) `track_syn_timeouts` in `backend`'s counters entry, if it is watched.
+    /// The entry is per CPU and userspace can only write all of it: a packet counted between
+    /// the read and the write is lost. That happens only when tracking starts or stops for a
+    /// destination that is watched: the daemon tracks a backend before it watches it, and stops
+    /// tracking it just before it unwatches it (its counts are forgotten then anyway).
+    fn mark_syn_timeouts(&mut self, backend: &DestKey, on: bool) -> Result<(), ObserveError> {
+        match backend.map_key() {
+            MapKey::V4(key) => self.mark_entry(COUNTERS_V4_MAP, &key, on),
+            MapKey::V6(key) => self.mark_entry(COUNTERS_V6_MAP, &key, on),
+        }
+    }
+
+    fn mark_entry<K: Pod>(&mut self, name: &'static str, key: &K, on: bool) -> Result<(), ObserveError> {
+        let mut map = self.per_cpu_map_mut::<K, DestEntry>(name)?;
+        let entries = match map.get(key, 0) {
+            Ok(entries) => entries,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(()),
+            Err(source) => return Err(map_error("reading", name, source)),
+        };
+        if entries.iter().all(|entry| entry.track_syn_timeouts == u8::from(on)) {
+            return Ok(());
+        }
+        let marked: Vec<DestEntry> =
+            entries.iter().map(|entry| DestEntry { track_syn_timeouts: u8::from(on), ..*entry }).collect();
+        let marked = PerCpuValues::try_from(marked).map_err(ObserveError::PerCpuValues)?;
+        match map.insert(key, marked, BPF_EXIST) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(err))
+                if err.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(map_error("marking a backend for SYN timeouts", name, source)),
+        }
+    }
+}
