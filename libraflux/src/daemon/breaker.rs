@@ -33,9 +33,12 @@ impl Daemon {
             })
             .collect();
         self.breakers.configure(services, Instant::now());
-        self.breaker_seen.retain(|key, _| {
-            self.breakers.iter().any(|((service, backend), _)| observer_key(*service, *backend) == Some(*key))
-        });
+        let kept: std::collections::BTreeSet<observe::DestKey> = self
+            .breakers
+            .iter()
+            .filter_map(|((service, backend), _)| observer_key(*service, *backend))
+            .collect();
+        self.breaker_seen.retain(|key, _| kept.contains(key));
         self.metrics.set_circuits(self.breakers.iter().map(|((s, b), breaker)| (*s, *b, breaker.is_open())));
     }
 
@@ -111,12 +114,16 @@ impl Daemon {
         let now = Instant::now();
         self.breakers
             .iter()
-            .filter(|(_, b)| b.state != State::Closed || b.traffic_failures + b.check_failures > 0 || b.ejections > 0)
+            .filter(|(_, b)| {
+                b.state != State::Closed || b.traffic_failures + b.check_failures > 0 || b.ejections > 0
+            })
             .map(|((service, backend), breaker)| {
                 let (state, open_for) = match breaker.state {
                     State::Closed => ("closed", None),
                     State::HalfOpen => ("half_open", None),
-                    State::Open { until } => ("open", Some(until.saturating_duration_since(now).as_secs_f64())),
+                    State::Open { until } => {
+                        ("open", Some(until.saturating_duration_since(now).as_secs_f64()))
+                    }
                 };
                 json!({
                     "service": service, "backend": backend, "state": state,
