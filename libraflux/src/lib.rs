@@ -5,6 +5,7 @@
 //! [`preflight`]'s fact gathering.
 
 pub mod apply;
+pub mod breaker;
 pub mod bundle;
 pub mod canary;
 pub mod config;

@@ -235,6 +235,7 @@ fn one_service(
         on_unhealthy: OnUnhealthy::Quiesce,
         drain: Drain::default(),
         canaries: Default::default(),
+        circuit_breaker: None,
     };
     ([(key, service)].into(), [(key, settings)].into())
 }

@@ -6,6 +6,7 @@
 mod vm {
     mod apply;
     mod behavior;
+    mod breaker;
     mod canary;
     mod control;
     mod convert;

@@ -125,6 +125,17 @@ fn canary_state(status: &Value, service: &str, backend: &str) -> String {
     }
 }
 
+/// `, circuit OPEN` or `, circuit half-open` from the daemon's circuit breakers.
+fn circuit_state(status: &Value, service: &str, backend: &str) -> String {
+    let Some(breakers) = status["circuit_breakers"].as_array() else { return String::new() };
+    let breaker = breakers.iter().find(|b| b["service"] == service && b["backend"] == backend);
+    match breaker.and_then(|b| b["state"].as_str()) {
+        Some("open") => ", circuit OPEN".to_owned(),
+        Some("half_open") => ", circuit half-open".to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// `, last packet 3.2s ago` from the daemon's eBPF view of one destination; empty if unwatched.
 fn last_traffic(flows: &Value) -> String {
     if flows.is_null() {
@@ -156,7 +167,11 @@ fn render_table(status: &Value, services: &[TableService]) -> String {
                 .and_then(|status| status["health"][&key][&backend]["healthy"].as_bool())
                 .map_or("unchecked", |healthy| if healthy { "healthy" } else { "UNHEALTHY" });
             let drain = daemon
-                .map(|status| drain_state(status, &key, &backend) + &canary_state(status, &key, &backend))
+                .map(|status| {
+                    drain_state(status, &key, &backend)
+                        + &canary_state(status, &key, &backend)
+                        + &circuit_state(status, &key, &backend)
+                })
                 .unwrap_or_default();
             let traffic = protocol
                 .zip(daemon)

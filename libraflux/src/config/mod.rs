@@ -7,6 +7,7 @@
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
 
+mod breaker;
 mod canary;
 mod control;
 mod decode;
@@ -167,6 +168,8 @@ pub struct ServiceSettings {
     pub drain: Drain,
     /// The backends with `canary:`, and their rollouts.
     pub canaries: BTreeMap<DestKey, crate::canary::Rollout>,
+    /// `circuit_breaker:`; none: no breakers.
+    pub circuit_breaker: Option<crate::breaker::Settings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

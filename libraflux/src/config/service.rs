@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use marked_yaml::Node;
 
 use super::{
-    Drain, OnUnhealthy, ServiceSettings, canary,
+    Drain, OnUnhealthy, ServiceSettings, breaker, canary,
     decode::{Diagnostics, Field, Map, position},
     error::Position,
     health,
@@ -39,6 +39,7 @@ const SERVICE_KEYS: &[&str] = &[
     "health",
     "on_unhealthy",
     "drain",
+    "circuit_breaker",
     "backends",
 ];
 
@@ -75,6 +76,10 @@ pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
         })
     });
     let drain = map.get("drain").map_or(Some(Drain::default()), |field| health::drain(d, field));
+    let circuit_breaker = match map.get("circuit_breaker") {
+        Some(field) => breaker::circuit_breaker(d, field).map(Some),
+        None => Some(None),
+    };
     if let (Some(destinations), Some(key), Some(name)) = (&destinations, &key, &name)
         && destinations.is_empty()
     {
@@ -99,6 +104,7 @@ pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
                 on_unhealthy: on_unhealthy?,
                 drain: drain?,
                 canaries: canaries?.into_iter().map(|(key, (_, rollout, _))| (key, rollout)).collect(),
+                circuit_breaker: circuit_breaker?,
             };
             Some((service, settings))
         })

@@ -5,6 +5,7 @@
 
 mod accepted;
 mod background;
+mod breaker;
 mod canary;
 mod control;
 mod drains;
@@ -14,15 +15,15 @@ pub mod reconcile;
 mod reload;
 mod replication;
 mod requests;
+mod status;
 mod sync;
 
 use std::{
     path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
-use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use self::control::ControlError;
@@ -94,6 +95,10 @@ struct Daemon {
     canary_writer: persist::CanaryWriter,
     /// The canaries' rollouts: read from the state directory at start, then changed here only.
     canaries: Vec<crate::canary::CanaryEntry>,
+    /// The circuit breakers of the services with `circuit_breaker:`, and the eBPF readings they
+    /// were last fed.
+    breakers: crate::breaker::Breakers,
+    breaker_seen: breaker::Seen,
     /// What the running canaries did to their services' weights at the last reconcile.
     canary_weights: Vec<crate::canary::Weighted>,
     /// The drains: read from the state directory at start, then changed here only.
@@ -180,6 +185,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         canary_writer: persist::CanaryWriter::canaries(canary_store),
         canaries,
         canary_weights: Vec::new(),
+        breakers: Default::default(),
+        breaker_seen: Default::default(),
         drain_entries,
         drain_packets: Default::default(),
         config,
@@ -205,6 +212,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.update_health_checks();
     daemon.sync_canaries();
     daemon.export_canaries();
+    daemon.configure_breakers();
     daemon.reconcile(Trigger::Startup).await;
     daemon.sync_replication().await.map_err(|err| anyhow::anyhow!(err))?;
     daemon.start_sync().await;
@@ -259,6 +267,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             _ = drain_tick.tick() => {
                 daemon.drain_tick().await;
                 daemon.canary_tick().await;
+                daemon.breaker_tick();
             }
             _ = flows_tick.tick() => {
                 if flows_tick.period() != daemon.config.metrics.collect_interval {
@@ -315,6 +324,7 @@ impl Daemon {
         let mut drained = config.desired.clone();
         drain::apply_to(&mut drained, &self.drain_entries);
         let (mut desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
+        self.breakers.apply_to(&mut desired);
         // Last: a canary's share is of the backends that are in service.
         self.canary_weights = crate::canary::apply_to(&mut desired, &self.canaries);
         self.set_fail_open(fail_open);
@@ -401,23 +411,6 @@ impl Daemon {
         self.publish_status();
     }
 
-    /// systemd's status line (`STATUS=`): converged, or degraded and why.
-    fn status_line(&self) -> String {
-        match &self.degraded {
-            None if self.continue_with.is_some() => {
-                format!(
-                    "converging: {} services, a plan larger than one turn under way",
-                    self.config.desired.len()
-                )
-            }
-            None => format!("converged: {} services", self.config.desired.len()),
-            Some(why) => format!(
-                "degraded: the last reconcile failed ({why}); retrying every {:?}",
-                self.options.reconcile_interval
-            ),
-        }
-    }
-
     /// `libraflux_rollbacks_total` from the rollback log that `snapshot restore` keeps; a log the
     /// daemon cannot read is said once and the count stays as it was.
     async fn count_rollbacks(&mut self) {
@@ -465,6 +458,9 @@ impl Daemon {
             event.latency,
         );
         self.metrics.set_backend_healthy(event.service, event.backend, event.healthy);
+        if self.breakers.has(event.service, event.backend) {
+            self.breaker_check(event.service, event.backend, event.result.is_ok());
+        }
         if event.transition.is_some() {
             let state = if event.healthy { "healthy" } else { "unhealthy" };
             tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason, "backend is now {state}");
@@ -560,46 +556,6 @@ impl Daemon {
             Outcome::Failed { .. } => (ReconcileResult::Error, &[][..]),
         };
         self.metrics.record_reconcile(result, duration, applied);
-    }
-
-    /// Updates only the eBPF traffic view of the status document: a full [`Daemon::publish_status`]
-    /// renders every drain and health entry, too much to do on every collect of a large node.
-    fn publish_traffic(&self) {
-        let traffic = json!(self.observer.traffic());
-        self.status.send_modify(|status| {
-            if let Some(status) = status.as_object_mut() {
-                status.insert("traffic".to_owned(), traffic);
-            }
-        });
-    }
-
-    fn publish_status(&self) {
-        let record = &self.record;
-        let unix = |time: SystemTime| time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let status = json!({
-            "node": self.config.node.name,
-            "services": self.config.desired.len(),
-            "reconciles": record.reconciles,
-            "drift_repairs": record.drift_repairs,
-            "reloads": { "ok": record.reloads_ok, "failed": record.reloads_failed },
-            "config_generation": record.config_generation,
-            "last_successful_reconcile_unix": record.last_success.map(unix),
-            "fail_open": self.fail_open.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "degraded": self.degraded,
-            "health": self.health.snapshot(),
-            "ebpf_attached": self.observer.attached(),
-            "drains": self.drain_entries,
-            "canaries": self.canaries.iter().map(canary::status).collect::<Vec<_>>(),
-            "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
-            "traffic": self.observer.traffic(),
-            "sync": self.sync.json(self.config.sync.is_some()),
-            "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
-                "trigger": format!("{trigger:?}").to_lowercase(),
-                "result": result,
-                "operations": operations,
-            })),
-        });
-        self.status.send_replace(status);
     }
 }
 

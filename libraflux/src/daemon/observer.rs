@@ -159,7 +159,6 @@ impl Observer {
     /// How connection attempts to each NAT backend ended since it was first tracked, both
     /// counters summed: what a circuit breaker compares between two calls. `None` without an
     /// observer or on a read error (logged).
-    #[expect(dead_code, reason = "the circuit breaker (issue 19, part 3) is its caller")]
     pub fn connect_outcomes(&self) -> Option<BTreeMap<DestKey, ConnectOutcomes>> {
         let counters = self.counters.as_ref()?;
         // Replies from the ingress counter, SYN timeouts from the egress one.

@@ -122,6 +122,7 @@ impl Daemon {
         self.metrics.set_ebpf_attached(self.observer.attached());
         self.update_health_checks();
         self.sync_canaries();
+        self.configure_breakers();
         self.reconcile(Trigger::ConfigReload).await;
         self.reload_sync(previous.sync.as_ref()).await;
         if let Err(err) = self.sync_replication().await {

@@ -124,6 +124,7 @@ mod tests {
                     on_unhealthy,
                     drain: Drain::default(),
                     canaries: Default::default(),
+                    circuit_breaker: None,
                 };
                 (key.parse().unwrap(), settings)
             })

@@ -119,6 +119,8 @@ pub struct Metrics {
     canary_step: SortedFamily<BackendLabels, Gauge>,
     canary_target: SortedFamily<BackendLabels, Gauge>,
     canary_aborts: SortedFamily<ReasonLabels, Counter>,
+    circuit_open: SortedFamily<BackendLabels, Gauge>,
+    circuit_ejections: SortedFamily<BackendLabels, Counter>,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -156,6 +158,8 @@ impl Metrics {
             canary_step: SortedFamily::default(),
             canary_target: SortedFamily::default(),
             canary_aborts: SortedFamily::default(),
+            circuit_open: SortedFamily::default(),
+            circuit_ejections: SortedFamily::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -319,6 +323,16 @@ impl Metrics {
             "Canary rollouts aborted, by reason: health_check, circuit_breaker, operator",
             self.canary_aborts.clone(),
         );
+        registry.register(
+            "libraflux_circuit_open",
+            "1 while the backend's circuit breaker has it ejected (weight 0), 0 otherwise",
+            self.circuit_open.clone(),
+        );
+        registry.register(
+            "libraflux_circuit_ejections",
+            "Times the backend's circuit breaker ejected it",
+            self.circuit_ejections.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self
@@ -420,6 +434,33 @@ impl Metrics {
                 gauge.set(i64::from(*percent));
             });
         }
+    }
+
+    /// Every backend with a circuit breaker, and whether it is ejected: their series are set
+    /// (ejections from 0), every other backend's go.
+    pub fn set_circuits(&self, circuits: impl Iterator<Item = (ServiceKey, DestKey, bool)>) {
+        let circuits: Vec<(ServiceKey, DestKey, bool)> = circuits.collect();
+        let known: std::collections::BTreeSet<(ServiceKey, DestKey)> =
+            circuits.iter().map(|(s, b, _)| (*s, *b)).collect();
+        let keep = |labels: &BackendLabels| known.contains(&(labels.service, labels.backend));
+        self.circuit_open.retain(keep);
+        self.circuit_ejections.retain(keep);
+        for (service, backend, open) in circuits.iter().copied() {
+            self.set_circuit_open(service, backend, open);
+            self.circuit_ejections.with(BackendLabels { service, backend }, |_| {});
+        }
+    }
+
+    pub fn set_circuit_open(&self, service: ServiceKey, backend: DestKey, open: bool) {
+        self.circuit_open.with(BackendLabels { service, backend }, |gauge| {
+            gauge.set(i64::from(open));
+        });
+    }
+
+    pub fn record_circuit_ejection(&self, service: ServiceKey, backend: DestKey) {
+        self.circuit_ejections.with(BackendLabels { service, backend }, |counter| {
+            counter.inc();
+        });
     }
 
     pub fn record_canary_abort(&self, reason: crate::canary::AbortReason) {

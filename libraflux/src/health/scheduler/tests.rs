@@ -146,6 +146,7 @@ fn config(services: &[(&str, Health, Vec<String>)]) -> (DesiredState, BTreeMap<S
             on_unhealthy: OnUnhealthy::Quiesce,
             drain: Drain::default(),
             canaries: Default::default(),
+            circuit_breaker: None,
         };
         settings.insert(key, service_settings);
     }
