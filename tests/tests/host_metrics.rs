@@ -14,7 +14,7 @@ use libraflux::{
     config::Check,
     ipvs::{DestinationStatus, ServiceStatus, Stats64},
     metrics::{
-        CheckOutcome, Metrics, ReconcileResult,
+        CheckOutcome, Format, Metrics, ReconcileResult,
         http::{Endpoint, EndpointError, Server},
     },
     model::{Destination, Forwarding, Service},
@@ -160,7 +160,51 @@ fn populated_metrics() -> Arc<Metrics> {
         ),
     ]));
     metrics.set_sync_daemons(&[libraflux::ipvs::SyncState::Master]);
+    let backend = *services[0].destinations.keys().next().unwrap();
+    metrics.set_canaries(&[(service, backend, 1, 5)]);
+    metrics.record_canary_abort(libraflux::canary::AbortReason::HealthCheck);
+    metrics.set_circuits([(service, backend, true)].into_iter());
+    metrics.record_circuit_ejection(service, backend);
+    metrics.record_config_change(2);
+    metrics.record_plan(3);
+    metrics.record_change_refused("invalid_config");
+    metrics.set_replication_generation(4);
+    metrics.set_replication_last_success(std::time::SystemTime::now());
+    metrics.record_replication_failure("bad_signature");
     metrics
+}
+
+/// The names of the samples a scrape of `metrics` holds (`_total`, `_bucket` and the like as
+/// exported).
+fn exported_names(metrics: &Metrics) -> std::collections::BTreeSet<String> {
+    metrics
+        .encode(Format::PrometheusText)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next().map(str::to_owned))
+        .collect()
+}
+
+/// Every `libraflux_*` name in the alert rules (docs/prometheus/libraflux-rules.yaml, checked by
+/// host_alerts) is a sample the daemon exports.
+#[test]
+fn the_alert_rules_name_only_exported_metrics() {
+    let exported = exported_names(&populated_metrics());
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/prometheus/libraflux-rules.yaml"
+    ))
+    .unwrap();
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("libraflux_"))
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    let missing: Vec<&&str> = named.iter().filter(|name| !exported.contains(**name)).collect();
+    assert!(
+        missing.is_empty(),
+        "the rules name metrics no scrape holds: {missing:?}\nexported: {exported:?}"
+    );
 }
 
 async fn start(
