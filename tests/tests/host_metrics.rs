@@ -171,6 +171,7 @@ fn populated_metrics() -> Arc<Metrics> {
     metrics.set_replication_generation(4);
     metrics.set_replication_last_success(std::time::SystemTime::now());
     metrics.record_replication_failure("bad_signature");
+    metrics.set_drains(&[(service, backend, true)]);
     metrics
 }
 
@@ -263,7 +264,7 @@ async fn serves_metrics_that_promtool_accepts() {
     ));
     assert!(reply.body.contains("libraflux_ipvs_sync_daemon{state=\"master\"} 1\n"), "{}", reply.body);
     assert!(reply.body.contains(
-        r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.2.2:8443",kind="syn_timeout"} 1"#
+        r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.2.2:8443",backend="10.0.2.2:8443",kind="syn_timeout"} 1"#
     ));
     let printed = promtool_check(&reply.body);
     eprintln!("promtool check metrics: exit 0, printed {:?}", printed.trim());
@@ -331,4 +332,67 @@ async fn a_taken_address_is_named_in_the_error() {
     let err = Server::bind(addr, endpoint).await.expect_err("the port is taken");
     assert!(matches!(err, EndpointError::Bind { addr: named, .. } if named == addr), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+/// Every query of the Grafana dashboard (docs/grafana/libraflux.json) names only metrics a scrape
+/// holds, and every label it selects on or groups by is one those metrics carry: the eBPF series
+/// say `service` (VIPs) or `backend` (NAT backends) as the IPVS ones do.
+#[test]
+fn the_dashboard_queries_only_exported_metrics_and_labels() {
+    let text = populated_metrics().encode(Format::PrometheusText);
+    // Each sample's name and its label names.
+    let mut labels: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let (name, rest) = line.split_once(['{', ' ']).unwrap_or((line, ""));
+        let entry = labels.entry(name.to_owned()).or_default();
+        entry.extend(["instance".to_owned(), "le".to_owned()]);
+        if let Some((inside, _)) = rest.split_once('}') {
+            entry.extend(
+                inside.split(',').filter_map(|pair| pair.split_once('=')).map(|(key, _)| key.to_owned()),
+            );
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/libraflux.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut queries: Vec<String> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|variable| variable["definition"].as_str().map(str::to_owned))
+        .collect();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(queries.len() > 20, "{queries:?}");
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for query in &queries {
+        let metrics: Vec<&str> =
+            query.split(|c: char| !word(c)).filter(|w| w.starts_with("libraflux_")).collect();
+        assert!(!metrics.is_empty(), "{query}");
+        for metric in &metrics {
+            let carried = labels.get(*metric).unwrap_or_else(|| panic!("{query}: {metric} is not exported"));
+            // Labels selected on right after the metric's name.
+            if let Some(selector) = query.split(metric).nth(1).and_then(|after| after.strip_prefix('{')) {
+                let selector = selector.split('}').next().unwrap();
+                for label in selector.split(',').filter_map(|m| m.split(['=', '!']).next()) {
+                    assert!(carried.contains(label.trim()), "{query}: {metric} has no label {label}");
+                }
+            }
+        }
+        // Labels grouped by: carried by one of the query's metrics at least.
+        for (_, after) in query.match_indices("by (").map(|(i, _)| query.split_at(i + 4)) {
+            for label in after.split(')').next().unwrap().split(',') {
+                let label = label.trim();
+                assert!(
+                    metrics.iter().any(|metric| labels[*metric].contains(label)),
+                    "{query}: no metric in it has the label {label}"
+                );
+            }
+        }
+    }
 }

@@ -219,7 +219,15 @@ impl Daemon {
         }
         let generation = self.drain_writer.hand(drains.clone());
         self.drain_entries = drains;
+        self.export_drains();
         Some(generation)
+    }
+
+    /// `libraflux_backend_draining` of every drain the daemon keeps.
+    pub(super) fn export_drains(&self) {
+        let drains: Vec<_> =
+            self.drain_entries.iter().map(|d| (d.service, d.backend, d.ended.is_none())).collect();
+        self.metrics.set_drains(&drains);
     }
 
     /// Changes the drains and waits until the change is written: when it cannot be written,
@@ -233,6 +241,7 @@ impl Daemon {
         if let Err(why) = self.drain_writer.written(generation).await {
             self.drain_entries = before.clone();
             self.drain_writer.hand(before);
+            self.export_drains();
             return Err(why);
         }
         Ok(())

@@ -210,6 +210,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.metrics.record_config_change(1);
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
+    daemon.export_drains();
     daemon.sync_canaries();
     daemon.export_canaries();
     daemon.configure_breakers();

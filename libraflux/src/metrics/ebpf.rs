@@ -24,6 +24,11 @@ use crate::{
 /// One destination's figures, ready to encode.
 #[derive(Clone, Debug, PartialEq)]
 struct Flows {
+    /// `("service", "tcp:10.0.0.1:80")` for a VIP, `("backend", "10.0.2.2:8080")` for a NAT
+    /// backend: the label that joins its series to the IPVS ones (`libraflux_ipvs_*` label services
+    /// `service` and backends `backend` the same way). A NAT backend is the destination whose
+    /// connection outcomes are tracked; only NAT backends are.
+    role: (&'static str, String),
     packets: u64,
     bytes: u64,
     new_flows: u64,
@@ -53,7 +58,14 @@ impl EbpfCollector {
         let flows = snapshot
             .iter()
             .map(|(key, flow)| {
+                let address = std::net::SocketAddr::new(key.ip(), key.port).to_string();
+                let role = if flow.connects.is_some() {
+                    ("backend", address)
+                } else {
+                    ("service", destination_label(key))
+                };
                 let flows = Flows {
+                    role,
                     packets: flow.packets,
                     bytes: flow.bytes,
                     new_flows: flow.new_flows,
@@ -95,8 +107,8 @@ impl Collector for EbpfCollector {
         for (name, help, pick) in counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (label, flow) in flows.values() {
-                let labels = [("node", self.node.as_str()), ("destination", label.as_str())];
-                ConstCounter::new(pick(flow)).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(pick(flow))
+                    .encode(family.encode_family(&labels(&self.node, label, flow))?)?;
             }
         }
         let mut idle = encoder.encode_descriptor(
@@ -107,12 +119,16 @@ impl Collector for EbpfCollector {
         )?;
         for (label, flow) in flows.values() {
             if let Some(seconds) = flow.idle_seconds {
-                let labels = [("node", self.node.as_str()), ("destination", label.as_str())];
-                ConstGauge::new(seconds).encode(idle.encode_family(&labels)?)?;
+                ConstGauge::new(seconds).encode(idle.encode_family(&labels(&self.node, label, flow))?)?;
             }
         }
         encode_connects(&self.node, &flows, &mut encoder)
     }
+}
+
+/// `node`, `destination` and the destination's `service` or `backend` label.
+fn labels<'a>(node: &'a str, destination: &'a str, flow: &'a Flows) -> [(&'a str, &'a str); 3] {
+    [("node", node), ("destination", destination), (flow.role.0, flow.role.1.as_str())]
 }
 
 /// The connection outcomes of the tracked backends (those with `connects`): every kind of
@@ -122,8 +138,10 @@ fn encode_connects(
     flows: &BTreeMap<DestKey, (String, Flows)>,
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), fmt::Error> {
-    let tracked: Vec<(&str, &ConnectOutcomes)> =
-        flows.values().filter_map(|(label, flow)| Some((label.as_str(), flow.connects.as_ref()?))).collect();
+    let tracked: Vec<(&str, &str, &ConnectOutcomes)> = flows
+        .values()
+        .filter_map(|(label, flow)| Some((label.as_str(), flow.role.1.as_str(), flow.connects.as_ref()?)))
+        .collect();
     if tracked.is_empty() {
         return Ok(());
     }
@@ -134,9 +152,9 @@ fn encode_connects(
         None,
         MetricType::Counter,
     )?;
-    for &(destination, connects) in &tracked {
+    for &(destination, backend, connects) in &tracked {
         for (kind, pick) in FAILURE_KINDS {
-            let labels = [("node", node), ("destination", destination), ("kind", kind)];
+            let labels = [("node", node), ("destination", destination), ("backend", backend), ("kind", kind)];
             ConstCounter::new(pick(connects)).encode(failures.encode_family(&labels)?)?;
         }
     }
@@ -146,8 +164,8 @@ fn encode_connects(
         None,
         MetricType::Counter,
     )?;
-    for &(destination, connects) in &tracked {
-        let labels = [("node", node), ("destination", destination)];
+    for &(destination, backend, connects) in &tracked {
+        let labels = [("node", node), ("destination", destination), ("backend", backend)];
         ConstCounter::new(connects.answered).encode(answers.encode_family(&labels)?)?;
     }
     Ok(())
@@ -188,10 +206,10 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="refused"} 3"#,
-                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="syn_timeout"} 0"#,
-                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",kind="unreachable"} 1"#,
-                r#"libraflux_ebpf_connect_answers_total{node="lb-a",destination="tcp:10.0.1.1:8080"} 7"#,
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",backend="10.0.1.1:8080",kind="refused"} 3"#,
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",backend="10.0.1.1:8080",kind="syn_timeout"} 0"#,
+                r#"libraflux_ebpf_connect_failures_total{node="lb-a",destination="tcp:10.0.1.1:8080",backend="10.0.1.1:8080",kind="unreachable"} 1"#,
+                r#"libraflux_ebpf_connect_answers_total{node="lb-a",destination="tcp:10.0.1.1:8080",backend="10.0.1.1:8080"} 7"#,
             ],
             "the VIP is not tracked: no connect series\n{text}"
         );
@@ -218,13 +236,13 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"libraflux_ebpf_packets_total{node="lb-a",destination="tcp:10.0.0.1:80"} 0"#,
-                r#"libraflux_ebpf_packets_total{node="lb-a",destination="udp:10.0.0.2:53"} 10"#,
-                r#"libraflux_ebpf_bytes_total{node="lb-a",destination="tcp:10.0.0.1:80"} 0"#,
-                r#"libraflux_ebpf_bytes_total{node="lb-a",destination="udp:10.0.0.2:53"} 1060"#,
-                r#"libraflux_ebpf_new_flows_total{node="lb-a",destination="tcp:10.0.0.1:80"} 0"#,
-                r#"libraflux_ebpf_new_flows_total{node="lb-a",destination="udp:10.0.0.2:53"} 2"#,
-                r#"libraflux_ebpf_idle_seconds{node="lb-a",destination="udp:10.0.0.2:53"} 3.0"#,
+                r#"libraflux_ebpf_packets_total{node="lb-a",destination="tcp:10.0.0.1:80",service="tcp:10.0.0.1:80"} 0"#,
+                r#"libraflux_ebpf_packets_total{node="lb-a",destination="udp:10.0.0.2:53",service="udp:10.0.0.2:53"} 10"#,
+                r#"libraflux_ebpf_bytes_total{node="lb-a",destination="tcp:10.0.0.1:80",service="tcp:10.0.0.1:80"} 0"#,
+                r#"libraflux_ebpf_bytes_total{node="lb-a",destination="udp:10.0.0.2:53",service="udp:10.0.0.2:53"} 1060"#,
+                r#"libraflux_ebpf_new_flows_total{node="lb-a",destination="tcp:10.0.0.1:80",service="tcp:10.0.0.1:80"} 0"#,
+                r#"libraflux_ebpf_new_flows_total{node="lb-a",destination="udp:10.0.0.2:53",service="udp:10.0.0.2:53"} 2"#,
+                r#"libraflux_ebpf_idle_seconds{node="lb-a",destination="udp:10.0.0.2:53",service="udp:10.0.0.2:53"} 3.0"#,
             ],
             "{text}"
         );

@@ -120,6 +120,7 @@ pub struct Metrics {
     canary_target: SortedFamily<BackendLabels, Gauge>,
     canary_aborts: SortedFamily<ReasonLabels, Counter>,
     circuit_open: SortedFamily<BackendLabels, Gauge>,
+    backend_draining: SortedFamily<BackendLabels, Gauge>,
     circuit_ejections: SortedFamily<BackendLabels, Counter>,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
@@ -159,6 +160,7 @@ impl Metrics {
             canary_target: SortedFamily::default(),
             canary_aborts: SortedFamily::default(),
             circuit_open: SortedFamily::default(),
+            backend_draining: SortedFamily::default(),
             circuit_ejections: SortedFamily::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
@@ -324,6 +326,11 @@ impl Metrics {
             self.canary_aborts.clone(),
         );
         registry.register(
+            "libraflux_backend_draining",
+            "1 while a drain of the backend runs, 0 once it ended (it stays at weight 0 until undrained or deleted)",
+            self.backend_draining.clone(),
+        );
+        registry.register(
             "libraflux_circuit_open",
             "1 while the backend's circuit breaker has it ejected (weight 0), 0 otherwise",
             self.circuit_open.clone(),
@@ -448,6 +455,19 @@ impl Metrics {
         for (service, backend, open) in circuits.iter().copied() {
             self.set_circuit_open(service, backend, open);
             self.circuit_ejections.with(BackendLabels { service, backend }, |_| {});
+        }
+    }
+
+    /// Every drain the daemon keeps, and whether it still runs: their series are set, every other
+    /// backend's go.
+    pub fn set_drains(&self, drains: &[(ServiceKey, DestKey, bool)]) {
+        let known: std::collections::BTreeSet<(ServiceKey, DestKey)> =
+            drains.iter().map(|(s, b, _)| (*s, *b)).collect();
+        self.backend_draining.retain(|labels| known.contains(&(labels.service, labels.backend)));
+        for (service, backend, running) in drains {
+            self.backend_draining.with(BackendLabels { service: *service, backend: *backend }, |gauge| {
+                gauge.set(i64::from(*running));
+            });
         }
     }
 
