@@ -68,6 +68,8 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// The man page (roff, section 8) on stdout.
     Manpage,
+    /// The JSON Schema (draft 2020-12) of a configuration file on stdout, for editors and CI.
+    Schema,
     /// Low-level tools for checking a node by hand.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -91,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),
+        Command::Schema => docs::schema(),
         Command::Debug(command) => debug::run(command),
     }
 }
