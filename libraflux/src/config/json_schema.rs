@@ -5,8 +5,10 @@
 //! One schema accepts any one file: `config.yaml` or a `config.d` drop-in. What only the validator
 //! knows stays with it: rules across keys and files (a section set by two files, unique names and
 //! keys, `timeout` at most `interval`, a backend of the service's family, a node-local section in
-//! a replicated file) and what needs the node (does `control.group` exist). The schema uses only
-//! keywords that mean the same in draft 7, which is what most YAML editors implement.
+//! a replicated file) and what needs the node (does `control.group` exist). Most YAML editors
+//! validate by draft 7: besides `$defs`, which they reach through `$ref`'s JSON pointers, and the
+//! descriptions and defaults beside a `$ref`, which draft 7 ignores, every keyword used here means
+//! the same there.
 
 use serde_json::{Map, Value, json};
 
@@ -26,9 +28,9 @@ const IPV4: &str =
     r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}";
 /// The characters of an IPv6 address, with at least one colon; `format: ipv6` says the rest.
 const IPV6: &str = r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*";
-/// 0 to 65535, as `u16` parses it (no sign; the tests found no leading zeros needed).
+/// 0 to 65535 as `SocketAddr` parses a port: decimal, leading zeros allowed, no sign.
 const PORT: &str =
-    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)";
+    r"0*(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0)";
 
 /// The JSON Schema of one configuration file.
 pub fn json_schema() -> Value {
