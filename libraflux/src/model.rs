@@ -19,6 +19,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Self; 3] = [Self::Tcp, Self::Udp, Self::Sctp];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",

@@ -37,6 +37,7 @@ const APT_PACKAGES: &[&str] = &[
     "libnginx-mod-stream",
     "openssl",
     "nftables",
+    "python3-jsonschema",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

@@ -26,14 +26,18 @@ pub struct Settings {
     pub max_ejected_percent: u8,
 }
 
+impl Settings {
+    pub const DEFAULT: Self = Self {
+        consecutive_failures: 5,
+        ejection: Duration::from_secs(30),
+        max_ejection: Duration::from_secs(300),
+        max_ejected_percent: 50,
+    };
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            ejection: Duration::from_secs(30),
-            max_ejection: Duration::from_secs(300),
-            max_ejected_percent: 50,
-        }
+        Self::DEFAULT
     }
 }
 

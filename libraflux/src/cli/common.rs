@@ -90,7 +90,11 @@ pub fn report_config(loaded: Result<Config, config::ConfigErrors>) -> anyhow::Re
 /// `N errors <what>`.
 pub fn invalid_config(errors: &config::ConfigErrors, what: &str) -> anyhow::Error {
     eprintln!("{errors}");
-    let count = errors.len();
+    config_failure(errors.len(), what)
+}
+
+/// Exit code 65 with `N errors <what>`.
+pub fn config_failure(count: usize, what: &str) -> anyhow::Error {
     let noun = if count == 1 { "error" } else { "errors" };
     Failure::new(exit::INVALID_CONFIG, format!("{count} {noun} {what}")).into()
 }

@@ -1,5 +1,6 @@
-//! `libraflux completions SHELL` and `libraflux manpage`: generated from the same clap
-//! definitions the command line parses, so they cannot drift from it.
+//! `libraflux completions SHELL` and `libraflux manpage`, generated from the same clap
+//! definitions the command line parses, and `libraflux schema`, generated from the tables the
+//! configuration's decoder reads: none of them can drift from what they describe.
 
 use clap::CommandFactory as _;
 
@@ -20,5 +21,12 @@ pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
 pub fn manpage() -> anyhow::Result<()> {
     let command = super::Args::command();
     clap_mangen::Man::new(command).section("8").render(&mut std::io::stdout())?;
+    Ok(())
+}
+
+/// The JSON Schema of a configuration file on stdout, e.g. `libraflux schema > libraflux.schema.json`
+/// (docs/libraflux.schema.json is this output).
+pub fn schema() -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&libraflux::config::json_schema())?);
     Ok(())
 }

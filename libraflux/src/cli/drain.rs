@@ -16,9 +16,10 @@ use libraflux::{
     drain::{Ending, Rules},
     model::{DestKey, Protocol, ServiceKey},
 };
+use serde_json::json;
 
 use super::{
-    common::{Failure, exit},
+    common::{Failure, Output, exit},
     control::failure,
 };
 
@@ -57,6 +58,9 @@ pub struct DrainArgs {
     /// unhealthy backends, or serves nothing).
     #[arg(long)]
     force: bool,
+    /// json: the daemon's answer as one document (with --wait, once the drains ended).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +68,8 @@ pub struct UndrainArgs {
     backend: DestKey,
     #[arg(long)]
     service: Option<ServiceKey>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 pub fn run(args: &DrainArgs, daemon: &Client) -> anyhow::Result<()> {
@@ -78,26 +84,39 @@ pub fn run(args: &DrainArgs, daemon: &Client) -> anyhow::Result<()> {
         force: args.force,
     });
     let reply: DrainReply = daemon.call(&request).map_err(failure)?;
-    for drain in &reply.drains {
-        let now = drain.weight.map_or_else(|| "not in IPVS".to_owned(), |weight| format!("weight {weight}"));
-        println!(
-            "draining {} in {}: IPVS shows {now}; {}",
-            drain.backend,
-            drain.service,
-            describe_rules(drain)
-        );
+    if args.output == Output::Text {
+        for drain in &reply.drains {
+            let now =
+                drain.weight.map_or_else(|| "not in IPVS".to_owned(), |weight| format!("weight {weight}"));
+            println!(
+                "draining {} in {}: IPVS shows {now}; {}",
+                drain.backend,
+                drain.service,
+                describe_rules(drain)
+            );
+        }
     }
     if args.remove
         && reply.drains.iter().any(|d| matches!(d.service, ServiceKey::Addr { protocol: Protocol::Udp, .. }))
     {
         warn_if_udp_stays_pinned();
     }
-    if args.wait { follow(daemon, &reply.drains) } else { Ok(()) }
+    if args.wait {
+        return follow(daemon, &reply, args.output);
+    }
+    if args.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    }
+    Ok(())
 }
 
 pub fn undrain(args: &UndrainArgs, daemon: &Client) -> anyhow::Result<()> {
     let request = Request::Undrain { backend: args.backend, service: args.service };
     let reply: UndrainReply = daemon.call(&request).map_err(failure)?;
+    if args.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(());
+    }
     for undone in &reply.undrained {
         let now = undone.weight.map_or_else(|| "not in IPVS".to_owned(), |weight| format!("weight {weight}"));
         println!("undrained {} in {}: IPVS shows {now}", undone.backend, undone.service);
@@ -131,12 +150,14 @@ fn describe_rules(drain: &Drained) -> String {
 }
 
 /// Follows the drains until the daemon records their end: a live line on a terminal, a plain
-/// line every few seconds otherwise. A daemon that restarts meanwhile is waited for: the drains
-/// are in its state and it finishes them.
-fn follow(daemon: &Client, drains: &[Drained]) -> anyhow::Result<()> {
+/// line every few seconds otherwise, nothing but the final document with `--output json`. A
+/// daemon that restarts meanwhile is waited for: the drains are in its state and it finishes them.
+fn follow(daemon: &Client, asked: &DrainReply, output: Output) -> anyhow::Result<()> {
+    let drains = &asked.drains[..];
     let deadline = drains.iter().map(|d| d.rules.timeout).max().unwrap_or_default() + Duration::from_secs(30);
     let started = Instant::now();
-    let tty = std::io::stdout().is_terminal();
+    let text = output == Output::Text;
+    let tty = text && std::io::stdout().is_terminal();
     let mut last_line = Instant::now();
     loop {
         if started.elapsed() > deadline {
@@ -161,7 +182,7 @@ fn follow(daemon: &Client, drains: &[Drained]) -> anyhow::Result<()> {
                     if tty {
                         println!();
                     }
-                    return finish(&ours);
+                    return finish(asked, &ours, output);
                 }
                 let connections: u64 = ours
                     .iter()
@@ -186,7 +207,7 @@ fn follow(daemon: &Client, drains: &[Drained]) -> anyhow::Result<()> {
         if tty {
             print!("\r{line}\x1b[K");
             std::io::stdout().flush()?;
-        } else if last_line.elapsed() >= Duration::from_secs(5) {
+        } else if text && last_line.elapsed() >= Duration::from_secs(5) {
             println!("{line}");
             last_line = Instant::now();
         }
@@ -202,12 +223,30 @@ fn is_ours(view: &DrainView, drains: &[Drained]) -> bool {
     })
 }
 
-fn finish(ours: &[&DrainView]) -> anyhow::Result<()> {
+/// How each drain ended; with `--output json`, the answer to `drain` with `ended` beside it.
+fn finish(reply: &DrainReply, ours: &[&DrainView], output: Output) -> anyhow::Result<()> {
     let mut timed_out = false;
+    let mut ended = Vec::new();
     for view in ours {
-        let ending = view.drain.ended.map(|ended| ended.ending).expect("all ended");
-        timed_out |= ending == Ending::Timeout;
-        println!("{} in {}: {}", view.drain.backend, view.drain.service, ending.describe());
+        let end = view.drain.ended.expect("all ended");
+        timed_out |= end.ending == Ending::Timeout;
+        match output {
+            Output::Text => {
+                println!("{} in {}: {}", view.drain.backend, view.drain.service, end.ending.describe())
+            }
+            Output::Json => ended.push(json!({
+                "service": view.drain.service,
+                "backend": view.drain.backend,
+                "ending": end.ending,
+                "description": end.ending.describe(),
+                "at_unix_ms": end.at_unix_ms,
+            })),
+        }
+    }
+    if output == Output::Json {
+        let mut document = serde_json::to_value(reply)?;
+        document["ended"] = json!(ended);
+        println!("{}", serde_json::to_string_pretty(&document)?);
     }
     if timed_out {
         return Err(Failure::new(EXIT_DRAIN_TIMEOUT, "the drain timed out").into());

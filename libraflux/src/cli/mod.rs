@@ -68,6 +68,8 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// The man page (roff, section 8) on stdout.
     Manpage,
+    /// The JSON Schema (draft 2020-12) of a configuration file on stdout, for editors and CI.
+    Schema,
     /// Low-level tools for checking a node by hand.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -91,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),
         Command::Manpage => docs::manpage(),
+        Command::Schema => docs::schema(),
         Command::Debug(command) => debug::run(command),
     }
 }
@@ -119,4 +122,54 @@ pub fn render_error(err: &anyhow::Error) -> String {
 /// The exit code of a failed command: the one a [`common::Failure`] carries, else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     err.downcast_ref::<common::Failure>().map_or(common::exit::RUNTIME_FAILURE, |failure| failure.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Args, Command};
+
+    /// Every command line of the roadmap (`seeds/000_*.txt`), its `lbctl` read as `libraflux` and
+    /// `/etc/lbctl` as `/etc/libraflux`.
+    const ROADMAP: &[&str] = &[
+        "libraflux apply --config /etc/libraflux/config.yaml --dry-run",
+        "libraflux snapshot create --name before-upgrade",
+        "libraflux apply --config /etc/libraflux/config.yaml",
+        "libraflux snapshot restore --name before-upgrade",
+        "libraflux convert nginx --input /etc/nginx/nginx.conf --output /etc/libraflux/config.d/",
+    ];
+
+    #[test]
+    fn the_roadmaps_command_lines_parse() {
+        for line in ROADMAP {
+            if let Err(error) = Args::try_parse_from(line.split(' ')) {
+                panic!("{line}: {error}");
+            }
+        }
+    }
+
+    /// A snapshot is named by `NAME` or by `--name NAME`, in every subcommand, but not by both.
+    #[test]
+    fn a_snapshot_name_is_positional_or_an_option() {
+        for command in ["create", "show", "delete", "restore"] {
+            for line in [
+                format!("libraflux snapshot {command} n1"),
+                format!("libraflux snapshot {command} --name n1"),
+            ] {
+                let args =
+                    Args::try_parse_from(line.split(' ')).unwrap_or_else(|error| panic!("{line}: {error}"));
+                let Command::Snapshot(snapshot) = args.command else {
+                    panic!("{line}: not a snapshot command")
+                };
+                assert!(format!("{snapshot:?}").contains("\"n1\""), "{line}: {snapshot:?}");
+            }
+            for line in
+                [format!("libraflux snapshot {command}"), format!("libraflux snapshot {command} a --name b")]
+            {
+                let error = Args::try_parse_from(line.split(' ')).expect_err(&line);
+                assert_eq!(error.exit_code(), 2, "{line}");
+            }
+        }
+    }
 }

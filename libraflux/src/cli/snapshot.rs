@@ -47,8 +47,8 @@ pub struct SnapshotArgs {
 enum SnapshotCommand {
     /// Save the live IPVS table and timeouts as NAME.
     Create {
-        #[arg(long, value_parser = parse_name)]
-        name: SnapshotName,
+        #[command(flatten)]
+        name: NameArg,
         /// Overwrite an existing snapshot of that name.
         #[arg(long)]
         force: bool,
@@ -57,18 +57,18 @@ enum SnapshotCommand {
     List,
     /// One snapshot's content (its JSON document with --output json).
     Show {
-        #[arg(value_parser = parse_name)]
-        name: SnapshotName,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Delete one snapshot file.
     Delete {
-        #[arg(value_parser = parse_name)]
-        name: SnapshotName,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Make IPVS hold the snapshot again: planned, checked and limited like apply.
     Restore {
-        #[arg(value_parser = parse_name)]
-        name: SnapshotName,
+        #[command(flatten)]
+        name: NameArg,
         /// Show the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -82,6 +82,24 @@ enum SnapshotCommand {
     },
 }
 
+/// A snapshot's name, as `NAME` or as `--name NAME` (the roadmap writes it so); one of them.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct NameArg {
+    /// The snapshot's name: letters, digits, `.`, `_` and `-`, not starting with `.`.
+    #[arg(value_name = "NAME", value_parser = parse_name)]
+    positional: Option<SnapshotName>,
+    /// The same, as an option.
+    #[arg(long = "name", value_name = "NAME", value_parser = parse_name)]
+    option: Option<SnapshotName>,
+}
+
+impl NameArg {
+    fn get(&self) -> &SnapshotName {
+        self.positional.as_ref().or(self.option.as_ref()).expect("clap requires one of them")
+    }
+}
+
 fn parse_name(text: &str) -> Result<SnapshotName, String> {
     text.parse().map_err(|err: snapshot::NameError| err.to_string())
 }
@@ -91,10 +109,13 @@ pub fn run(args: &SnapshotArgs, daemon: &libraflux::control::Client) -> anyhow::
     let dir = args.dir.clone().or_else(|| config.as_ref().map(|config| config.snapshots.dir.clone()));
     let store = Store::new(dir.unwrap_or_else(|| snapshot::DEFAULT_DIR.into()));
     match &args.command {
-        SnapshotCommand::Create { name, force } => create(&store, config.as_ref(), name, *force, args.output),
+        SnapshotCommand::Create { name, force } => {
+            create(&store, config.as_ref(), name.get(), *force, args.output)
+        }
         SnapshotCommand::List => list(&store, args.output),
-        SnapshotCommand::Show { name } => show(&store, name, args.output),
+        SnapshotCommand::Show { name } => show(&store, name.get(), args.output),
         SnapshotCommand::Delete { name } => {
+            let name = name.get();
             store.delete(name).map_err(store_failure)?;
             match args.output {
                 Output::Text => println!("Deleted snapshot {name}."),
@@ -103,6 +124,7 @@ pub fn run(args: &SnapshotArgs, daemon: &libraflux::control::Client) -> anyhow::
             Ok(())
         }
         SnapshotCommand::Restore { name, dry_run, force, removal, skip } => {
+            let name = name.get();
             refuse_under_a_running_daemon(daemon, *dry_run)?;
             let restore =
                 Restore { dry_run: *dry_run, force: *force, removal, skip: &skip.names, output: args.output };

@@ -5,16 +5,34 @@ use marked_yaml::Node;
 use super::{
     decode::{Diagnostics, Field},
     error::Position,
+    keys::{Default, Key, Section, Shape},
 };
 use crate::canary::{DEFAULT_INTERVAL, DEFAULT_STEPS, Rollout, unweighted_reason};
 
-const CANARY_KEYS: &[&str] = &["steps", "interval"];
+pub(super) const CANARY: Section = Section {
+    context: "canary",
+    doc: "Roll the backend in gradually by its share of new connections (docs/canary.md).",
+    keys: &[&STEPS, &INTERVAL],
+};
+
+const STEPS: Key = Key::defaults_to(
+    "steps",
+    Shape::List { item: &Shape::Percent, min: 1, max: None },
+    Default::Percents(DEFAULT_STEPS),
+    "Shares of the service's new connections, increasing, the last 100%.",
+);
+const INTERVAL: Key = Key::defaults_to(
+    "interval",
+    Shape::Duration,
+    Default::Duration(DEFAULT_INTERVAL),
+    "How long each step is held.",
+);
 
 /// `canary: { steps: [5%, 25%, 50%, 100%], interval: 2m }`; both keys have defaults.
 pub(super) fn canary(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Rollout> {
-    let map = d.mapping(field.value, field.position(), "canary", CANARY_KEYS)?;
+    let map = d.section(field.value, field.position(), &CANARY)?;
     let before = d.errors.len();
-    let steps = match map.get("steps") {
+    let steps = match map.get(STEPS.name) {
         None => Some(DEFAULT_STEPS.to_vec()),
         Some(steps_field) => {
             let items = d.sequence(steps_field)?;
@@ -22,18 +40,21 @@ pub(super) fn canary(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Rollou
             steps.into_iter().collect()
         }
     };
-    let interval = map.get("interval").map_or(Some(DEFAULT_INTERVAL), |field| d.duration(field));
+    let interval = INTERVAL.duration_or_default(d, &map);
     let rollout = Rollout { steps: steps?, interval: interval? };
     if d.errors.len() != before {
         return None;
     }
     if let Some(why) = rollout.invalid() {
-        let at = map.get("steps").and_then(|field| field.position()).or_else(|| field.position());
+        let at = map.get(STEPS.name).and_then(|field| field.position()).or_else(|| field.position());
         d.error(at, format!("canary: {why}"));
         return None;
     }
     Some(rollout)
 }
+
+/// What [`parse_step`] takes, as a regular expression.
+pub(super) const STEP_PATTERN: &str = r"^\s*\+?0*([1-9][0-9]?|100)\s*%?$";
 
 /// One step: `5%`, or `5`.
 fn step(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<u8> {
@@ -41,13 +62,17 @@ fn step(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<u8> {
         Node::Scalar(scalar) => scalar.as_str(),
         _ => "",
     };
-    let parsed =
-        text.strip_suffix('%').unwrap_or(text).trim().parse::<u8>().ok().filter(|p| (1..=100).contains(p));
+    let parsed = parse_step(text);
     if parsed.is_none() {
         let message = format!("{}: {text:?} is not a step; write a share from 1% to 100%", field.label());
         d.error(field.position(), message);
     }
     parsed
+}
+
+/// A share from 1 to 100, with or without `%`.
+pub(super) fn parse_step(text: &str) -> Option<u8> {
+    text.strip_suffix('%').unwrap_or(text).trim().parse::<u8>().ok().filter(|p| (1..=100).contains(p))
 }
 
 /// The checks that relate canaries to their service: a weighted scheduler, one canary at a

@@ -3,6 +3,7 @@
 
 use super::{
     decode::{Diagnostics, Field},
+    keys::{Key, Section, Shape, Text},
     schema::clean,
 };
 use crate::control::{Group, peer};
@@ -15,10 +16,23 @@ pub struct Control {
     pub group: Option<Group>,
 }
 
+pub(super) const CONTROL: Section = Section {
+    context: "control",
+    doc: "Who may use the daemon's control socket besides root and the daemon's user.",
+    keys: &[&GROUP],
+};
+
+/// [`is_group_name`].
+const GROUP: Key = Key::optional(
+    "group",
+    Shape::Text(Text::matching(r"^[A-Za-z_][A-Za-z0-9_-]*\$?$").at_most(32)),
+    "A group whose members may use the control socket; it must exist on the node.",
+);
+
 pub(super) fn control(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Control> {
-    let map = d.mapping(field.value, field.position(), "control", &["group"])?;
+    let map = d.section(field.value, field.position(), &CONTROL)?;
     clean(d, |d| {
-        let group = map.get("group").and_then(|field| {
+        let group = map.get(GROUP.name).and_then(|field| {
             let name = d.string(field)?;
             if !is_group_name(name) {
                 d.error(field.position(), format!("control.group: {name:?} is not a group name"));

@@ -100,6 +100,21 @@ fn second_document_line(text: &str) -> Option<usize> {
     None
 }
 
+/// The units humantime's `parse_duration` knows, longest first within each group (so that a
+/// regular expression tries `ms` before `m`).
+const DURATION_UNITS: &[&str] = &[
+    "nanos", "nsec", "ns", "usec", "us", "\u{b5}s", "millis", "msec", "ms", "seconds", "second", "secs",
+    "sec", "s", "minutes", "minute", "mins", "min", "m", "hours", "hour", "hrs", "hr", "h", "days", "day",
+    "d", "weeks", "week", "wks", "wk", "w", "months", "month", "M", "years", "year", "yrs", "yr", "y",
+];
+
+/// What [`Diagnostics::duration`] accepts, as a regular expression: numbers (a fraction allowed)
+/// each with a unit, white space between them optional. humantime also takes a few oddities this
+/// leaves out (digits split by spaces), and refuses what overflows.
+pub(super) fn duration_pattern() -> String {
+    format!(r"^\s*([0-9]+(\.[0-9]+)?\s*({})\s*)+$", DURATION_UNITS.join("|"))
+}
+
 /// A plain empty, `~` or `null` scalar.
 pub(super) fn is_null(node: &Node) -> bool {
     matches!(node, Node::Scalar(scalar) if scalar.may_coerce()

@@ -14,6 +14,8 @@ mod decode;
 mod error;
 mod files;
 mod health;
+mod json_schema;
+mod keys;
 mod node_local;
 mod replication;
 mod schema;
@@ -34,6 +36,7 @@ pub use files::{
     DEFAULT_DIR, DROP_IN_DIR, Layout, MAIN_FILE, Source, layout, node_local_sources, read_sources,
     source_paths, yaml_files_in,
 };
+pub use json_schema::json_schema;
 pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use replication::{Replication, Role};
 pub use sync::SyncConfig;
@@ -104,14 +107,18 @@ pub struct Limits {
     pub max_backends_removed_percent: u32,
 }
 
+impl Limits {
+    pub const DEFAULT: Self = Self {
+        max_services_created: 100,
+        max_backends_per_service: 50,
+        max_services_deleted: 10,
+        max_backends_removed_percent: 50,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_services_created: 100,
-            max_backends_per_service: 50,
-            max_services_deleted: 10,
-            max_backends_removed_percent: 50,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -122,13 +129,17 @@ pub struct Metrics {
     pub max_series: u64,
 }
 
+impl Metrics {
+    pub const DEFAULT: Self = Self {
+        listen: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9469)),
+        collect_interval: Duration::from_secs(30),
+        max_series: 50_000,
+    };
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9469)),
-            collect_interval: Duration::from_secs(30),
-            max_series: 50_000,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -270,12 +281,16 @@ pub struct Drain {
     pub quiet: Duration,
 }
 
+impl Drain {
+    pub const DEFAULT: Self = Self {
+        grace: Duration::from_secs(30),
+        timeout: Duration::from_secs(300),
+        quiet: Duration::from_secs(10),
+    };
+}
+
 impl Default for Drain {
     fn default() -> Self {
-        Self {
-            grace: Duration::from_secs(30),
-            timeout: Duration::from_secs(300),
-            quiet: Duration::from_secs(10),
-        }
+        Self::DEFAULT
     }
 }

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use super::{
     decode::{Diagnostics, Field},
+    keys::{Key, Section, Shape, Text},
     schema::clean,
 };
 
@@ -49,21 +50,48 @@ impl std::fmt::Display for Role {
 
 const ADDRESS: &str = "an address:port like 192.0.2.1:9470 ([2001:db8::1]:9470 for IPv6)";
 
+pub(super) const REPLICATION: Section = Section {
+    context: "replication",
+    doc: "This node's part in a pair that replicates config.d from a primary to a secondary (docs/ha.md).",
+    keys: &[&ROLE, &LISTEN, &PEER, &KEY_FILES],
+};
+
+const ROLE: Key = Key::required(
+    "role",
+    Shape::Choice(&[Role::Primary.name(), Role::Secondary.name()]),
+    "primary: bundles its config.d and announces it; secondary: runs the primary's config.d.",
+);
+const LISTEN: Key = Key::required(
+    "listen",
+    Shape::SocketAddr,
+    "address:port where this node accepts its peer's connections.",
+);
+const PEER: Key = Key::required("peer", Shape::SocketAddr, "The other node's listen address.");
+/// One or two paths: absolute, or a bare file name (see [`key_files`]).
+const KEY_FILES: Key = Key::required(
+    "key_files",
+    Shape::List {
+        item: &Shape::Text(Text::matching(r"^(/.*|[^/]*[^/.][^/]*|\.{3,})$")),
+        min: 1,
+        max: Some(2),
+    },
+    "One shared key file, or two while a key is rotated: an absolute path, or the bare name of a systemd credential.",
+);
+
 pub(super) fn replication(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Replication> {
-    let keys = ["role", "listen", "peer", "key_files"];
-    let map = d.mapping(field.value, field.position(), "replication", &keys)?;
+    let map = d.section(field.value, field.position(), &REPLICATION)?;
     clean(d, |d| {
-        let role = d.required(&map, "role").and_then(|field| d.choice(field, &["primary", "secondary"]));
-        let listen = d.required(&map, "listen").and_then(|field| d.parsed::<SocketAddr>(field, ADDRESS));
-        let peer = d.required(&map, "peer").and_then(|field| d.parsed::<SocketAddr>(field, ADDRESS));
-        if let (Some(listen), Some(peer), Some(field)) = (listen, peer, map.get("peer"))
+        let role = ROLE.field(d, &map).and_then(|field| ROLE.choice(d, field));
+        let listen = LISTEN.field(d, &map).and_then(|field| d.parsed::<SocketAddr>(field, ADDRESS));
+        let peer = PEER.field(d, &map).and_then(|field| d.parsed::<SocketAddr>(field, ADDRESS));
+        if let (Some(listen), Some(peer), Some(field)) = (listen, peer, map.get(PEER.name))
             && listen == peer
         {
             d.error(field.position(), "replication.peer: is this node's own listen address");
         }
-        let key_files = d.required(&map, "key_files").map(|field| key_files(d, field)).unwrap_or_default();
+        let key_files = KEY_FILES.field(d, &map).map(|field| key_files(d, field)).unwrap_or_default();
         Replication {
-            role: if role == Some("secondary") { Role::Secondary } else { Role::Primary },
+            role: if role == Some(Role::Secondary.name()) { Role::Secondary } else { Role::Primary },
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
             peer: peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
             key_files,
@@ -74,7 +102,8 @@ pub(super) fn replication(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<R
 /// One or two paths: absolute, or a bare file name (a systemd credential).
 fn key_files(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<PathBuf> {
     let items = d.sequence(field).unwrap_or_default();
-    if !(1..=2).contains(&items.len()) {
+    let Shape::List { min, max, .. } = KEY_FILES.shape else { unreachable!("key_files is a list") };
+    if !(min..=max.unwrap_or(u64::MAX)).contains(&(items.len() as u64)) {
         let message = "replication.key_files: expected one key file, or two while a key is rotated";
         d.error(field.position(), message);
     }
@@ -82,7 +111,7 @@ fn key_files(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<PathBuf> {
     for item in items {
         let item = field.item(item);
         let Some(path) = d.string(item) else { continue };
-        if !path.starts_with('/') && (path.contains('/') || path == "." || path == "..") {
+        if !path.starts_with('/') && (path.is_empty() || path.contains('/') || path == "." || path == "..") {
             let message = format!(
                 "replication.key_files: {path:?} must be an absolute path, or the bare name of a systemd credential"
             );

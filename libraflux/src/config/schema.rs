@@ -10,6 +10,7 @@ use super::{
     control::{Control, control},
     decode::{Diagnostics, Field},
     error::Position,
+    keys::{Default, Key, Section, Shape, Text},
     replication::{Replication, replication},
     service::{ServiceDecl, service},
     sync::{SyncConfig, sync},
@@ -51,12 +52,152 @@ pub(super) enum IgnoreEntry {
     Vip(IpAddr),
 }
 
-const TOP_KEYS: &[&str] =
-    &["node", "limits", "metrics", "snapshots", "control", "replication", "sync", "ignore", "services"];
+/// A config file: any file may set any section; `validate` allows each section but `services`
+/// and `ignore` in one file only, and a replicated file none of the node-local ones.
+pub(super) const TOP: Section = Section {
+    context: "",
+    doc: "A LibraFlux configuration file: /etc/libraflux/config.yaml or a file of config.d. Sections \
+          other than services and ignore may be set by one file only; node, metrics, control, snapshots, \
+          replication and sync are node-local and may not be in a replicated (config.d) file.",
+    keys: &[
+        &Key::optional("node", Shape::Mapping(&NODE), "This node."),
+        &Key::optional(
+            "limits",
+            Shape::Mapping(&LIMITS),
+            "Change limits per apply; apply --force overrides them.",
+        ),
+        &Key::optional("metrics", Shape::Mapping(&METRICS), "The Prometheus endpoint."),
+        &Key::optional("snapshots", Shape::Mapping(&SNAPSHOTS), "Where snapshots are kept."),
+        &Key::optional(
+            "control",
+            Shape::Mapping(&super::control::CONTROL),
+            "Who may use the control socket.",
+        ),
+        &Key::optional(
+            "replication",
+            Shape::Mapping(&super::replication::REPLICATION),
+            "Config replication in a pair.",
+        ),
+        &Key::optional(
+            "sync",
+            Shape::Mapping(&super::sync::SYNC),
+            "The kernel's IPVS connection sync daemon.",
+        ),
+        &Key::optional("ignore", Shape::List { item: &Shape::ServiceKeyOrIp, min: 0, max: None }, IGNORE_DOC),
+        &Key::optional(
+            "services",
+            Shape::List { item: &Shape::Mapping(&super::service::SERVICE), min: 0, max: None },
+            "The IPVS virtual services.",
+        ),
+    ],
+};
+
+const IGNORE_DOC: &str = "Services LibraFlux never touches: a service key (tcp:192.0.2.1:80, fwmark:17) or a VIP (every service on it).";
+
+const NODE: Section =
+    Section { context: "node", doc: "This node.", keys: &[&NODE_NAME, &INTERFACE, &EXPECTED_CONNECTIONS] };
+
+const NODE_NAME: Key =
+    Key::optional("name", Shape::Text(Text::matching(r"^\S+$")), "One word; default: the host name.");
+const INTERFACE: Key = Key::optional(
+    "interface",
+    Shape::OneOrList(&Shape::Text(INTERFACE_NAME)),
+    "Where the VIPs live and the eBPF counters attach; a list for two-armed nodes: [eth0, eth1].",
+);
+const EXPECTED_CONNECTIONS: Key = Key::optional(
+    "expected_connections",
+    Shape::Integer { min: 1, max: u32::MAX as u64 },
+    "Peak connections the node should carry (the conn_table_size pre-flight check).",
+);
+
+/// What the kernel accepts as an interface name ([`is_interface_name`]): no `/`, no white space,
+/// not `.` or `..`, at most 15 bytes.
+pub(super) const INTERFACE_NAME: Text = Text::matching(r"^([^/\s]*[^/\s.][^/\s]*|\.{3,})$").at_most(15);
+
+const LIMITS: Section = Section {
+    context: "limits",
+    doc: "Change limits per apply; apply --force overrides them.",
+    keys: &[
+        &MAX_SERVICES_CREATED,
+        &MAX_BACKENDS_PER_SERVICE,
+        &MAX_SERVICES_DELETED,
+        &MAX_BACKENDS_REMOVED_PERCENT,
+    ],
+};
+
+const COUNT: Shape = Shape::Integer { min: 0, max: u32::MAX as u64 };
+const MAX_SERVICES_CREATED: Key = Key::defaults_to(
+    "max_services_created",
+    COUNT,
+    Default::Integer(Limits::DEFAULT.max_services_created as u64),
+    "Services one apply may create.",
+);
+const MAX_BACKENDS_PER_SERVICE: Key = Key::defaults_to(
+    "max_backends_per_service",
+    COUNT,
+    Default::Integer(Limits::DEFAULT.max_backends_per_service as u64),
+    "Backends one apply may add to one service.",
+);
+const MAX_SERVICES_DELETED: Key = Key::defaults_to(
+    "max_services_deleted",
+    COUNT,
+    Default::Integer(Limits::DEFAULT.max_services_deleted as u64),
+    "Services one apply may delete.",
+);
+const MAX_BACKENDS_REMOVED_PERCENT: Key = Key::defaults_to(
+    "max_backends_removed_percent",
+    Shape::Integer { min: 0, max: 100 },
+    Default::Integer(Limits::DEFAULT.max_backends_removed_percent as u64),
+    "The share of a service's backends one apply may remove or set to weight 0.",
+);
+
+const METRICS: Section = Section {
+    context: "metrics",
+    doc: "The Prometheus endpoint.",
+    keys: &[&LISTEN, &COLLECT_INTERVAL, &MAX_SERIES],
+};
+
+const LISTEN: Key = Key::defaults_to(
+    "listen",
+    Shape::SocketAddr,
+    Default::SocketAddr(Metrics::DEFAULT.listen),
+    "address:port of /metrics ([::1]:9469 for IPv6).",
+);
+const COLLECT_INTERVAL: Key = Key::defaults_to(
+    "collect_interval",
+    Shape::Duration,
+    Default::Duration(Metrics::DEFAULT.collect_interval),
+    "How often IPVS and eBPF counters are collected; longer than 0s.",
+);
+const MAX_SERIES: Key = Key::defaults_to(
+    "max_series",
+    Shape::Integer { min: 1, max: u64::MAX },
+    Default::Integer(Metrics::DEFAULT.max_series),
+    "Cardinality limit.",
+);
+
+const SNAPSHOTS: Section = Section {
+    context: "snapshots",
+    doc: "Where libraflux snapshot keeps its files, and how many automatic ones apply keeps.",
+    keys: &[&SNAPSHOT_DIR, &KEEP],
+};
+
+const SNAPSHOT_DIR: Key = Key::defaults_to(
+    "dir",
+    Shape::Text(Text::matching("^/")),
+    Default::Word(crate::snapshot::DEFAULT_DIR),
+    "Absolute path of the snapshot directory.",
+);
+const KEEP: Key = Key::defaults_to(
+    "keep",
+    Shape::Integer { min: 1, max: 100_000 },
+    Default::Integer(crate::snapshot::DEFAULT_KEEP as u64),
+    "Automatic pre-apply-* snapshots kept.",
+);
 
 pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     let mut decl = FileDecl::default();
-    let Some(root) = d.mapping(root, None, "", TOP_KEYS) else { return decl };
+    let Some(root) = d.section(root, None, &TOP) else { return decl };
     if let Some(field) = root.get("node") {
         decl.node = located(field, node(d, field));
     }
@@ -99,19 +240,17 @@ pub(super) fn clean<T>(d: &mut Diagnostics<'_>, decode: impl FnOnce(&mut Diagnos
 }
 
 fn node(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<NodeDecl> {
-    let map =
-        d.mapping(field.value, field.position(), "node", &["name", "interface", "expected_connections"])?;
+    let map = d.section(field.value, field.position(), &NODE)?;
     clean(d, |d| {
-        let name = map.get("name").and_then(|field| {
+        let name = map.get(NODE_NAME.name).and_then(|field| {
             let name = d.string(field)?;
             if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
                 d.error(field.position(), format!("node.name: {name:?} must be one word"));
             }
             Some(name.to_owned())
         });
-        let interfaces = map.get("interface").map(|field| interfaces(d, field)).unwrap_or_default();
-        let expected_connections =
-            map.get("expected_connections").and_then(|field| d.integer(field, 1, u64::from(u32::MAX)));
+        let interfaces = map.get(INTERFACE.name).map(|field| interfaces(d, field)).unwrap_or_default();
+        let expected_connections = EXPECTED_CONNECTIONS.optional_integer(d, &map).flatten();
         NodeDecl { name, interfaces, expected_connections }
     })
 }
@@ -151,47 +290,31 @@ pub(super) fn is_interface_name(name: &str) -> bool {
 }
 
 fn limits(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Limits> {
-    let keys = [
-        "max_services_created",
-        "max_backends_per_service",
-        "max_services_deleted",
-        "max_backends_removed_percent",
-    ];
-    let map = d.mapping(field.value, field.position(), "limits", &keys)?;
+    let map = d.section(field.value, field.position(), &LIMITS)?;
     clean(d, |d| {
-        let defaults = Limits::default();
-        let mut limit = |key: &str, default: u32| {
-            map.get(key).map_or(Some(default), |field| d.integer(field, 0, u64::from(u32::MAX)))
-        };
+        let mut limit = |key: &Key| key.integer_or_default(d, &map).unwrap_or_default();
         Limits {
-            max_services_created: limit(keys[0], defaults.max_services_created).unwrap_or_default(),
-            max_backends_per_service: limit(keys[1], defaults.max_backends_per_service).unwrap_or_default(),
-            max_services_deleted: limit(keys[2], defaults.max_services_deleted).unwrap_or_default(),
-            max_backends_removed_percent: map
-                .get(keys[3])
-                .map_or(Some(defaults.max_backends_removed_percent), |field| d.integer(field, 0, 100))
-                .unwrap_or_default(),
+            max_services_created: limit(&MAX_SERVICES_CREATED),
+            max_backends_per_service: limit(&MAX_BACKENDS_PER_SERVICE),
+            max_services_deleted: limit(&MAX_SERVICES_DELETED),
+            max_backends_removed_percent: limit(&MAX_BACKENDS_REMOVED_PERCENT),
         }
     })
 }
 
 fn metrics(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Metrics> {
-    let keys = ["listen", "collect_interval", "max_series"];
-    let map = d.mapping(field.value, field.position(), "metrics", &keys)?;
+    let map = d.section(field.value, field.position(), &METRICS)?;
     clean(d, |d| {
-        let defaults = Metrics::default();
-        let listen = map.get("listen").map_or(Some(defaults.listen), |field| {
+        let defaults = Metrics::DEFAULT;
+        let listen = map.get(LISTEN.name).map_or(Some(defaults.listen), |field| {
             d.parsed::<SocketAddr>(field, "an address:port like 127.0.0.1:9469 ([::1]:9469 for IPv6)")
         });
-        let collect_interval = map.get("collect_interval").map_or(Some(defaults.collect_interval), |field| {
-            let interval = d.duration(field)?;
-            if interval.is_zero() {
-                d.error(field.position(), "metrics.collect_interval: must be longer than 0s");
-            }
-            Some(interval)
-        });
-        let max_series =
-            map.get("max_series").map_or(Some(defaults.max_series), |field| d.integer(field, 1, u64::MAX));
+        let collect_interval = COLLECT_INTERVAL.duration_or_default(d, &map);
+        if collect_interval.is_some_and(|interval| interval.is_zero()) {
+            let at = map.get(COLLECT_INTERVAL.name).and_then(|field| field.position());
+            d.error(at, "metrics.collect_interval: must be longer than 0s");
+        }
+        let max_series = MAX_SERIES.integer_or_default(d, &map);
         Metrics {
             listen: listen.unwrap_or(defaults.listen),
             collect_interval: collect_interval.unwrap_or_default(),
@@ -201,17 +324,17 @@ fn metrics(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Metrics> {
 }
 
 fn snapshots(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Snapshots> {
-    let map = d.mapping(field.value, field.position(), "snapshots", &["dir", "keep"])?;
+    let map = d.section(field.value, field.position(), &SNAPSHOTS)?;
     clean(d, |d| {
         let defaults = Snapshots::default();
-        let dir = map.get("dir").map_or(Some(defaults.dir.clone()), |field| {
+        let dir = map.get(SNAPSHOT_DIR.name).map_or(Some(defaults.dir.clone()), |field| {
             let dir = d.string(field)?;
             if !dir.starts_with('/') {
                 d.error(field.position(), format!("snapshots.dir: {dir:?} must be an absolute path"));
             }
             Some(dir.into())
         });
-        let keep = map.get("keep").map_or(Some(defaults.keep), |field| d.integer(field, 1, 100_000));
+        let keep = KEEP.integer_or_default(d, &map);
         Snapshots { dir: dir.unwrap_or(defaults.dir), keep: keep.unwrap_or(defaults.keep) }
     })
 }

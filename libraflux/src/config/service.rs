@@ -10,6 +10,7 @@ use super::{
     decode::{Diagnostics, Field, Map, position},
     error::Position,
     health,
+    keys::{Default, Key, Presence, Section, Shape, Text},
     schema::Located,
 };
 use crate::{
@@ -26,40 +27,115 @@ pub(super) struct ServiceDecl {
     pub built: Option<(Service, ServiceSettings)>,
 }
 
-const SERVICE_KEYS: &[&str] = &[
-    "name",
-    "protocol",
-    "vip",
-    "port",
-    "fwmark",
-    "family",
-    "scheduler",
-    "forwarding",
-    "persistence",
-    "health",
-    "on_unhealthy",
-    "drain",
+pub(super) const SERVICE: Section = Section {
+    context: "service",
+    doc: "One IPVS virtual service: protocol, vip and port, or fwmark.",
+    keys: &[
+        &NAME,
+        &PROTOCOL,
+        &VIP,
+        &PORT,
+        &FWMARK,
+        &FAMILY,
+        &SCHEDULER,
+        &FORWARDING,
+        &PERSISTENCE,
+        &HEALTH,
+        &ON_UNHEALTHY,
+        &DRAIN,
+        &CIRCUIT_BREAKER,
+        &BACKENDS,
+    ],
+};
+
+pub(super) const HEALTH: Key = Key::optional("health", Shape::Health, "The health check.");
+const DRAIN: Key = Key::optional("drain", Shape::Mapping(&health::DRAIN), "How a backend is drained.");
+const CIRCUIT_BREAKER: Key = Key::optional(
     "circuit_breaker",
+    Shape::Mapping(&breaker::CIRCUIT_BREAKER),
+    "Eject backends whose connection attempts keep failing.",
+);
+
+/// What [`service_name`] takes.
+const NAME: Key = Key::required(
+    "name",
+    Shape::Text(Text::matching("^[a-z0-9_-]{1,63}$")),
+    "Unique across all files: 1 to 63 characters of a-z, 0-9, _ and -.",
+);
+pub(super) const PROTOCOL: Key = Key {
+    name: "protocol",
+    shape: Shape::Choice(&[Protocol::Tcp.as_str(), Protocol::Udp.as_str()]),
+    presence: Presence::Unless(FWMARK.name),
+    default: None,
+    doc: "The transport protocol.",
+};
+const VIP: Key = Key {
+    name: "vip",
+    shape: Shape::Ip,
+    presence: Presence::Unless(FWMARK.name),
+    default: None,
+    doc: "The virtual IP, IPv4 or IPv6 (not unspecified, not multicast).",
+};
+const PORT: Key = Key {
+    name: "port",
+    shape: Shape::Integer { min: 1, max: 65535 },
+    presence: Presence::Unless(FWMARK.name),
+    default: None,
+    doc: "The virtual port.",
+};
+const FWMARK: Key = Key::optional(
+    "fwmark",
+    Shape::Integer { min: 1, max: u32::MAX as u64 },
+    "A firewall-mark service, instead of protocol, vip and port.",
+);
+const FAMILY: Key = Key {
+    name: "family",
+    shape: Shape::Choice(&["ipv4", "ipv6"]),
+    presence: Presence::OnlyWith(FWMARK.name),
+    default: None,
+    doc: "A fwmark service's address family; default: its first backend's (ipv4 without backends).",
+};
+const SCHEDULER: Key = Key::required("scheduler", Shape::Choice(SCHEDULERS), "The IPVS scheduler.");
+const FORWARDING: Key = Key::defaults_to(
+    "forwarding",
+    Shape::Choice(&["nat", "dr", "tunnel"]),
+    Default::Word("nat"),
+    "How IPVS forwards to every backend; dr and tunnel cannot rewrite ports.",
+);
+const PERSISTENCE: Key = Key::optional(
+    "persistence",
+    Shape::Duration,
+    "IPVS persistent timeout, whole seconds, at least 1s; default: not persistent.",
+);
+const ON_UNHEALTHY: Key = Key::defaults_to(
+    "on_unhealthy",
+    Shape::Choice(&["quiesce", "remove"]),
+    Default::Word("quiesce"),
+    "quiesce: weight 0, established connections live on; remove: delete the backend.",
+);
+const BACKENDS: Key = Key::required(
     "backends",
-];
+    Shape::List { item: &Shape::Mapping(&BACKEND), min: 0, max: None },
+    "The real servers; may be empty (a warning).",
+);
 
 /// The schedulers of the mainline kernel (`net/netfilter/ipvs/ip_vs_*.c`).
 pub(super) const SCHEDULERS: &[&str] =
     &["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"];
 
 pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
-    let Some(map) = d.mapping(item, position(item.span()), "service", SERVICE_KEYS) else {
+    let Some(map) = d.section(item, position(item.span()), &SERVICE) else {
         return ServiceDecl { name: None, key: None, built: None };
     };
     let before = d.errors.len();
-    let name = d.required(&map, "name").and_then(|field| service_name(d, field));
+    let name = NAME.field(d, &map).and_then(|field| service_name(d, field));
     let key = service_key(d, &map);
     let service_key = key.as_ref().map(|key| key.value);
-    let scheduler = d.required(&map, "scheduler").and_then(|field| d.choice(field, SCHEDULERS));
-    let forwarding = map.get("forwarding").map_or(Some(Forwarding::Nat), |field| forwarding(d, field));
-    let persistence = map.get("persistence").map_or(Some(None), |field| persistence(d, field).map(Some));
-    let backends = d
-        .required(&map, "backends")
+    let scheduler = SCHEDULER.field(d, &map).and_then(|field| SCHEDULER.choice(d, field));
+    let forwarding = forwarding(d, &map);
+    let persistence = map.get(PERSISTENCE.name).map_or(Some(None), |field| persistence(d, field).map(Some));
+    let backends = BACKENDS
+        .field(d, &map)
         .and_then(|field| backends(d, field, service_key, forwarding.unwrap_or(Forwarding::Nat)));
     let (destinations, canaries) =
         backends.map_or((None, None), |(dests, canaries)| (Some(dests), Some(canaries)));
@@ -68,15 +144,13 @@ pub(super) fn service(d: &mut Diagnostics<'_>, item: &Node) -> ServiceDecl {
             canaries.values().map(|(at, _, weight)| (*at, *weight)).collect();
         canary::check_service(d, scheduler, &weights);
     }
-    let health = health::health(d, map.get("health"), service_key, destinations.as_ref());
-    let on_unhealthy = map.get("on_unhealthy").map_or(Some(OnUnhealthy::default()), |field| {
-        d.choice(field, &["quiesce", "remove"]).map(|choice| match choice {
-            "remove" => OnUnhealthy::Remove,
-            _ => OnUnhealthy::Quiesce,
-        })
+    let health = health::health(d, map.get(HEALTH.name), service_key, destinations.as_ref());
+    let on_unhealthy = ON_UNHEALTHY.choice_or_default(d, &map).map(|choice| match choice {
+        "remove" => OnUnhealthy::Remove,
+        _ => OnUnhealthy::Quiesce,
     });
-    let drain = map.get("drain").map_or(Some(Drain::default()), |field| health::drain(d, field));
-    let circuit_breaker = match map.get("circuit_breaker") {
+    let drain = map.get(DRAIN.name).map_or(Some(Drain::default()), |field| health::drain(d, field));
+    let circuit_breaker = match map.get(CIRCUIT_BREAKER.name) {
         Some(field) => breaker::circuit_breaker(d, field).map(Some),
         None => Some(None),
     };
@@ -127,33 +201,34 @@ fn service_name(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Located<Str
 
 /// `protocol` + `vip` + `port`, or `fwmark` (+ `family`).
 fn service_key(d: &mut Diagnostics<'_>, map: &Map<'_>) -> Option<Located<ServiceKey>> {
-    if let Some(fwmark) = map.get("fwmark") {
-        for key in ["protocol", "vip", "port"] {
+    if let Some(fwmark) = map.get(FWMARK.name) {
+        let replaced = SERVICE.keys.iter().filter(|key| key.presence == Presence::Unless(FWMARK.name));
+        for key in replaced.map(|key| key.name) {
             if let Some(field) = map.get(key) {
                 let message =
                     format!("{key} does not apply to a fwmark service: the mark selects its traffic");
                 d.error(field.key_position(), message);
             }
         }
-        let family = match map.get("family") {
-            Some(field) => d.choice(field, &["ipv4", "ipv6"]).map(|choice| match choice {
+        let family = match map.get(FAMILY.name) {
+            Some(field) => FAMILY.choice(d, field).map(|choice| match choice {
                 "ipv6" => Family::V6,
                 _ => Family::V4,
             }),
             None => Some(first_backend_family(map).unwrap_or(Family::V4)),
         };
-        let mark = d.integer(fwmark, 1, u64::from(u32::MAX));
+        let mark = FWMARK.integer(d, fwmark);
         return Some(Located {
             value: ServiceKey::Fwmark { mark: mark?, family: family? },
             at: fwmark.position(),
         });
     }
-    if let Some(field) = map.get("family") {
+    if let Some(field) = map.get(FAMILY.name) {
         let message = "family applies only to fwmark services: a VIP's address gives its family";
         d.error(field.key_position(), message);
     }
-    let protocol = d.required(map, "protocol").and_then(|field| d.choice(field, &["tcp", "udp"]));
-    let vip_field = d.required(map, "vip");
+    let protocol = d.required(map, PROTOCOL.name).and_then(|field| PROTOCOL.choice(d, field));
+    let vip_field = d.required(map, VIP.name);
     let vip = vip_field.and_then(|field| {
         let addr = d.ip(field)?;
         if addr.is_unspecified() || addr.is_multicast() {
@@ -162,16 +237,16 @@ fn service_key(d: &mut Diagnostics<'_>, map: &Map<'_>) -> Option<Located<Service
         }
         Some(addr)
     });
-    let port = d.required(map, "port").and_then(|field| d.integer(field, 1, 65535));
+    let port = d.required(map, PORT.name).and_then(|field| PORT.integer(d, field));
     let protocol: Protocol = protocol?.parse().ok()?;
     Some(Located { value: ServiceKey::Addr { protocol, addr: vip?, port: port? }, at: vip_field?.position() })
 }
 
 /// A fwmark service without `family` takes the family of its first backend.
 fn first_backend_family(map: &Map<'_>) -> Option<Family> {
-    let Node::Sequence(items) = map.get("backends")?.value else { return None };
+    let Node::Sequence(items) = map.get(BACKENDS.name)?.value else { return None };
     let Node::Mapping(backend) = items.first()? else { return None };
-    let address: IpAddr = backend.get_scalar("address")?.as_str().parse().ok()?;
+    let address: IpAddr = backend.get_scalar(ADDRESS.name)?.as_str().parse().ok()?;
     Some(family_of(address))
 }
 
@@ -186,8 +261,8 @@ fn family_name(family: Family) -> &'static str {
     }
 }
 
-fn forwarding(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Forwarding> {
-    d.choice(field, &["nat", "dr", "tunnel"]).map(|choice| match choice {
+fn forwarding(d: &mut Diagnostics<'_>, map: &Map<'_>) -> Option<Forwarding> {
+    FORWARDING.choice_or_default(d, map).map(|choice| match choice {
         "dr" => Forwarding::Dr,
         "tunnel" => Forwarding::Tunnel,
         _ => Forwarding::Nat,
@@ -210,7 +285,37 @@ fn persistence(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<u32> {
     seconds
 }
 
-const BACKEND_KEYS: &[&str] = &["address", "port", "weight", "max_connections", "canary"];
+const BACKEND: Section = Section {
+    context: "backend",
+    doc: "One real server of the service.",
+    keys: &[&ADDRESS, &BACKEND_PORT, &WEIGHT, &MAX_CONNECTIONS, &CANARY],
+};
+
+const CANARY: Key =
+    Key::optional("canary", Shape::Mapping(&canary::CANARY), "Roll the backend in gradually.");
+
+const ADDRESS: Key = Key::required(
+    "address",
+    Shape::Ip,
+    "IPv4 or IPv6, of the service's family (not unspecified, not multicast).",
+);
+const BACKEND_PORT: Key = Key::optional(
+    "port",
+    Shape::Integer { min: 1, max: 65535 },
+    "Default: the service port (a fwmark service's backend keeps the packet's port).",
+);
+const WEIGHT: Key = Key::defaults_to(
+    "weight",
+    Shape::Integer { min: 0, max: 65535 },
+    Default::Integer(1),
+    "0 takes no new connections.",
+);
+const MAX_CONNECTIONS: Key = Key::defaults_to(
+    "max_connections",
+    Shape::Integer { min: 0, max: u32::MAX as u64 },
+    Default::Integer(0),
+    "IPVS's upper connection threshold; 0: no limit.",
+);
 
 /// The canaries of a service: where each is written, its rollout and its configured weight.
 type Canaries = BTreeMap<DestKey, (Option<Position>, Rollout, u32)>;
@@ -271,8 +376,8 @@ fn backend(
     service: Option<ServiceKey>,
     forwarding: Forwarding,
 ) -> Option<Backend> {
-    let map = d.mapping(item, position(item.span()), "backend", BACKEND_KEYS)?;
-    let address = d.required(&map, "address");
+    let map = d.section(item, position(item.span()), &BACKEND)?;
+    let address = ADDRESS.field(d, &map);
     let addr = address.and_then(|field| {
         let addr = d.ip(field)?;
         if addr.is_unspecified() || addr.is_multicast() {
@@ -281,18 +386,17 @@ fn backend(
         }
         Some(addr)
     });
-    let port_field = map.get("port");
+    let port_field = map.get(BACKEND_PORT.name);
     let port = match (port_field, service) {
-        (Some(field), _) => d.integer(field, 1, 65535),
+        (Some(field), _) => BACKEND_PORT.integer(d, field),
         (None, Some(ServiceKey::Addr { port, .. })) => Some(port),
         // A fwmark service's backend without a port keeps the packet's destination port.
         (None, Some(ServiceKey::Fwmark { .. })) => Some(0),
         (None, None) => None,
     };
-    let weight = map.get("weight").map_or(Some(1), |field| d.integer(field, 0, 65535));
-    let max_connections =
-        map.get("max_connections").map_or(Some(0), |field| d.integer(field, 0, u64::from(u32::MAX)));
-    let canary = match map.get("canary") {
+    let weight = WEIGHT.integer_or_default(d, &map);
+    let max_connections = MAX_CONNECTIONS.integer_or_default(d, &map);
+    let canary = match map.get(CANARY.name) {
         Some(field) => Some((field.key_position(), canary::canary(d, field)?)),
         None => None,
     };

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use super::{
     decode::{Diagnostics, Field},
-    schema::{clean, is_interface_name},
+    keys::{Default, Key, Section, Shape},
+    schema::{INTERFACE_NAME, clean, is_interface_name},
 };
 use crate::ipvs::{
     SyncDaemon, SyncState,
@@ -58,14 +59,61 @@ pub(crate) fn example(interface: &str, start_as: SyncState) -> SyncConfig {
     }
 }
 
-const KEYS: &[&str] = &["interface", "sync_id", "group", "port", "ttl", "max_len", "start_as"];
+pub(super) const SYNC: Section = Section {
+    context: "sync",
+    doc: "The kernel's IPVS connection sync daemon that LibraFlux runs for an HA pair.",
+    keys: &[&INTERFACE, &SYNC_ID, &GROUP, &PORT, &TTL, &MAX_LEN, &START_AS],
+};
 
-/// The smallest `max_len` the kernel keeps as given for both roles: it raises a backup's to 1024.
-const MIN_MAX_LEN: u64 = 1024;
+const INTERFACE: Key = Key::required(
+    "interface",
+    Shape::Text(INTERFACE_NAME),
+    "The interface the master sends sync messages on and the backup receives them on.",
+);
+const SYNC_ID: Key = Key::defaults_to(
+    "sync_id",
+    Shape::Integer { min: 0, max: 255 },
+    Default::Integer(0),
+    "Both nodes of a pair use the same; a backup with 0 takes every sync id.",
+);
+const GROUP: Key = Key::defaults_to(
+    "group",
+    Shape::MulticastIp,
+    Default::Ip(IpAddr::V4(DEFAULT_GROUP)),
+    "The multicast group, IPv4 (224.0.0.0/4) or IPv6 (ff00::/8).",
+);
+const PORT: Key = Key::defaults_to(
+    "port",
+    Shape::Integer { min: 1, max: 65535 },
+    Default::Integer(DEFAULT_PORT as u64),
+    "The UDP port of the group.",
+);
+const TTL: Key = Key::defaults_to(
+    "ttl",
+    Shape::Integer { min: 1, max: 255 },
+    Default::Integer(DEFAULT_TTL as u64),
+    "The multicast TTL.",
+);
+/// The smallest `max_len` the kernel keeps as given for both roles (it raises a backup's to
+/// 1024); the largest fits a UDP datagram over IPv4 (over IPv6: 20 bytes less, checked apart).
+const MAX_LEN: Key = Key::optional(
+    "max_len",
+    Shape::Integer { min: 1024, max: 65535 - IPV4_HEADERS },
+    "UDP payload size of a sync message (at most 65487 with an IPv6 group); default: the kernel's.",
+);
+const START_AS: Key = Key::defaults_to(
+    "start_as",
+    Shape::Choice(&[SyncState::Backup.as_str(), SyncState::Master.as_str()]),
+    Default::Word(SyncState::Backup.as_str()),
+    "The role to start in when the kernel runs no sync daemon with these parameters.",
+);
+
+const IPV4_HEADERS: u64 = 20 + 8;
+const IPV6_HEADERS: u64 = 40 + 8;
 
 pub(super) fn sync(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<SyncConfig> {
-    let map = d.mapping(field.value, field.position(), "sync", KEYS)?;
-    let interface = d.required(&map, "interface");
+    let map = d.section(field.value, field.position(), &SYNC)?;
+    let interface = INTERFACE.field(d, &map);
     clean(d, |d| {
         let interface = interface.and_then(|field| {
             let name = d.string(field)?;
@@ -74,8 +122,8 @@ pub(super) fn sync(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<SyncConf
             }
             Some(name.to_owned())
         });
-        let sync_id = map.get("sync_id").map_or(Some(0), |field| d.integer(field, 0, 255));
-        let group = map.get("group").map_or(Some(IpAddr::V4(DEFAULT_GROUP)), |field| {
+        let sync_id = SYNC_ID.integer_or_default(d, &map);
+        let group = map.get(GROUP.name).map_or(Some(IpAddr::V4(DEFAULT_GROUP)), |field| {
             let group = d.ip(field)?;
             if !group.is_multicast() {
                 d.error(
@@ -85,14 +133,14 @@ pub(super) fn sync(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<SyncConf
             }
             Some(group)
         });
-        let port = map.get("port").map_or(Some(DEFAULT_PORT), |field| d.integer(field, 1, 65535));
-        let ttl = map.get("ttl").map_or(Some(DEFAULT_TTL), |field| d.integer(field, 1, 255));
+        let port = PORT.integer_or_default(d, &map);
+        let ttl = TTL.integer_or_default(d, &map);
         // The kernel clamps a length to what fits a UDP datagram over the group's family: one it
         // would change could never be seen running as configured.
-        let headers = if group.is_some_and(|group| group.is_ipv6()) { 40 + 8 } else { 20 + 8 };
-        let max_len = map.get("max_len").map(|field| d.integer(field, MIN_MAX_LEN, 65535 - headers));
-        let start_as =
-            map.get("start_as").map_or(Some("backup"), |field| d.choice(field, &["backup", "master"]));
+        let headers = if group.is_some_and(|group| group.is_ipv6()) { IPV6_HEADERS } else { IPV4_HEADERS };
+        let Shape::Integer { min, .. } = MAX_LEN.shape else { unreachable!("max_len is an integer") };
+        let max_len = map.get(MAX_LEN.name).map(|field| d.integer(field, min, 65535 - headers));
+        let start_as = START_AS.choice_or_default(d, &map);
         SyncConfig {
             interface: interface.unwrap_or_default(),
             sync_id: sync_id.unwrap_or_default(),
@@ -100,7 +148,11 @@ pub(super) fn sync(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<SyncConf
             port: port.unwrap_or(DEFAULT_PORT),
             ttl: ttl.unwrap_or(DEFAULT_TTL),
             max_len: max_len.flatten(),
-            start_as: if start_as == Some("master") { SyncState::Master } else { SyncState::Backup },
+            start_as: if start_as == Some(SyncState::Master.as_str()) {
+                SyncState::Master
+            } else {
+                SyncState::Backup
+            },
         }
     })
 }

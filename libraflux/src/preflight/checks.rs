@@ -520,4 +520,26 @@ mod tests {
         assert_eq!(reason, "sync: is not configured; LibraFlux leaves the sync daemons alone");
         assert!(report.passed());
     }
+
+    /// `preflight --output json` prints the report as it serialises: every check in order, each
+    /// with its name, lower-case verdict and reason (docs/operations.md).
+    #[test]
+    fn the_report_as_json_has_every_check_in_order() {
+        let facts = NodeFacts { ipvs: Err("family IPVS not found".to_owned()), ..healthy_node() };
+        let report = check(&BTreeMap::new(), &facts, None);
+        let value = serde_json::to_value(&report).unwrap();
+        let checks = value["checks"].as_array().unwrap();
+        let names: Vec<&str> = checks.iter().map(|check| check["name"].as_str().unwrap()).collect();
+        assert_eq!(names, CHECK_NAMES);
+        for check in checks {
+            assert_eq!(check.as_object().unwrap().len(), 3, "{check}");
+            assert!(
+                ["pass", "warn", "fail", "skipped"].contains(&check["verdict"].as_str().unwrap()),
+                "{check}"
+            );
+            assert!(check["reason"].is_string(), "{check}");
+        }
+        assert_eq!(checks[0]["verdict"], "fail");
+        assert_eq!(value.as_object().unwrap().len(), 1, "{value}");
+    }
 }

@@ -130,6 +130,19 @@ fn a_failed_preflight_check_or_an_invalid_config_leaves_the_table_untouched() {
     assert!(refused.stdout.contains("FAIL    vips_present"), "{}", refused.stdout);
     assert!(refused.stderr.contains("pre-flight check(s) failed: vips_present"), "{}", refused.stderr);
     assert_eq!(node.saved(), before);
+    // The checks alone, as JSON (docs/operations.md): every check in order, exit 3 on a failure.
+    let report = node.libraflux(&["preflight", "-c", &config, "--output", "json"]);
+    report.assert_code(3);
+    let value: serde_json::Value = serde_json::from_str(&report.stdout).expect("preflight --output json");
+    let checks = value["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().map(|check| check["name"].as_str().unwrap()).collect();
+    assert_eq!(names, libraflux::preflight::CHECK_NAMES, "{value:#}");
+    let verdict = |name: &str| checks.iter().find(|check| check["name"] == name).unwrap()["verdict"].clone();
+    assert_eq!(
+        (verdict("ipvs_available"), verdict("vips_present")),
+        ("pass".into(), "fail".into()),
+        "{value:#}"
+    );
 
     let invalid = node
         .config("invalid.yaml", &format!("{HEADER}{}", TWO_SERVICES.replace("weight: 50", "weight: 70000")));

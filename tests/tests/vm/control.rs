@@ -225,3 +225,77 @@ fn apply_hands_the_configuration_to_the_daemon_and_reports_what_it_did() {
     daemon.signal(libc::SIGHUP);
     assert!(eventually(Duration::from_secs(15), || node.saved() == sorted_lines(SAVED)), "{}", daemon.log());
 }
+
+/// `--output json` of the commands that ask the daemon, in the shapes docs/operations.md gives.
+#[test]
+fn drain_undrain_and_status_answer_in_json() {
+    use serde_json::{Value, json};
+
+    let node = Node::new();
+    let config = node.config("config.yaml", CONFIG);
+    let daemon = Daemon::start(&node, &config);
+
+    let drain = node.libraflux(&["drain", "10.220.1.2:80", "--output", "json"]);
+    drain.assert_code(0);
+    let value: Value = serde_json::from_str(&drain.stdout).expect("drain --output json");
+    let drained_one = &value["drains"][0];
+    assert_eq!(value["drains"].as_array().map(Vec::len), Some(1), "{value:#}");
+    assert_eq!(drained_one["service"], "tcp:10.220.0.10:80", "{value:#}");
+    assert_eq!(drained_one["backend"], "10.220.1.2:80", "{value:#}");
+    assert_eq!(drained_one["weight"], 0, "{value:#}");
+    assert_eq!(drained_one["remove"], false, "{value:#}");
+    assert_eq!(drained_one["rules"]["timeout"], "5m", "the service's default drain.timeout: {value:#}");
+    assert!(drained_one["started_unix_ms"].is_u64(), "{value:#}");
+    assert!(value.get("ended").is_none(), "{value:#}");
+    assert_eq!(node.saved(), drained(), "{}", daemon.log());
+
+    // --wait: no progress lines, one document once the daemon says the drain (which replaces the
+    // first one) ended; no connection holds it.
+    let waited = node.libraflux(&["drain", "10.220.1.2:80", "--wait", "--output", "json"]);
+    waited.assert_code(0);
+    let value: Value =
+        serde_json::from_str(&waited.stdout).expect("drain --wait --output json: one document");
+    assert_eq!(value["drains"][0]["backend"], "10.220.1.2:80", "{value:#}");
+    let ended = &value["ended"][0];
+    assert_eq!(
+        (&ended["service"], &ended["backend"]),
+        (&json!("tcp:10.220.0.10:80"), &json!("10.220.1.2:80"))
+    );
+    assert_eq!(ended["ending"], "connections_closed", "{value:#}");
+    assert_eq!(ended["description"], "drained: no connections left", "{value:#}");
+    assert!(ended["at_unix_ms"].is_u64(), "{value:#}");
+
+    let status = node.libraflux(&["status", "--output", "json"]);
+    status.assert_code(0);
+    let value: Value = serde_json::from_str(&status.stdout).expect("status --output json");
+    let keys: Vec<&str> = value.as_object().expect("an object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["daemon", "services", "sync"], "no daemon_error when the daemon answers: {value:#}");
+    assert_eq!(value["sync"], json!([]), "no sync daemon runs: {value:#}");
+    assert_eq!(value["daemon"]["drains"][0]["ended"]["ending"], "connections_closed", "{value:#}");
+    let service = &value["services"][0];
+    assert_eq!((&service["service"], &service["scheduler"]), (&json!("tcp:10.220.0.10:80"), &json!("wrr")));
+    let weights: Vec<(&str, u64)> = service["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| (b["backend"].as_str().unwrap(), b["weight"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(weights, [("10.220.1.1:80", 5), ("10.220.1.2:80", 0)], "{value:#}");
+
+    let undrain = node.libraflux(&["undrain", "10.220.1.2:80", "--output", "json"]);
+    undrain.assert_code(0);
+    let value: Value = serde_json::from_str(&undrain.stdout).expect("undrain --output json");
+    assert_eq!(
+        value,
+        json!({ "undrained": [{ "service": "tcp:10.220.0.10:80", "backend": "10.220.1.2:80", "weight": 5 }] })
+    );
+    assert_eq!(node.saved(), sorted_lines(SAVED));
+
+    // A refusal prints no document: the error on stderr, the exit code.
+    let last = node.libraflux(&["drain", "10.220.1.1:80", "--output", "json"]);
+    last.assert_code(0);
+    let refused = node.libraflux(&["drain", "10.220.1.2:80", "--output", "json"]);
+    refused.assert_code(3);
+    assert_eq!(refused.stdout, "", "{}", refused.stderr);
+    stop(daemon);
+}
