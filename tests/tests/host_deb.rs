@@ -44,13 +44,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn run_in(command: &mut Command) -> Ran {
-    let output =
-        command.output().unwrap_or_else(|err| panic!("cannot run {command:?} (is it installed?): {err}"));
-    Ran {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    Ran::from(
+        command.output().unwrap_or_else(|err| panic!("cannot run {command:?} (is it installed?): {err}")),
+    )
 }
 
 /// Each entry of `dpkg-deb -c` as (path without the leading `.`, mode string, owner).
@@ -116,6 +112,11 @@ fn the_control_fields_come_from_the_build_and_the_binary() {
     let size: u64 = field("Installed-Size").parse().expect("Installed-Size is a number of KiB");
     assert!(size > 1024, "Installed-Size {size} KiB is less than the binary alone");
     assert_eq!(run("dpkg-deb", &["-I", deb(), "conffiles"]), "/etc/libraflux/config.yaml\n");
+    // The scripts host_deb_scripts.rs runs are the ones shipped.
+    for script in ["postinst", "prerm", "postrm"] {
+        let source = std::fs::read_to_string(format!("{WORKSPACE}/libraflux/deb/{script}")).unwrap();
+        assert_eq!(run("dpkg-deb", &["-I", deb(), script]), source, "the packaged {script} differs");
+    }
 }
 
 #[test]
