@@ -3,8 +3,9 @@
 //! in libraflux/deb/lintian-overrides), and dpkg installing it into a throwaway root, where the
 //! installed binary accepts the installed configuration and dpkg treats it as a conffile.
 //!
-//! The package is built once for the whole file, from `cargo build --release` (which the build
-//! runs; it is a no-op when fresh, and dominates the time when not).
+//! The package is built once for the whole file, from the debug build the test tiers already
+//! made (`cargo xtask deb --profile debug`): the same files and the same packaging as the release
+//! package operators install, without a release build in every test run.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,7 +26,18 @@ fn deb() -> &'static str {
         let built = run_in(
             Command::new(cargo)
                 .current_dir(WORKSPACE)
-                .args(["run", "--quiet", "--locked", "-p", "xtask", "--", "deb", "--out"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "--locked",
+                    "-p",
+                    "xtask",
+                    "--",
+                    "deb",
+                    "--profile",
+                    "debug",
+                    "--out",
+                ])
                 .arg(&out),
         );
         built.assert_code(0);

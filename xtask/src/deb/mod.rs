@@ -21,6 +21,27 @@ pub struct DebArgs {
     /// Directory the .deb is written to (default: target/debian).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Which build of the binary goes in: `release` (what operators install), or `debug`, the
+    /// build the test tiers already made, so that the host test checks the packaging without a
+    /// release build of its own.
+    #[arg(long, value_enum, default_value_t = Profile::Release)]
+    profile: Profile,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    /// Where cargo puts this build's binaries, under target/.
+    const fn dir(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Debug => "debug",
+        }
+    }
 }
 
 /// The package's name, and the name of everything it installs.
@@ -45,15 +66,20 @@ struct Build {
 
 /// Builds the release binary (a no-op when it is fresh), then the package; prints its path.
 pub fn run(args: &DebArgs) -> anyhow::Result<()> {
-    checked(cargo().args(["build", "--release", "--locked", "-p", PACKAGE]))?;
+    let mut build_binary = cargo();
+    build_binary.args(["build", "--locked", "-p", PACKAGE]);
+    if args.profile == Profile::Release {
+        build_binary.arg("--release");
+    }
+    checked(&mut build_binary)?;
     let root = workspace_root();
     let out = args.out.clone().unwrap_or_else(|| root.join("target/debian"));
-    let deb = build(&root, &out)?;
+    let deb = build(&root, &out, args.profile)?;
     println!("{}", deb.display());
     Ok(())
 }
 
-fn build(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+fn build(root: &Path, out: &Path, profile: Profile) -> anyhow::Result<PathBuf> {
     let metadata = copyright::Metadata::read()?;
     let build = Build {
         version: metadata.version(PACKAGE)?,
@@ -72,7 +98,7 @@ fn build(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     stage::dir(&tree)?;
     std::fs::write(work.join("debian/control"), "")?;
 
-    stage::files(root, &tree, &build, &metadata)?;
+    stage::files(root, &tree, &build, &metadata, profile)?;
     control::write(root, &work, &tree, &build)?;
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -27,9 +27,15 @@ const COMPLETIONS: &[(&str, &str)] = &[
     ("fish", "usr/share/fish/vendor_completions.d/libraflux.fish"),
 ];
 
-pub(super) fn files(root: &Path, tree: &Path, build: &Build, metadata: &Metadata) -> anyhow::Result<()> {
+pub(super) fn files(
+    root: &Path,
+    tree: &Path,
+    build: &Build,
+    metadata: &Metadata,
+    profile: super::Profile,
+) -> anyhow::Result<()> {
     let binary = tree.join("usr/bin/libraflux");
-    copy(&root.join("target/release/libraflux"), &binary, 0o755)?;
+    copy(&root.join("target").join(profile.dir()).join("libraflux"), &binary, 0o755)?;
     // What dh_strip does: debug symbols out, the code (and the embedded eBPF object) untouched.
     checked(
         Command::new("strip")
