@@ -247,6 +247,16 @@ pub struct Ran {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Ran {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Ran {
     /// Fails the test, showing both outputs, unless the command exited with `code`.
     pub fn assert_code(&self, code: i32) {
@@ -267,11 +277,7 @@ impl NetNs {
             .args(args)
             .output()
             .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Ran::from(output)
     }
 }
 

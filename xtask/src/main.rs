@@ -1,8 +1,9 @@
 //! `cargo xtask`: what cargo alone cannot do. Installs the toolchain and packages the build and
 //! tests need, boots a throwaway VM with Debian's stock kernel (real IPVS), runs the test tiers,
-//! runs the end-to-end demo and the benchmarks.
+//! runs the end-to-end demo and the benchmarks, builds the Debian package.
 
 mod bench;
+mod deb;
 mod demo;
 mod setup;
 mod test;
@@ -31,6 +32,8 @@ enum Command {
     Demo,
     /// Benchmarks on the VM's real kernel (`bench ipvs`: our client against ipvsadm).
     Bench(bench::BenchArgs),
+    /// Build the Debian package (release build, then dpkg-deb) and print its path.
+    Deb(deb::DebArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Deb(args) => deb::run(&args),
     }
 }

@@ -15,7 +15,8 @@ use crate::util::{checked, output};
 /// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started),
 /// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
 /// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
-/// never runs as a service for the tests (see [`nginx_service_stopped`]).
+/// never runs as a service for the tests (see [`nginx_service_stopped`]); dpkg-dev
+/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -38,6 +39,9 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "nftables",
     "python3-jsonschema",
+    "dpkg-dev",
+    "binutils",
+    "lintian",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

@@ -243,12 +243,7 @@ impl Node {
         let mut command = Command::new(&self.bin);
         command.arg("--control-socket").arg(&self.socket).args(args);
         credentials.apply(&mut command);
-        let output = command.output().unwrap_or_else(|err| panic!("cannot run {}: {err}", self.bin));
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Ran::from(command.output().unwrap_or_else(|err| panic!("cannot run {}: {err}", self.bin)))
     }
 
     /// GET `path` from the daemon's HTTP listener `listen` inside this node's namespace; the body
