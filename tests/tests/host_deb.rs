@@ -89,6 +89,7 @@ fn the_package_holds_the_binary_unit_config_man_page_completions_and_docs() {
         ("/usr/share/doc/libraflux/copyright", "-rw-r--r--"),
         ("/usr/share/doc/libraflux/changelog.gz", "-rw-r--r--"),
         ("/usr/share/doc/libraflux/README.md", "-rw-r--r--"),
+        ("/usr/share/doc/libraflux/libraflux.schema.json", "-rw-r--r--"),
         ("/usr/share/doc/libraflux/install.md", "-rw-r--r--"),
         ("/usr/share/doc/libraflux/configuration.md", "-rw-r--r--"),
         ("/usr/share/doc/libraflux/examples/config.yaml", "-rw-r--r--"),

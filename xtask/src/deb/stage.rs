@@ -64,6 +64,8 @@ pub(super) fn files(
     for page in files_in(&root.join("docs"), "md")? {
         copy(&page, &doc.join(page.file_name().expect("a file")), 0o644)?;
     }
+    // The examples' yaml-language-server modelines name it as ../libraflux.schema.json.
+    copy(&root.join("docs/libraflux.schema.json"), &doc.join("libraflux.schema.json"), 0o644)?;
     for example in files_in(&root.join("docs/examples"), "")? {
         copy(&example, &doc.join("examples").join(example.file_name().expect("a file")), 0o644)?;
     }
