@@ -39,6 +39,7 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "nftables",
     "python3-jsonschema",
+    "python3-yaml",
     "dpkg-dev",
     "binutils",
     "lintian",
