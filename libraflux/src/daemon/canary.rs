@@ -84,11 +84,10 @@ impl Daemon {
             return;
         }
         let now = drain::now_ms();
-        let health = self.health.snapshot();
         let unhealthy: Vec<(ServiceKey, DestKey)> = self
             .canaries
             .iter()
-            .filter(|c| c.is_running() && !health.is_healthy(&c.service, &c.backend))
+            .filter(|c| c.is_running() && !self.health.is_healthy(&c.service, &c.backend))
             .map(|c| (c.service, c.backend))
             .collect();
         for (service, backend) in &unhealthy {

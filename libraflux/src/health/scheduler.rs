@@ -169,6 +169,12 @@ impl Scheduler {
         self.shared.table.borrow().clone()
     }
 
+    /// Whether `backend` of `service` passes its check now (unchecked ones do), without copying
+    /// the table as [`Scheduler::snapshot`] does.
+    pub fn is_healthy(&self, service: &ServiceKey, backend: &DestKey) -> bool {
+        self.shared.table.borrow().is_healthy(service, backend)
+    }
+
     /// Services whose check type is not supported yet: their backends are not checked.
     pub fn unsupported(&self) -> &BTreeMap<ServiceKey, Unsupported> {
         &self.unsupported
