@@ -11,6 +11,7 @@ pub mod canary;
 pub mod config;
 pub mod control;
 pub mod convert;
+pub mod credentials;
 pub mod daemon;
 pub mod drain;
 pub mod health;

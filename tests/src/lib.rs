@@ -7,6 +7,7 @@ pub mod bench;
 pub mod creds;
 pub mod frames;
 pub mod load;
+pub mod pki;
 pub mod tun;
 pub mod unit;
 

@@ -213,7 +213,7 @@ async fn start(
     staleness: Duration,
 ) -> (SocketAddr, watch::Sender<serde_json::Value>, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (status_tx, status) = watch::channel(serde_json::json!({"node": "lb-a", "services": []}));
-    let endpoint = Endpoint { metrics, status, staleness };
+    let endpoint = Endpoint::new(metrics, status, staleness);
     let server =
         Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), endpoint).await.expect("bind on loopback");
     let addr = server.local_addr();
@@ -327,8 +327,7 @@ async fn a_taken_address_is_named_in_the_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let (_, status) = watch::channel(serde_json::Value::Null);
-    let endpoint =
-        Endpoint { metrics: Arc::new(Metrics::new("lb-a", 10)), status, staleness: Duration::from_secs(1) };
+    let endpoint = Endpoint::new(Arc::new(Metrics::new("lb-a", 10)), status, Duration::from_secs(1));
     let err = Server::bind(addr, endpoint).await.expect_err("the port is taken");
     assert!(matches!(err, EndpointError::Bind { addr: named, .. } if named == addr), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");

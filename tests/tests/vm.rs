@@ -21,6 +21,7 @@ mod vm {
     mod ipvs_errors;
     mod ipvs_scale;
     mod ipvs_traffic;
+    mod metrics_tls;
     mod observer;
     mod reliability;
     mod removal;

@@ -16,7 +16,9 @@ use crate::util::{checked, output};
 /// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
 /// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
 /// never runs as a service for the tests (see [`nginx_service_stopped`]); dpkg-dev
-/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test.
+/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test;
+/// apache2-utils (htpasswd, the bcrypt hashes) and curl, the independent client of the metrics
+/// endpoint's TLS test.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -43,6 +45,8 @@ const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "binutils",
     "lintian",
+    "apache2-utils",
+    "curl",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

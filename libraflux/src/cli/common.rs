@@ -86,6 +86,21 @@ pub fn report_config(loaded: Result<Config, config::ConfigErrors>) -> anyhow::Re
     }
 }
 
+/// Loads `metrics.web_config` as the daemon will: its warnings on stderr, or its errors on stderr
+/// and exit 65.
+pub fn check_web_config(config: &Config) -> anyhow::Result<()> {
+    let Some(path) = &config.metrics.web_config else { return Ok(()) };
+    match libraflux::metrics::web::check(path) {
+        Ok(warnings) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(())
+        }
+        Err(errors) => Err(invalid_config(&errors, "in metrics.web_config; nothing was changed")),
+    }
+}
+
 /// Prints every error, one `file:line:col: message` a line, and fails with exit code 65 and
 /// `N errors <what>`.
 pub fn invalid_config(errors: &config::ConfigErrors, what: &str) -> anyhow::Error {

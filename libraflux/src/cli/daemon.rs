@@ -5,7 +5,7 @@ use std::time::Duration;
 use libraflux::{daemon, ipvs::IpvsClient};
 
 use super::common::{
-    ConfigArg, Failure, SkipChecks, exit, preflight, report_config, require_passed, runtime,
+    ConfigArg, Failure, SkipChecks, check_web_config, exit, preflight, report_config, require_passed, runtime,
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,7 @@ pub fn run(args: &DaemonArgs, control_socket: &std::path::Path) -> anyhow::Resul
     let replicated = args.state_dir.join("state").join(libraflux::replication::store::REPLICATED_DIR);
     let config =
         report_config(libraflux::replication::load_config(args.config.path.as_deref(), &replicated, None))?;
+    check_web_config(&config)?;
     runtime()?.block_on(async {
         let (client, report) = preflight(&config, &args.skip.names).await?;
         for check in &report.checks {

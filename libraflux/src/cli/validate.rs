@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use libraflux::config::{self, Config, ConfigError};
 use serde_json::{Value, json};
 
-use super::common::{ConfigArg, Output, config_failure, load_config};
+use super::common::{ConfigArg, Output, check_web_config, config_failure, load_config};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -21,6 +21,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<()> {
         return json_report(&args.config);
     }
     let config = load_config(&args.config)?;
+    check_web_config(&config)?;
     let (services, backends) = counts(&config);
     println!("configuration is valid: {services} services, {backends} backends");
     Ok(())
@@ -35,8 +36,14 @@ fn counts(config: &Config) -> (usize, usize) {
 fn json_report(arg: &ConfigArg) -> anyhow::Result<()> {
     let path = arg.path.as_deref();
     let files: Vec<PathBuf> = config::source_paths(path).unwrap_or_default();
-    let loaded =
-        config::read_sources(path).and_then(|sources| config::validate(&sources, &config::system_hostname()));
+    let loaded = config::read_sources(path)
+        .and_then(|sources| config::validate(&sources, &config::system_hostname()))
+        .and_then(|mut config| {
+            if let Some(web_config) = &config.metrics.web_config {
+                config.warnings.extend(libraflux::metrics::web::check(web_config)?);
+            }
+            Ok(config)
+        });
     let document = match &loaded {
         Ok(config) => {
             let (services, backends) = counts(config);

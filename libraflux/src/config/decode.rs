@@ -204,16 +204,8 @@ impl Diagnostics<'_> {
         context: &'static str,
         allowed: &[&str],
     ) -> Option<Map<'n>> {
-        let mapping = match node {
-            Node::Mapping(mapping) => mapping,
-            _ if is_null(node) => return Some(Map { node: &EMPTY_MAPPING, context }),
-            _ => {
-                let what = if context.is_empty() { "this" } else { context };
-                self.error(at, format!("{what}: expected a mapping, found {}", found(node)));
-                return None;
-            }
-        };
-        for key in mapping.keys() {
+        let map = self.any_mapping(node, at, context)?;
+        for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
                 let place = if context.is_empty() { "the top level" } else { context };
                 let message = format!(
@@ -224,7 +216,25 @@ impl Diagnostics<'_> {
                 self.error(position(key.span()), message);
             }
         }
-        Some(Map { node: mapping, context })
+        Some(map)
+    }
+
+    /// A mapping whose keys are data (user names, header names) rather than a fixed set.
+    pub fn any_mapping<'n>(
+        &mut self,
+        node: &'n Node,
+        at: Option<Position>,
+        context: &'static str,
+    ) -> Option<Map<'n>> {
+        match node {
+            Node::Mapping(mapping) => Some(Map { node: mapping, context }),
+            _ if is_null(node) => Some(Map { node: &EMPTY_MAPPING, context }),
+            _ => {
+                let what = if context.is_empty() { "this" } else { context };
+                self.error(at, format!("{what}: expected a mapping, found {}", found(node)));
+                None
+            }
+        }
     }
 
     /// The field `key` of `map`, or an error at the mapping when it is missing.
@@ -268,6 +278,21 @@ impl Diagnostics<'_> {
                 None
             }
         }
+    }
+
+    /// An absolute path, or the bare file name of a systemd credential (`LoadCredential=`, read
+    /// from `$CREDENTIALS_DIRECTORY`); [`super::keys::CREDENTIAL_PATH`] is the same rule.
+    pub fn credential_path<'n>(&mut self, field: Field<'n>) -> Option<&'n str> {
+        let path = self.string(field)?;
+        if !path.starts_with('/') && (path.is_empty() || path.contains('/') || path == "." || path == "..") {
+            let message = format!(
+                "{}: {path:?} must be an absolute path, or the bare name of a systemd credential",
+                field.label()
+            );
+            self.error(field.position(), message);
+            return None;
+        }
+        Some(path)
     }
 
     /// An unquoted decimal integer in `min..=max`.

@@ -103,6 +103,9 @@ impl Text {
     }
 }
 
+/// An absolute path, or the bare file name of a systemd credential.
+pub(super) const CREDENTIAL_PATH: Text = Text::matching(r"^(/.*|[^/]*[^/.][^/]*|\.{3,})$");
+
 /// The value an absent key takes.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Default {

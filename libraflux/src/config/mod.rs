@@ -22,6 +22,7 @@ mod schema;
 mod service;
 pub(crate) mod sync;
 mod validate;
+mod web;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -41,6 +42,7 @@ pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use replication::{Replication, Role};
 pub use sync::SyncConfig;
 pub use validate::validate;
+pub use web::{CURVES, ClientAuth, TLS12_SUITES, TlsSettings, TlsVersion, WebConfig, parse_web_config};
 
 use crate::model::{DestKey, Service, ServiceKey};
 
@@ -122,11 +124,14 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metrics {
     pub listen: SocketAddr,
     pub collect_interval: Duration,
     pub max_series: u64,
+    /// A Prometheus exporter-toolkit web configuration (TLS, basic auth): an absolute path, or
+    /// the bare name of a systemd credential. Loaded by [`crate::metrics::web`].
+    pub web_config: Option<std::path::PathBuf>,
 }
 
 impl Metrics {
@@ -134,6 +139,7 @@ impl Metrics {
         listen: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9469)),
         collect_interval: Duration::from_secs(30),
         max_series: 50_000,
+        web_config: None,
     };
 }
 

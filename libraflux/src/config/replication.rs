@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use super::{
     decode::{Diagnostics, Field},
-    keys::{Key, Section, Shape, Text},
+    keys::{CREDENTIAL_PATH, Key, Section, Shape},
     schema::clean,
 };
 
@@ -70,11 +70,7 @@ const PEER: Key = Key::required("peer", Shape::SocketAddr, "The other node's lis
 /// One or two paths: absolute, or a bare file name (see [`key_files`]).
 const KEY_FILES: Key = Key::required(
     "key_files",
-    Shape::List {
-        item: &Shape::Text(Text::matching(r"^(/.*|[^/]*[^/.][^/]*|\.{3,})$")),
-        min: 1,
-        max: Some(2),
-    },
+    Shape::List { item: &Shape::Text(CREDENTIAL_PATH), min: 1, max: Some(2) },
     "One shared key file, or two while a key is rotated: an absolute path, or the bare name of a systemd credential.",
 );
 
@@ -110,13 +106,8 @@ fn key_files(d: &mut Diagnostics<'_>, field: Field<'_>) -> Vec<PathBuf> {
     let mut paths = Vec::new();
     for item in items {
         let item = field.item(item);
-        let Some(path) = d.string(item) else { continue };
-        if !path.starts_with('/') && (path.is_empty() || path.contains('/') || path == "." || path == "..") {
-            let message = format!(
-                "replication.key_files: {path:?} must be an absolute path, or the bare name of a systemd credential"
-            );
-            d.error(item.position(), message);
-        } else if paths.iter().any(|known: &PathBuf| known.as_os_str() == path) {
+        let Some(path) = d.credential_path(item) else { continue };
+        if paths.iter().any(|known: &PathBuf| known.as_os_str() == path) {
             d.error(item.position(), format!("replication.key_files: {path:?} is listed twice"));
         } else {
             paths.push(PathBuf::from(path));

@@ -10,7 +10,7 @@ use super::{
     control::{Control, control},
     decode::{Diagnostics, Field},
     error::Position,
-    keys::{Default, Key, Section, Shape, Text},
+    keys::{CREDENTIAL_PATH, Default, Key, Section, Shape, Text},
     replication::{Replication, replication},
     service::{ServiceDecl, service},
     sync::{SyncConfig, sync},
@@ -154,7 +154,7 @@ const MAX_BACKENDS_REMOVED_PERCENT: Key = Key::defaults_to(
 const METRICS: Section = Section {
     context: "metrics",
     doc: "The Prometheus endpoint.",
-    keys: &[&LISTEN, &COLLECT_INTERVAL, &MAX_SERIES],
+    keys: &[&LISTEN, &COLLECT_INTERVAL, &MAX_SERIES, &WEB_CONFIG],
 };
 
 const LISTEN: Key = Key::defaults_to(
@@ -168,6 +168,11 @@ const COLLECT_INTERVAL: Key = Key::defaults_to(
     Shape::Duration,
     Default::Duration(Metrics::DEFAULT.collect_interval),
     "How often IPVS and eBPF counters are collected; longer than 0s.",
+);
+const WEB_CONFIG: Key = Key::optional(
+    "web_config",
+    Shape::Text(CREDENTIAL_PATH),
+    "A Prometheus exporter-toolkit web configuration file (TLS, basic auth): an absolute path, or the bare name of a systemd credential (docs/metrics.md).",
 );
 const MAX_SERIES: Key = Key::defaults_to(
     "max_series",
@@ -315,10 +320,23 @@ fn metrics(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<Metrics> {
             d.error(at, "metrics.collect_interval: must be longer than 0s");
         }
         let max_series = MAX_SERIES.integer_or_default(d, &map);
+        let web_config = map.get(WEB_CONFIG.name).and_then(|field| d.credential_path(field)).map(Into::into);
+        if let Some(addr) = listen
+            && !addr.ip().is_loopback()
+            && map.get(WEB_CONFIG.name).is_none()
+        {
+            let at = map.get(LISTEN.name).and_then(|field| field.position());
+            let message = format!(
+                "metrics.listen: {addr} is not a loopback address and metrics.web_config is not set: \
+                 /metrics and /status are served without TLS or authentication to anyone who can reach it"
+            );
+            d.warning(at, message);
+        }
         Metrics {
             listen: listen.unwrap_or(defaults.listen),
             collect_interval: collect_interval.unwrap_or_default(),
             max_series: max_series.unwrap_or_default(),
+            web_config,
         }
     })
 }

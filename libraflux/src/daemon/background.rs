@@ -2,9 +2,11 @@
 //! the IPVS statistics collector (on its own netlink socket, every `metrics.collect_interval`, so
 //! scrapes never touch the kernel). A reload that changes `metrics.listen` moves the endpoint
 //! (the new address is bound before the reload is accepted, so a reload to an address that is
-//! taken is rejected whole); one that changes `collect_interval` restarts the collector.
+//! taken is rejected whole); one that names another `web_config` loads it before the reload is
+//! accepted too (a file that does not load rejects the reload); one that changes
+//! `collect_interval` restarts the collector.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -14,6 +16,7 @@ use crate::{
     metrics::{
         self, Metrics,
         http::{Endpoint, EndpointError, Server},
+        web::WebSource,
     },
 };
 
@@ -47,11 +50,16 @@ impl Stopped {
     }
 }
 
-/// A metrics listener bound for a reload that is not yet accepted.
-pub(super) struct Prepared(Option<Server>);
+/// What a reload that is not yet accepted needs: a metrics listener bound if the address moves,
+/// the web configuration loaded if another is named.
+pub(super) struct Prepared {
+    server: Option<Server>,
+    web: Option<Option<Arc<WebSource>>>,
+}
 
 pub(super) struct Background {
     endpoint: Endpoint,
+    web: watch::Sender<Option<Arc<WebSource>>>,
     http: Task,
     listen: SocketAddr,
     collector: Task,
@@ -62,26 +70,40 @@ pub(super) struct Background {
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 impl Background {
-    pub(super) async fn start(config: &Config, endpoint: Endpoint) -> anyhow::Result<Self> {
+    pub(super) async fn start(config: &Config, mut endpoint: Endpoint) -> anyhow::Result<Self> {
+        let (web, web_reader) = watch::channel(open_web(config.metrics.web_config.as_deref())?);
+        endpoint.web = web_reader;
         let server = Server::bind(config.metrics.listen, endpoint.clone()).await?;
         let listen = config.metrics.listen;
         let http = serve(server);
         let collector = collect(Arc::clone(&endpoint.metrics), config.metrics.collect_interval).await?;
-        Ok(Self { endpoint, http, listen, collector, collect_interval: config.metrics.collect_interval })
+        Ok(Self { endpoint, web, http, listen, collector, collect_interval: config.metrics.collect_interval })
     }
 
-    /// Binds `config`'s metrics listener if it moves, before the reload is accepted.
+    /// Binds `config`'s metrics listener if it moves, and loads its web configuration if it
+    /// names another, before the reload is accepted.
     pub(super) async fn prepare(&self, config: &Config) -> Result<Prepared, EndpointError> {
-        if config.metrics.listen == self.listen {
-            return Ok(Prepared(None));
-        }
-        Ok(Prepared(Some(Server::bind(config.metrics.listen, self.endpoint.clone()).await?)))
+        let configured = config.metrics.web_config.as_deref();
+        let web = (configured != self.web.borrow().as_ref().map(|source| source.configured()))
+            .then(|| open_web(configured))
+            .transpose()?;
+        let server = if config.metrics.listen == self.listen {
+            None
+        } else {
+            Some(Server::bind(config.metrics.listen, self.endpoint.clone()).await?)
+        };
+        Ok(Prepared { server, web })
     }
 
     /// Applies an accepted reload: serves on the listener [`Background::prepare`] bound (and stops
     /// the old one), restarts the collector when its interval changed.
     pub(super) async fn reconfigure(&mut self, config: &Config, prepared: Prepared) {
-        if let Prepared(Some(server)) = prepared {
+        if let Some(web) = prepared.web {
+            let mode = if web.is_some() { "with" } else { "without" };
+            tracing::info!("metrics endpoint: serving {mode} metrics.web_config from now on");
+            self.web.send_replace(web);
+        }
+        if let Some(server) = prepared.server {
             let old = std::mem::replace(&mut self.http, serve(server));
             old.stop("metrics endpoint", STOP_WITHIN).await;
             tracing::info!(from = %self.listen, to = %config.metrics.listen, "metrics endpoint moved");
@@ -107,6 +129,16 @@ impl Background {
         self.http.stop("metrics endpoint", STOP_WITHIN).await;
         self.collector.stop("IPVS statistics collector", STOP_WITHIN).await;
     }
+}
+
+/// Loads `metrics.web_config`, logging its warnings.
+fn open_web(configured: Option<&Path>) -> Result<Option<Arc<WebSource>>, EndpointError> {
+    let Some(configured) = configured else { return Ok(None) };
+    let (source, warnings) = WebSource::open(configured)?;
+    for warning in warnings {
+        tracing::warn!("metrics.web_config: {warning}");
+    }
+    Ok(Some(Arc::new(source)))
 }
 
 fn serve(server: Server) -> Task {

@@ -159,11 +159,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let mut interrupt = signal(SignalKind::interrupt())?;
     let (status, status_reader) = tokio::sync::watch::channel(serde_json::Value::Null);
     let metrics = Arc::new(Metrics::new(&config.node.name, config.metrics.max_series));
-    let endpoint = metrics::http::Endpoint {
-        metrics: Arc::clone(&metrics),
-        status: status_reader,
-        staleness: options.reconcile_interval * STALE_INTERVALS,
-    };
+    let staleness = options.reconcile_interval * STALE_INTERVALS;
+    let endpoint = metrics::http::Endpoint::new(Arc::clone(&metrics), status_reader, staleness);
     let background = Background::start(&config, endpoint).await?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let daemon_uid = unsafe { libc::geteuid() };

@@ -2,9 +2,17 @@
 //!
 //! hyper 1.x with hyper-util rather than axum: three fixed routes need no router, extractors or
 //! tower middleware, and hyper is what axum itself runs on, so this is the smaller dependency
-//! set for the same server. Connections are HTTP/1.1 only (Prometheus scrapes over HTTP/1.1).
+//! set for the same server. Connections are HTTP/1.1 only (Prometheus scrapes over HTTP/1.1),
+//! over TLS and behind basic authentication when `metrics.web_config` asks for it ([`super::web`]).
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,15 +25,21 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulShutdown, Watcher},
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 
+use super::web::{Web, WebError, WebSource};
 use super::{Format, Metrics};
 
 /// How long shutdown waits for requests in flight before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// A client that has not sent its request headers by then is disconnected.
+/// A client that has not finished its TLS handshake, or sent its request headers, by then is
+/// disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +50,8 @@ pub enum EndpointError {
         #[source]
         source: io::Error,
     },
+    #[error("metrics.web_config: {0}")]
+    Web(#[from] WebError),
 }
 
 /// What the endpoint serves.
@@ -46,7 +62,23 @@ pub struct Endpoint {
     pub status: watch::Receiver<serde_json::Value>,
     /// `/healthz` fails once the last reconcile is older than this.
     pub staleness: Duration,
+    /// TLS and authentication (`metrics.web_config`); `None`: plain HTTP, open to all.
+    pub web: watch::Receiver<Option<Arc<WebSource>>>,
 }
+
+impl Endpoint {
+    /// An endpoint without `metrics.web_config` (see [`Endpoint::web`]).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        status: watch::Receiver<serde_json::Value>,
+        staleness: Duration,
+    ) -> Self {
+        Self { metrics, status, staleness, web: watch::channel(None).1 }
+    }
+}
+
+/// What a connection gets without `metrics.web_config`.
+static OPEN: LazyLock<Arc<Web>> = LazyLock::new(|| Arc::new(Web::open()));
 
 /// A bound listener, ready to serve.
 #[derive(Debug)]
@@ -87,26 +119,54 @@ impl Server {
                     }
                 },
             };
-            let endpoint = Arc::clone(&self.endpoint);
-            let service = service_fn(move |request| {
-                let response = respond(&endpoint, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!("metrics endpoint connection: {err}");
-                }
-            });
+            tokio::spawn(connection(stream, Arc::clone(&self.endpoint), graceful.watcher()));
         }
         drop(self.listener);
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
             tracing::warn!("metrics endpoint: requests still running after {SHUTDOWN_GRACE:?}, dropped");
         }
+    }
+}
+
+/// One connection: the TLS handshake when configured, then HTTP/1.1 until the client leaves.
+async fn connection(stream: TcpStream, endpoint: Arc<Endpoint>, watcher: Watcher) {
+    let web = endpoint.web.borrow().as_ref().map_or_else(|| Arc::clone(&OPEN), |source| source.current());
+    let Some(acceptor) = web.tls() else { return http(stream, endpoint, web, watcher).await };
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => http(stream, endpoint, web, watcher).await,
+        Ok(Err(err)) => tracing::debug!("metrics endpoint: TLS handshake failed: {err}"),
+        Err(_) => tracing::debug!("metrics endpoint: no TLS handshake within {HEADER_READ_TIMEOUT:?}"),
+    }
+}
+
+async fn http<S>(stream: S, endpoint: Arc<Endpoint>, web: Arc<Web>, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
+        let endpoint = Arc::clone(&endpoint);
+        let web = Arc::clone(&web);
+        async move {
+            let mut response = if web.authorized(request.headers().get(header::AUTHORIZATION)).await {
+                respond(&endpoint, &request)
+            } else {
+                let mut refused = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                let challenge = HeaderValue::from_static("Basic realm=\"libraflux\"");
+                refused.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+                refused
+            };
+            for (name, value) in web.headers() {
+                response.headers_mut().insert(name.clone(), value.clone());
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!("metrics endpoint connection: {err}");
     }
 }
 
@@ -167,7 +227,7 @@ mod tests {
 
     fn endpoint(staleness: Duration) -> Endpoint {
         let (_, status) = watch::channel(serde_json::json!({"services": []}));
-        Endpoint { metrics: Arc::new(Metrics::new("lb-a", 100)), status, staleness }
+        Endpoint::new(Arc::new(Metrics::new("lb-a", 100)), status, staleness)
     }
 
     #[test]

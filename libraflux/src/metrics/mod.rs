@@ -30,6 +30,7 @@ mod ipvs;
 mod labels;
 #[cfg(test)]
 mod tests;
+pub mod web;
 
 pub use collect::collect_ipvs;
 pub use ipvs::SERIES_PER_BACKEND;

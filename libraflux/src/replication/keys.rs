@@ -16,9 +16,6 @@ use sha2::Sha256;
 pub const MIN_KEY_BYTES: u64 = 32;
 pub const MAX_KEY_BYTES: u64 = 64;
 
-/// Where systemd puts a unit's credentials (`LoadCredential=`).
-const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
-
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("replication key {path}: cannot read: {error}")]
@@ -52,7 +49,7 @@ impl Keys {
     /// Reads `files` (config order; at least one). Refuses a key that group or others may read,
     /// or of the wrong length, naming the file.
     pub fn load(files: &[PathBuf]) -> Result<Self, KeyError> {
-        let credentials = std::env::var_os(CREDENTIALS_DIRECTORY).map(PathBuf::from);
+        let credentials = crate::credentials::directory();
         let keys = files
             .iter()
             .map(|file| read_key(&resolve(file, credentials.as_deref())?))
@@ -85,13 +82,8 @@ fn mac(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
 }
 
 fn resolve(file: &Path, credentials: Option<&Path>) -> Result<PathBuf, KeyError> {
-    if file.is_absolute() {
-        return Ok(file.to_owned());
-    }
-    match credentials {
-        Some(dir) => Ok(dir.join(file)),
-        None => Err(KeyError::NoCredentials { name: file.display().to_string() }),
-    }
+    crate::credentials::resolve(file, credentials)
+        .ok_or_else(|| KeyError::NoCredentials { name: file.display().to_string() })
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {

@@ -69,13 +69,16 @@ const PROGRAMS: &[&str] = &[
     "/usr/sbin/ethtool",
     "/usr/bin/wg",
     "/usr/sbin/nft",
+    // The metrics endpoint's TLS test: certificates, a bcrypt hash and a TLS client.
+    "/usr/bin/openssl",
+    "/usr/bin/htpasswd",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
 const EXTRA_LIBRARIES: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 
 /// Bump when the layout below changes, so cached images are rebuilt.
-const LAYOUT_VERSION: u32 = 3;
+const LAYOUT_VERSION: u32 = 4;
 
 const INIT: &str = r#"#!/busybox/bin/busybox sh
 # LibraFlux test VM init: mount, load modules, mount the host share, run the job, power off.
@@ -143,6 +146,8 @@ fn stage(kernel: &Kernel, root: &Path) -> anyhow::Result<()> {
     )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n")?;
+    // openssl reads its configuration even for `req -subj` (Debian's, a symlink into /etc/ssl).
+    copy_file(&fs::canonicalize("/usr/lib/ssl/openssl.cnf")?, &root.join("usr/lib/ssl/openssl.cnf"))?;
     // ipvsadm-save and -restore are bash scripts.
     std::os::unix::fs::symlink("/usr/bin/bash", root.join("bin/bash"))?;
     let mut libraries = BTreeSet::new();
