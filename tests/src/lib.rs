@@ -297,3 +297,41 @@ pub fn sorted_lines(text: &str) -> String {
     lines.sort_unstable();
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
+
+/// One eBPF program at a tc hook, as the kernel lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hooked {
+    pub id: u32,
+    /// As the kernel keeps it (cut to 15 bytes).
+    pub name: String,
+}
+
+/// The eBPF programs attached at `interface`'s `direction` (`ingress` or `egress`) hook in
+/// `netns`, as the kernel lists them: netlink clsact bpf filters (`tc filter show`; how LibraFlux
+/// attaches before Linux 6.6) and tcx programs (a BPF_PROG_QUERY of the hook; 6.6 and later).
+/// Both kinds are listed on every kernel, so a stale program of either kind shows.
+pub fn attached_programs(netns: &NetNs, interface: &str, direction: &str) -> Vec<Hooked> {
+    use aya::programs::{SchedClassifier, tc::TcAttachType};
+    let mut programs: Vec<Hooked> = netns
+        .exec("tc", &["filter", "show", "dev", interface, direction])
+        .lines()
+        .filter(|line| line.contains(" bpf ") && line.contains(" handle "))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let id =
+                words.iter().position(|word| *word == "id").and_then(|at| words.get(at + 1)?.parse().ok());
+            let name = words.iter().find_map(|word| word.split_once(":[")).map(|(name, _)| name.to_owned());
+            Hooked { id: id.expect("tc shows the program id"), name: name.unwrap_or_default() }
+        })
+        .collect();
+    let attach_type = if direction == "egress" { TcAttachType::Egress } else { TcAttachType::Ingress };
+    let interface = interface.to_owned();
+    programs.extend(netns.enter(move || {
+        // Kernels before 6.6 have no tcx hook to query: nothing is attached there.
+        let tcx = SchedClassifier::query_tcx(&interface, attach_type).map(|(_, tcx)| tcx).unwrap_or_default();
+        tcx.iter()
+            .map(|info| Hooked { id: info.id(), name: info.name_as_str().unwrap_or_default().to_owned() })
+            .collect::<Vec<_>>()
+    }));
+    programs
+}

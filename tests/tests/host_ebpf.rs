@@ -1,11 +1,13 @@
 //! Host tier: the eBPF per-destination counter on the host kernel (tcx attach), with real
 //! traffic between two network namespaces. Counts must be exact. The VM tier runs these again on
-//! 6.1, where the counter attaches as a netlink clsact filter. Link types other than plain
+//! 6.1, where the counter attaches as a netlink clsact filter, and on 6.12 (tcx); attach.rs holds
+//! each kernel to its mode. Link types other than plain
 //! Ethernet are tested in host_ebpf/links.rs (and vm_links.rs, in the VM only: the host kernel
 //! cannot make those links), the refusal shield's frames in host_ebpf/shield.rs, the connection
 //! outcomes of NAT backends in host_ebpf/connect.rs (traffic) and connect_frames.rs (frames).
 
 mod host_ebpf {
+    mod attach;
     mod connect;
     mod connect_frames;
     mod links;

@@ -148,7 +148,7 @@ fn host_run(program: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn vm_run(memory_mib: u32, script: &str, what: &str) -> anyhow::Result<()> {
-    let vm = Vm { memory_mib, timeout: Duration::from_secs(1800) };
+    let vm = Vm { memory_mib, timeout: Duration::from_secs(1800), ..Vm::default() };
     let status = vm.run(&format!("uname -r\n{script}"))?;
     if status != 0 {
         bail!("the {what} benchmark failed in the VM (exit {status})");
@@ -222,7 +222,7 @@ fn ipvs(args: &IpvsArgs) -> anyhow::Result<()> {
     ];
     command.extend(args.extra.iter().cloned());
     let script = command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
-    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout) };
+    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout), ..Vm::default() };
     let status = vm.run(&format!("uname -r\n{script}"))?;
     if status != 0 {
         bail!("the IPVS benchmark failed (exit {status})");
@@ -276,7 +276,7 @@ fn steady(args: &SteadyArgs) -> anyhow::Result<()> {
             script.push_str(&format!("{run} || failed=1\n"));
         }
     }
-    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout) };
+    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout), ..Vm::default() };
     let status = vm.run(&format!("uname -r\n{script}exit $failed\n"))?;
     if status != 0 {
         bail!("the steady-state benchmark failed in the VM (exit {status})");

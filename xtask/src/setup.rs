@@ -26,6 +26,7 @@ const APT_PACKAGES: &[&str] = &[
     "kmod",
     "iproute2",
     "xz-utils",
+    "zstd",
     "cpio",
     "file",
     "systemd",
@@ -59,7 +60,9 @@ pub fn run() -> anyhow::Result<()> {
     nginx_service_stopped()?;
     ebpf_toolchain()?;
     bpf_linker()?;
-    crate::vm::kernel::ensure()?;
+    for series in crate::vm::kernel::KERNELS {
+        crate::vm::kernel::ensure(*series)?;
+    }
     eprintln!("setup: everything is in place");
     Ok(())
 }

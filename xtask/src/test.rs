@@ -7,7 +7,11 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     util::{cargo, checked},
-    vm::{Vm, shell_quote},
+    vm::{
+        Vm,
+        kernel::{KERNELS, Series},
+        shell_quote,
+    },
 };
 
 #[derive(Debug, clap::Args)]
@@ -18,6 +22,10 @@ pub struct TestArgs {
     /// Skip `cargo xtask setup` (everything is known to be installed).
     #[arg(long)]
     no_setup: bool,
+    /// Run the VM tier on these kernels only (repeatable; default: every one of
+    /// `vm::kernel::KERNELS`, side by side).
+    #[arg(long = "kernel")]
+    kernels: Vec<String>,
     /// Passed to the VM tier's test binaries: a test name filter, `--exact`, ...
     #[arg(last = true)]
     vm_test_args: Vec<String>,
@@ -45,7 +53,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         match tier {
             Tier::Lint => lint()?,
             Tier::Host => host()?,
-            Tier::Vm => vm(&args.vm_test_args)?,
+            Tier::Vm => vm(&args.kernels, &args.vm_test_args)?,
         }
     }
     eprintln!("==> all requested tiers passed");
@@ -72,14 +80,23 @@ fn host() -> anyhow::Result<()> {
     checked(cargo().args(["test", "--workspace", "--exclude", "libraflux-ebpf"]))
 }
 
-fn vm(test_args: &[String]) -> anyhow::Result<()> {
+/// The VM tier: every test binary in one boot per kernel. The kernels' VMs run side by side (one
+/// vCPU each), except under BLESS, where each rewrites its kernel's part of the generated docs
+/// and they run one after the other.
+fn vm(kernels: &[String], test_args: &[String]) -> anyhow::Result<()> {
+    let kernels: Vec<Series> = if kernels.is_empty() {
+        KERNELS.to_vec()
+    } else {
+        kernels.iter().map(|name| Series::named(name)).collect::<anyhow::Result<_>>()?
+    };
     checked(cargo().args(["build", "-p", "libraflux"]))?;
     let binaries = test_binaries()?;
     let libraflux = crate::util::workspace_root().join("target/debug/libraflux");
     let mut script =
         format!("export LIBRAFLUX_BIN={}\nfailed=0\n", shell_quote(&libraflux.to_string_lossy()));
     // BLESS=1 on the host lets the behaviour matrix rewrite docs/connection-behavior.md.
-    if std::env::var_os("BLESS").is_some() {
+    let bless = std::env::var_os("BLESS").is_some();
+    if bless {
         script.push_str("export BLESS=1\n");
     }
     for binary in &binaries {
@@ -89,9 +106,32 @@ fn vm(test_args: &[String]) -> anyhow::Result<()> {
         script.push_str(&format!("echo \"==> {binary}\"\n{binary} --test-threads=1 {extra} || failed=1\n"));
     }
     script.push_str("exit $failed\n");
-    let status = Vm::default().run(&script)?;
-    if status != 0 {
-        bail!("VM tier failed (exit {status})");
+    let label = |series: Series| (kernels.len() > 1).then(|| format!("[{}] ", series.name));
+    let run = |series: Series| Vm { kernel: series, label: label(series), ..Vm::default() }.run(&script);
+    let results: Vec<(Series, anyhow::Result<i32>)> = if bless || kernels.len() == 1 {
+        kernels.iter().map(|&series| (series, run(series))).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> =
+                kernels.iter().map(|&series| (series, scope.spawn(move || run(series)))).collect();
+            running
+                .into_iter()
+                .map(|(series, handle)| {
+                    (series, handle.join().unwrap_or_else(|_| bail!("the VM thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let mut failed = Vec::new();
+    for (series, result) in results {
+        match result {
+            Ok(0) => eprintln!("==> VM tier on Linux {}: passed", series.name),
+            Ok(status) => failed.push(format!("Linux {} (exit {status})", series.name)),
+            Err(err) => failed.push(format!("Linux {} ({err:#})", series.name)),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("VM tier failed on {}", failed.join(", "));
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! The data-plane observer on the VM's 6.1 kernel, where it attaches as a netlink clsact filter:
-//! a restart after a crash replaces the stale filter instead of stacking a second one, dropping
-//! the counter detaches it, and behind a real IPVS NAT director its per-backend counts equal
-//! IPVS's own.
+//! The data-plane observer on the VM's kernels: on 6.1, where it attaches as a netlink clsact
+//! filter, a restart after a crash replaces the stale filter instead of stacking a second one; on
+//! 6.12 (tcx) a crash leaves nothing behind. On both, dropping the counter detaches it, and behind
+//! a real IPVS NAT director its per-backend counts equal IPVS's own.
 
 use std::{
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
@@ -9,23 +9,12 @@ use std::{
 };
 
 use libraflux::observe::{
-    COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, Framing, IPPROTO_UDP, Limits,
+    AttachMode, COUNT_PROGRAM, DestKey, Direction, FlowCounter, FlowCounters, Framing, IPPROTO_UDP, Limits,
 };
-use libraflux_tests::{NetNs, VethPair, counter_at, libraflux_bin};
+use libraflux_tests::{NetNs, VethPair, attached_programs, counter_at, libraflux_bin};
 
 const PAYLOAD: usize = 64;
 const ETH: u64 = 14;
-
-/// The BPF filters `tc filter show dev IF ingress|egress` lists in `netns`: one line each
-/// (the line with the handle; tc also prints a header line per priority).
-fn bpf_filters(netns: &NetNs, interface: &str, direction: &str) -> Vec<String> {
-    netns
-        .exec("tc", &["filter", "show", "dev", interface, direction])
-        .lines()
-        .filter(|line| line.contains(" bpf ") && line.contains(" handle "))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Sends `count` datagrams from `from` to `target`, a port bound in `to`, and returns once all
 /// arrived: tc ingress runs before delivery, so the counts are final then (the receive side of a
@@ -51,13 +40,18 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
     let pair = VethPair::new();
     let right: IpAddr = VethPair::RIGHT_V4.parse().expect("address");
     let watched = DestKey::new(right, 5400, IPPROTO_UDP);
+    let attached = || attached_programs(&pair.right, VethPair::RIGHT_IF, "ingress");
 
-    // A first process attaches, then dies without detaching: its netlink filter stays.
-    let crashed = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
-    std::mem::forget(crashed);
-    let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
-    assert_eq!(stale.len(), 1, "the crashed process's filter stays: {stale:?}");
-    assert!(stale[0].contains(COUNT_PROGRAM), "named {COUNT_PROGRAM}: {stale:?}");
+    // netlink clsact (before 6.6): a first process attaches, then dies without detaching, and its
+    // filter stays. A tcx link dies with its process's file descriptors instead, which a leaked
+    // counter in this process would not model: the SIGKILL test below covers tcx.
+    if AttachMode::current() == AttachMode::NetlinkClsact {
+        let crashed = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
+        std::mem::forget(crashed);
+        let stale = attached();
+        assert_eq!(stale.len(), 1, "the crashed process's filter stays: {stale:?}");
+        assert!(COUNT_PROGRAM.starts_with(&stale[0].name), "named {COUNT_PROGRAM}: {stale:?}");
+    }
 
     // The restarted process attaches (twice, as a reconcile loop might) to the same hook.
     let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
@@ -66,12 +60,9 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
         counter
     });
     let program_id = counter.program_id(Framing::Ethernet).expect("program id");
-    let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
-    assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
-    assert!(
-        filters[0].contains(COUNT_PROGRAM) && filters[0].contains(&format!(" id {program_id} ")),
-        "the one filter is the new process's program (id {program_id}): {filters:?}"
-    );
+    let programs = attached();
+    assert_eq!(programs.len(), 1, "exactly one LibraFlux program after the restart: {programs:?}");
+    assert_eq!(programs[0].id, program_id, "the one program is the new process's: {programs:?}");
 
     send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
     let counts = counter.counters().expect("read counters")[&watched];
@@ -84,18 +75,20 @@ fn restart_after_a_crash_replaces_the_stale_filter_and_drop_detaches() {
     // Dropped on this thread, outside the namespace: the counter enters the filter's namespace
     // to remove it (netlink removes by interface index in the caller's namespace).
     drop(counter);
-    let left = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
-    assert!(left.is_empty(), "dropping the counter detaches its filter: {left:?}");
+    assert_eq!(attached(), [], "dropping the counter detaches its program");
 }
 
-/// The crash for real: `libraflux debug count-flows` attaches, is killed with SIGKILL (no
-/// destructor runs), and the next process finds its filter and replaces it.
+/// The crash for real: `libraflux debug count-flows` attaches and is killed with SIGKILL (no
+/// destructor runs). Its netlink filter stays (before 6.6) and the next process replaces it; its
+/// tcx link is gone with the process (6.6 and later). Either way the next process's program is
+/// the only one.
 #[test]
 fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
     const DATAGRAMS: u64 = 10;
     let pair = VethPair::new();
     let right: IpAddr = VethPair::RIGHT_V4.parse().expect("address");
     let watched = DestKey::new(right, 5401, IPPROTO_UDP);
+    let attached = || attached_programs(&pair.right, VethPair::RIGHT_IF, "ingress");
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", pair.right.name(), &libraflux_bin(), "debug", "count-flows"])
         .args(["--interface", VethPair::RIGHT_IF, "--watch", &format!("udp:{right}:{}", watched.port)])
@@ -105,21 +98,26 @@ fn a_process_killed_with_sigkill_leaves_a_filter_the_next_attach_replaces() {
         .expect("run libraflux debug count-flows");
     // `ip netns exec` execs the program: the child's pid is libraflux's.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress").is_empty() {
+    while attached().is_empty() {
         assert!(Instant::now() < deadline, "count-flows never attached");
         assert!(child.try_wait().expect("poll child").is_none(), "count-flows exited early");
         std::thread::sleep(Duration::from_millis(100));
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let stale = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
-    assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}");
+    let stale = attached();
+    match AttachMode::current() {
+        AttachMode::NetlinkClsact => {
+            assert_eq!(stale.len(), 1, "the killed process's filter stays: {stale:?}")
+        }
+        AttachMode::Tcx => assert_eq!(stale, [], "the killed process's tcx link is gone with it"),
+    }
 
     let mut counter = counter_at(&pair.right, VethPair::RIGHT_IF, Direction::Ingress, vec![watched]);
     let program_id = counter.program_id(Framing::Ethernet).expect("program id");
-    let filters = bpf_filters(&pair.right, VethPair::RIGHT_IF, "ingress");
-    assert_eq!(filters.len(), 1, "exactly one LibraFlux filter after the restart: {filters:?}");
-    assert!(filters[0].contains(&format!(" id {program_id} ")), "it is the new program: {filters:?}");
+    let programs = attached();
+    assert_eq!(programs.len(), 1, "exactly one LibraFlux program after the restart: {programs:?}");
+    assert_eq!(programs[0].id, program_id, "it is the new program: {programs:?}");
     send_datagrams(&pair.left, &pair.right, SocketAddr::new(right, watched.port), DATAGRAMS);
     assert_eq!(counter.counters().expect("read counters")[&watched].packets, DATAGRAMS);
     drop(counter);
@@ -383,10 +381,10 @@ fn the_daemon_counts_a_dr_vip_once_and_each_refusal_of_a_nat_backend() {
     assert_eq!(
         vip["packets"],
         DATAGRAMS,
-        "IPVS forwarded {DATAGRAMS} (DR); traffic: {}\nfilters at lf-c ingress: {:?}, egress: {:?}\n{}",
+        "IPVS forwarded {DATAGRAMS} (DR); traffic: {}\nprograms at lf-c ingress: {:?}, egress: {:?}\n{}",
         status["traffic"],
-        bpf_filters(&topology.node.netns, "lf-c", "ingress"),
-        bpf_filters(&topology.node.netns, "lf-c", "egress"),
+        attached_programs(&topology.node.netns, "lf-c", "ingress"),
+        attached_programs(&topology.node.netns, "lf-c", "egress"),
         daemon.log()
     );
     assert!(

@@ -286,7 +286,7 @@ pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 
 /// The running kernel's release (`6.1.0-57-amd64`) and its series (`6.1`). The generated docs
 /// name the series: Debian moves the ABI number with every point release of the same kernel, and
-/// a fresh machine fetches whichever is current (the run's results.json records the release).
+/// a fresh machine fetches whichever is current (the run's results-SERIES.json records the release).
 pub fn kernel() -> (String, String) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_owned();
     let series = release.split(['.', '-']).take(2).collect::<Vec<_>>().join(".");
@@ -298,27 +298,39 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// A section of a committed doc that a VM test generates from what it observed: the lines
-/// between `begin` and `end` in `doc` (relative to the workspace). Fails with a diff when the
-/// committed section and `fresh` disagree; with `BLESS` set, rewrites the section instead.
-/// `results` names where the run's raw results are, for the failure message.
-pub fn check_generated_section(doc: &str, begin: &str, end: &str, fresh: &str, results: &str) {
+/// A section of a committed doc that a VM test generates from what it observed on the running
+/// kernel: the lines between `<!-- TAG linux-SERIES:begin ... -->` and `<!-- TAG
+/// linux-SERIES:end -->` in `doc` (relative to the workspace), one section per kernel series.
+/// Fails with a diff when the committed section and `fresh` disagree; with `BLESS` set, rewrites
+/// the section instead. `results` names where the run's raw results are, for the message.
+pub fn check_generated_section(doc: &str, tag: &str, fresh: &str, results: &str) {
+    let (_, series) = kernel();
+    let begin = format!("<!-- {tag} linux-{series}:begin");
+    let end = format!("<!-- {tag} linux-{series}:end -->");
     let doc_path = workspace().join(doc);
     let text = std::fs::read_to_string(&doc_path).unwrap_or_else(|err| panic!("reading {doc}: {err}"));
-    let start = text.find(begin).unwrap_or_else(|| panic!("begin marker in {doc}")) + begin.len();
-    let stop = text.find(end).unwrap_or_else(|| panic!("end marker in {doc}"));
+    let missing = || format!("{doc} has no section for Linux {series}: add `{begin} -->` and `{end}`");
+    let start = text.find(&begin).unwrap_or_else(|| panic!("{}", missing()));
+    let start = start + text[start..].find("-->").expect("the begin marker ends") + "-->".len();
+    let stop = text.find(&end).unwrap_or_else(|| panic!("{}", missing()));
     let committed = text[start..stop].trim_matches('\n');
     let fresh = fresh.trim_matches('\n');
     if std::env::var_os("BLESS").is_some() {
         std::fs::write(&doc_path, format!("{}\n{fresh}\n{}", &text[..start], &text[stop..])).unwrap();
-        eprintln!("BLESS: rewrote the generated section of {}", doc_path.display());
+        eprintln!("BLESS: rewrote the Linux {series} section of {}", doc_path.display());
         return;
     }
     assert!(
         committed == fresh,
-        "{doc} disagrees with this run (results in {results}; BLESS=1 rewrites it):\n{}",
+        "{doc}'s Linux {series} section disagrees with this run (results in {results}; BLESS=1 rewrites it):\n{}",
         diff(committed, fresh)
     );
+}
+
+/// Where a VM test keeps the raw results of a run on this kernel: `target/NAME/results-SERIES.json`
+/// (relative to the workspace).
+pub fn results_file(name: &str) -> String {
+    format!("target/{name}/results-{}.json", kernel().1)
 }
 
 /// Lines that differ between the committed and the fresh text, `-` committed, `+` fresh.

@@ -194,9 +194,16 @@ fn stage_modules(kernel: &Kernel, root: &Path) -> anyhow::Result<()> {
                 continue; // "builtin NAME": nothing to load
             };
             let (path, args) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
-            let name = Path::new(path).file_name().context("module path without a name")?.to_string_lossy();
-            if seen.insert(name.to_string()) {
-                copy_file(Path::new(path), &root.join("lib/modules/libraflux").join(&*name))?;
+            let file = Path::new(path).file_name().context("module path without a name")?.to_string_lossy();
+            // 6.12's modules are xz-compressed; busybox's insmod loads plain ones.
+            let name = file.strip_suffix(".xz").unwrap_or(&file).to_owned();
+            if seen.insert(name.clone()) {
+                let to = root.join("lib/modules/libraflux").join(&name);
+                if name.len() == file.len() {
+                    copy_file(Path::new(path), &to)?;
+                } else {
+                    checked(Command::new("xz").args(["-dc", path]).stdout(fs::File::create(&to)?))?;
+                }
                 list.push_str(&format!("{name} {args}\n"));
             }
         }

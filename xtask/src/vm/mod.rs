@@ -22,6 +22,9 @@ use crate::util::workspace_root;
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
+    /// The kernel series to boot (kernel::KERNELS: 6.1, 6.12).
+    #[arg(long, default_value = "6.1")]
+    pub kernel: String,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
@@ -36,7 +39,8 @@ pub struct VmArgs {
 /// `cargo xtask vm -- CMD...`: exits with the guest command's status.
 pub fn run_command(args: &VmArgs) -> anyhow::Result<()> {
     let script = args.command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
-    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout) };
+    let kernel = kernel::Series::named(&args.kernel)?;
+    let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout), kernel, label: None };
     let status = vm.run(&script)?;
     if status != 0 {
         std::process::exit(status);
@@ -49,13 +53,21 @@ pub fn run_command(args: &VmArgs) -> anyhow::Result<()> {
 pub struct Vm {
     pub memory_mib: u32,
     pub timeout: Duration,
+    pub kernel: kernel::Series,
+    /// Prefixes each line of the job's output (`[6.12] `) when VMs run side by side.
+    pub label: Option<String>,
 }
 
 impl Default for Vm {
     /// 40 minutes: the VM tier runs every VM test in one boot, about 24 minutes under TCG on a
     /// quiet 2-core host; this bound only catches a hung guest.
     fn default() -> Self {
-        Self { memory_mib: 1024, timeout: Duration::from_secs(2400) }
+        Self {
+            memory_mib: 1024,
+            timeout: Duration::from_secs(2400),
+            kernel: kernel::Series::default(),
+            label: None,
+        }
     }
 }
 
@@ -63,7 +75,7 @@ impl Vm {
     /// Boots the VM, runs `script` with bash in the workspace directory, and returns its exit
     /// status. Fails if the guest never reports one (kernel panic, timeout).
     pub fn run(&self, script: &str) -> anyhow::Result<i32> {
-        let kernel = kernel::ensure()?;
+        let kernel = kernel::ensure(self.kernel)?;
         let initramfs = initramfs::ensure(&kernel)?;
         let share = workspace_root();
         let dir = run_dir()?;
@@ -73,7 +85,7 @@ impl Vm {
         let output = dir.join("output.log");
         let started = Instant::now();
         let mut qemu = self.spawn_qemu(&kernel.vmlinux, &initramfs, &share, &job, &console, &output)?;
-        let finished = follow_output(&mut qemu, &output, self.timeout)?;
+        let finished = follow_output(&mut qemu, &output, self.timeout, self.label.as_deref())?;
         let console_text = fs::read_to_string(&console).unwrap_or_default();
         if !finished {
             bail!("the VM did not finish within {:?}; console:\n{}", self.timeout, tail(&console_text, 40));
@@ -86,7 +98,8 @@ impl Vm {
                 format!("the VM exited without a job status; console:\n{}", tail(&console_text, 40))
             })?;
         eprintln!(
-            "vm: job exited with {status} after {:.1}s (logs in {})",
+            "vm: {} job exited with {status} after {:.1}s (logs in {})",
+            kernel.release,
             started.elapsed().as_secs_f64(),
             dir.display()
         );
@@ -128,11 +141,17 @@ impl Vm {
     }
 }
 
-/// Prints the job's output as it arrives until qemu exits; false if the timeout killed it.
-fn follow_output(qemu: &mut Child, output: &Path, timeout: Duration) -> anyhow::Result<bool> {
+/// Prints the job's output as it arrives until qemu exits, whole lines prefixed with `label`
+/// when there is one; false if the timeout killed it.
+fn follow_output(
+    qemu: &mut Child,
+    output: &Path,
+    timeout: Duration,
+    label: Option<&str>,
+) -> anyhow::Result<bool> {
     let deadline = Instant::now() + timeout;
     let mut offset = 0u64;
-    let mut stdout = std::io::stdout();
+    let mut pending = Vec::new();
     loop {
         let exited = qemu.try_wait()?.is_some();
         if let Ok(mut file) = fs::File::open(output) {
@@ -140,7 +159,23 @@ fn follow_output(qemu: &mut Child, output: &Path, timeout: Duration) -> anyhow::
             let mut fresh = Vec::new();
             file.read_to_end(&mut fresh)?;
             offset += fresh.len() as u64;
-            stdout.write_all(&fresh)?;
+            pending.extend_from_slice(&fresh);
+            // With a label, the last unfinished line waits for its end, unless qemu is gone.
+            let print = match label {
+                Some(_) if !exited => pending.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1),
+                _ => pending.len(),
+            };
+            let text: Vec<u8> = pending.drain(..print).collect();
+            let mut stdout = std::io::stdout().lock();
+            match label {
+                None => stdout.write_all(&text)?,
+                Some(label) => {
+                    for line in text.split_inclusive(|&byte| byte == b'\n') {
+                        stdout.write_all(label.as_bytes())?;
+                        stdout.write_all(line)?;
+                    }
+                }
+            }
             stdout.flush()?;
         }
         if exited {

@@ -1,5 +1,5 @@
 //! The reliability suite's accounting: each failure and cut charged to the operation whose window
-//! contains its send time, the figures printed and written to `target/reliability/results.json`,
+//! contains its send time, the figures printed and written to `target/reliability/results-SERIES.json`,
 //! the assertions, and the verdict table of docs/reliability.md.
 
 use std::{fmt::Write as _, time::Instant};
@@ -7,7 +7,7 @@ use std::{fmt::Write as _, time::Instant};
 use libraflux_tests::load::{Event, Kind, Outcome, Tally};
 
 use super::{KNOWN_LOSS, SETTLE};
-use crate::vm::support::{kernel, workspace};
+use crate::vm::support::{kernel, results_file, workspace};
 
 /// An operation's window: from `start` to `settled` (its end plus [`SETTLE`]).
 pub struct Window {
@@ -201,9 +201,9 @@ impl<'a> Report<'a> {
             "operations": operations,
             "outside_every_window": self.outside.iter().map(|event| self.describe(event)).collect::<Vec<_>>(),
         });
-        let dir = workspace().join("target/reliability");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        std::fs::create_dir_all(workspace().join("target/reliability")).unwrap();
+        let path = workspace().join(results_file("reliability"));
+        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     }
 
     pub fn assert(&self) {
