@@ -147,7 +147,7 @@ mod tests {
                 let destination = Destination {
                     key: dest,
                     weight: *weight,
-                    forwarding: Forwarding::Masq,
+                    forwarding: Forwarding::Nat,
                     upper_threshold: 0,
                     lower_threshold: 0,
                 };
@@ -234,6 +234,7 @@ mod tests {
         // Announced at 11: a failure at 12 still withdraws at once.
         assert!(!announced(&holddown.decide(&serves(false), hold, at(12))));
 
+        assert!(announced(&holddown.decide(&serves(true), hold, at(25))));
         holddown.withdraw_all(at(30));
         assert!(!announced(&holddown.decide(&serves(true), hold, at(31))), "a stop counts as a change");
         assert!(holddown.decide(&BTreeMap::new(), hold, at(32)).announce.is_empty());

@@ -193,11 +193,13 @@ mod tests {
     protocol: tcp
     vip: 192.0.2.10
     port: 80
+    scheduler: wrr
     backends: [{ address: 10.0.0.1 }]
   - name: web6
     protocol: tcp
     vip: 2001:db8::10
     port: 80
+    scheduler: wrr
     backends: [{ address: 2001:db8:1::1 }]
 ";
 

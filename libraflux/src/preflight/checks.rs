@@ -390,7 +390,6 @@ mod tests {
             expected_connections: None,
             skip: &[],
             sync: None,
-            announce: None,
         };
         let (verdict, reason) = outcome(&run_checks(&input, &healthy_node()), "vips_present");
         assert_eq!(verdict, Verdict::Fail);
@@ -440,7 +439,6 @@ mod tests {
             expected_connections: None,
             skip: &skip,
             sync: None,
-            announce: None,
         };
         let report = run_checks(&input, &facts);
         assert_eq!(outcome(&report, "ipvs_available").0, Verdict::Skipped);
@@ -515,7 +513,6 @@ mod tests {
             expected_connections: None,
             skip: &[],
             sync: None,
-            announce: None,
         };
         let report = run_checks(&input, &healthy_node());
         let (verdict, reason) = outcome(&report, "sync");

@@ -69,13 +69,16 @@ const PROGRAMS: &[&str] = &[
     "/usr/sbin/ethtool",
     "/usr/bin/wg",
     "/usr/sbin/nft",
+    // The fleet test's BGP speakers (BIRD 2) and their client.
+    "/usr/sbin/bird",
+    "/usr/sbin/birdc",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
 const EXTRA_LIBRARIES: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 
 /// Bump when the layout below changes, so cached images are rebuilt.
-const LAYOUT_VERSION: u32 = 3;
+const LAYOUT_VERSION: u32 = 4;
 
 const INIT: &str = r#"#!/busybox/bin/busybox sh
 # LibraFlux test VM init: mount, load modules, mount the host share, run the job, power off.
