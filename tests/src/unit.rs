@@ -440,7 +440,9 @@ mod tests {
             service("ExecStart=/bin/a\nExecStart=\nExecStart=/bin/b x\nExecReload=/bin/c\nExecReload=\n");
         assert_eq!(reset.exec_start, ["/bin/b", "x"]);
         assert!(reset.exec_reload.is_empty());
-        let stop = service("ExecStopPost=/bin/a\nExecStopPost=\nExecStopPost=/usr/bin/libraflux announce withdraw\n");
+        let stop = service(
+            "ExecStopPost=/bin/a\nExecStopPost=\nExecStopPost=/usr/bin/libraflux announce withdraw\n",
+        );
         assert_eq!(stop.exec_stop_post, [vec!["/usr/bin/libraflux", "announce", "withdraw"]]);
     }
 

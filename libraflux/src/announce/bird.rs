@@ -233,7 +233,8 @@ mod tests {
 
     #[tokio::test]
     async fn configure_takes_the_codes_of_success_and_refuses_the_rest() {
-        let (_dir, path) = serve(&["0002-Reading configuration from /etc/bird/bird.conf\n", "0003 Reconfigured\n"]);
+        let (_dir, path) =
+            serve(&["0002-Reading configuration from /etc/bird/bird.conf\n", "0003 Reconfigured\n"]);
         let reply = configure(&path, Duration::from_secs(5)).await.unwrap();
         assert_eq!((reply.code, reply.message()), (3, "Reconfigured"));
 

@@ -105,7 +105,8 @@ impl HoldDown {
             let held = self.vips.entry(*vip).or_default();
             match (held.announced, *serves) {
                 (true, false) => *held = Held { announced: false, last_change: Some(now) },
-                (false, true) => match held.last_change.map(|at| at + hold_down).filter(|until| *until > now) {
+                (false, true) => match held.last_change.map(|at| at + hold_down).filter(|until| *until > now)
+                {
                     Some(until) => {
                         decision.held.insert(*vip, until);
                     }
@@ -154,16 +155,23 @@ mod tests {
                 (dest, destination)
             })
             .collect();
-        (key, Service { key, scheduler: "wrr".into(), persistence: None, persistence_netmask: None, destinations })
+        (
+            key,
+            Service {
+                key,
+                scheduler: "wrr".into(),
+                persistence: None,
+                persistence_netmask: None,
+                destinations,
+            },
+        )
     }
 
     fn probed(healthy: bool) -> BackendStatus {
         let mut status = BackendStatus::new("tcp", BackendState::new(InitialState::Healthy));
         status.state.healthy = healthy;
-        status.last_probe = Some(crate::health::LastProbe {
-            failure: None,
-            latency: Duration::from_millis(1),
-        });
+        status.last_probe =
+            Some(crate::health::LastProbe { failure: None, latency: Duration::from_millis(1) });
         status
     }
 
@@ -202,7 +210,10 @@ mod tests {
         assert!(!serving(&policy(Require::Any), &effective, &none, &unprobed).serves());
         fresh.check = "none";
         unprobed.insert(web, "10.0.0.1:80".parse().unwrap(), fresh);
-        assert!(serving(&policy(Require::Any), &effective, &none, &unprobed).serves(), "type none needs no probe");
+        assert!(
+            serving(&policy(Require::Any), &effective, &none, &unprobed).serves(),
+            "type none needs no probe"
+        );
 
         // Unchecked backends serve by their weight; a VIP without services never.
         assert!(serving(&policy(Require::All), &effective, &none, &HealthTable::default()).serves());

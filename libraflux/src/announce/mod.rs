@@ -116,7 +116,12 @@ impl Announcer {
         outcome
     }
 
-    async fn try_publish(&mut self, announce: &Announce, path: PathBuf, bytes: Vec<u8>) -> Result<(), PublishError> {
+    async fn try_publish(
+        &mut self,
+        announce: &Announce,
+        path: PathBuf,
+        bytes: Vec<u8>,
+    ) -> Result<(), PublishError> {
         let written = bytes.clone();
         let write_path = path.clone();
         blocking(move || file::write(&write_path, &written)).await.map_err(PublishError::File)?;

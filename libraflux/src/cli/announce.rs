@@ -36,9 +36,9 @@ pub fn run(args: &AnnounceArgs) -> anyhow::Result<()> {
         println!("nothing to withdraw: the configuration has no announce: section");
         return Ok(());
     };
-    runtime()?.block_on(announce::withdraw_all(&announce)).map_err(|err| {
-        Failure::new(exit::RUNTIME_FAILURE, format!("withdrawing the VIPs failed: {err}"))
-    })?;
+    runtime()?
+        .block_on(announce::withdraw_all(&announce))
+        .map_err(|err| Failure::new(exit::RUNTIME_FAILURE, format!("withdrawing the VIPs failed: {err}")))?;
     println!(
         "withdrawn: {} holds no route and BIRD ({}) reconfigured",
         announce.include.display(),

@@ -92,7 +92,9 @@ fn announce_lines(announce: &Value) -> String {
     let mut out = String::new();
     for vip in vips {
         let services = vip["services"].as_object().map_or(0, serde_json::Map::len);
-        let serving = vip["services"].as_object().map_or(0, |s| s.values().filter(|v| v.as_bool() == Some(true)).count());
+        let serving = vip["services"]
+            .as_object()
+            .map_or(0, |s| s.values().filter(|v| v.as_bool() == Some(true)).count());
         let state = match (vip["announced"].as_bool(), vip["held_until_unix"].as_u64()) {
             (Some(true), _) => "ANNOUNCED".to_owned(),
             (_, Some(until)) => format!("withdrawn, held down until unix {until}"),
@@ -106,7 +108,10 @@ fn announce_lines(announce: &Value) -> String {
     }
     let last = &announce["last_reconfigure"];
     if let Some(error) = last["error"].as_str() {
-        out.push_str(&format!("announce: last BIRD reconfigure FAILED ({}): {error}\n", last["result"].as_str().unwrap_or("?")));
+        out.push_str(&format!(
+            "announce: last BIRD reconfigure FAILED ({}): {error}\n",
+            last["result"].as_str().unwrap_or("?")
+        ));
     }
     if announce["ready"].as_bool() == Some(false) {
         out.push_str("announce: nothing is announced before the first reconcile succeeds\n");

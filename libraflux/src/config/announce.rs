@@ -222,11 +222,17 @@ mod tests {
              timeout: 3s\n  vips:\n    - address: 2001:db8::10\n      require: all\n    - address: 192.0.2.10\n{SERVICES}"
         );
         let announce = load(&full).unwrap().announce.unwrap();
-        assert_eq!((announce.socket.to_str(), announce.include.to_str()), (Some("/run/b.ctl"), Some("/etc/bird/lf.conf")));
+        assert_eq!(
+            (announce.socket.to_str(), announce.include.to_str()),
+            (Some("/run/b.ctl"), Some("/etc/bird/lf.conf"))
+        );
         assert_eq!((announce.hold_down, announce.timeout), (Duration::from_secs(2), Duration::from_secs(3)));
         let vips: Vec<(String, Require)> =
             announce.vips.iter().map(|vip| (vip.address.to_string(), vip.require)).collect();
-        assert_eq!(vips, [("192.0.2.10".to_owned(), Require::Any), ("2001:db8::10".to_owned(), Require::All)]);
+        assert_eq!(
+            vips,
+            [("192.0.2.10".to_owned(), Require::Any), ("2001:db8::10".to_owned(), Require::All)]
+        );
     }
 
     #[test]
@@ -252,7 +258,10 @@ mod tests {
         }
         // Checked across files, once the section itself is clean: a VIP of a service in config.d counts.
         let errors = load(&format!("announce:\n  vips:\n    - address: 192.0.2.99\n{SERVICES}")).unwrap_err();
-        assert!(errors.contains(":3:16: announce.vips: 192.0.2.99 is the VIP of no configured service"), "{errors}");
+        assert!(
+            errors.contains(":3:16: announce.vips: 192.0.2.99 is the VIP of no configured service"),
+            "{errors}"
+        );
         let errors = load(&format!("announce:\n  vips: []\n{SERVICES}")).unwrap_err();
         assert!(errors.contains(":2:9: announce.vips: the list is empty"), "{errors}");
         let errors = load(&format!("announce: {{}}\n{SERVICES}")).unwrap_err();

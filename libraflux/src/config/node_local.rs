@@ -11,7 +11,8 @@ use super::{
 };
 
 /// The top-level sections that only a node's own files may set.
-pub const NODE_LOCAL_SECTIONS: &[&str] = &["node", "metrics", "control", "snapshots", "replication", "sync", "announce"];
+pub const NODE_LOCAL_SECTIONS: &[&str] =
+    &["node", "metrics", "control", "snapshots", "replication", "sync", "announce"];
 
 /// Each node-local section that `source` sets, as an error at its key; the file's own errors
 /// when it is not YAML with a mapping at the top.

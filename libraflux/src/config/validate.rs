@@ -95,7 +95,8 @@ fn announced_vips_are_served(files: &[(&Path, FileDecl)], config: &Config, error
             ServiceKey::Fwmark { .. } => None,
         })
         .collect();
-    let Some((file, decl)) = files.iter().find_map(|(file, decl)| Some((*file, decl.announce.as_ref()?))) else {
+    let Some((file, decl)) = files.iter().find_map(|(file, decl)| Some((*file, decl.announce.as_ref()?)))
+    else {
         return;
     };
     for (address, at) in decl.value.iter().flat_map(|decl| &decl.vip_positions) {

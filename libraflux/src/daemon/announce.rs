@@ -164,7 +164,9 @@ impl Daemon {
             (None, Some(now)) => self.announcing = Announcing::start(Some(&now)).await,
             (Some(previous), Some(now)) => {
                 if previous.include != now.include || previous.socket != now.socket {
-                    tracing::warn!("announce: the include file or socket changed; the old file is left as it is");
+                    tracing::warn!(
+                        "announce: the include file or socket changed; the old file is left as it is"
+                    );
                     let ready = self.announcing.ready;
                     self.announcing = Announcing { ready, ..Announcing::start(Some(&now)).await };
                 }

@@ -50,8 +50,9 @@ fn vips_follow_their_backends_through_bird_to_the_routers_ecmp_route() {
     eprintln!("fleet: BGP sessions up after {:?}", began.elapsed());
     assert!(fleet.next_hops().is_empty(), "nothing announced before the daemons run");
     let hold = format!("{}s", HOLD_DOWN.as_secs());
-    let configs: Vec<String> =
-        (0..2).map(|index| fleet.lbs[index].config("config.yaml", &fleet.daemon_config(index, &hold))).collect();
+    let configs: Vec<String> = (0..2)
+        .map(|index| fleet.lbs[index].config("config.yaml", &fleet.daemon_config(index, &hold)))
+        .collect();
     let mut daemons: Vec<Option<Daemon>> =
         (0..2).map(|index| Some(Daemon::start(&fleet.lbs[index], &configs[index]))).collect();
 
@@ -116,7 +117,10 @@ fn vips_follow_their_backends_through_bird_to_the_routers_ecmp_route() {
     let text = fleet.lbs[1].libraflux(&["status"]).stdout;
     assert!(text.contains("announce: last BIRD reconfigure FAILED (rejected)"), "{text}");
     let scrape = metrics(&fleet, 1);
-    assert!(metric(&scrape, "libraflux_bird_reconfigures_total", &["result=\"rejected\""]) >= Some(1.0), "{scrape}");
+    assert!(
+        metric(&scrape, "libraflux_bird_reconfigures_total", &["result=\"rejected\""]) >= Some(1.0),
+        "{scrape}"
+    );
     assert_eq!(metric(&scrape, "libraflux_announce_pending", &[]), Some(1.0), "{scrape}");
     std::fs::write(&fleet.lb_birds[1].config, good).unwrap();
     let repaired = fleet.wait_for_next_hops(&LB[..1], WITHDRAW_BOUND);
@@ -161,7 +165,9 @@ fn vips_follow_their_backends_through_bird_to_the_routers_ecmp_route() {
         topology::answer(stream)
     };
     let (stayed, left) = (echo(&via_b), echo(&via_a));
-    eprintln!("fleet: established through the node that stayed: {stayed:?}; through the node that left: {left:?}");
+    eprintln!(
+        "fleet: established through the node that stayed: {stayed:?}; through the node that left: {left:?}"
+    );
     assert_eq!(stayed, Ok("x".to_owned()), "a connection through B lives on");
     // Its packets now reach B, whose IPVS has no entry for it (no sync between the nodes) and
     // schedules only a SYN; B's own stack holds the VIP and resets it (docs/fleet.md).
@@ -183,7 +189,9 @@ fn vips_follow_their_backends_through_bird_to_the_routers_ecmp_route() {
     let ran = fleet.lbs[0].libraflux(&args);
     ran.assert_code(0);
     let after_stop = fleet.wait_for_next_hops(&LB[1..], WITHDRAW_BOUND);
-    eprintln!("fleet: the unit's ExecStopPost= withdrew the killed daemon's VIP ({after_stop:?} to the router)");
+    eprintln!(
+        "fleet: the unit's ExecStopPost= withdrew the killed daemon's VIP ({after_stop:?} to the router)"
+    );
     eprintln!("fleet: the whole test took {:?}", began.elapsed());
     drop(daemons);
 }

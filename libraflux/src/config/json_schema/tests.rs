@@ -54,10 +54,14 @@ const PLACES: &[Place] = &[
     Place { base: &["interface: eth1"], ..section("sync", &["sync"], "sync:\n") },
     Place {
         base: &["vips: [{ address: 192.0.2.1 }]"],
-        ..section("announce", &["announce"], concat!(
-            "services:\n  - name: web\n    protocol: tcp\n    vip: 192.0.2.1\n    port: 80\n    scheduler: wrr\n",
-            "    backends: []\nannounce:\n"
-        ))
+        ..section(
+            "announce",
+            &["announce"],
+            concat!(
+                "services:\n  - name: web\n    protocol: tcp\n    vip: 192.0.2.1\n    port: 80\n    scheduler: wrr\n",
+                "    backends: []\nannounce:\n"
+            ),
+        )
     },
     Place {
         name: "announced vip",

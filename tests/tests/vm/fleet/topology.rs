@@ -48,7 +48,8 @@ impl Bird {
     pub fn start(netns: &NetNs, dir: &Path, config: &str) -> Self {
         let (socket, path, pid_file) = (dir.join("bird.ctl"), dir.join("bird.conf"), dir.join("bird.pid"));
         std::fs::write(&path, config).unwrap();
-        let args = ["-c", path.to_str().unwrap(), "-s", socket.to_str().unwrap(), "-P", pid_file.to_str().unwrap()];
+        let args =
+            ["-c", path.to_str().unwrap(), "-s", socket.to_str().unwrap(), "-P", pid_file.to_str().unwrap()];
         netns.exec("bird", &args);
         Self { socket, config: path, pid_file, netns: netns.name().to_owned() }
     }
