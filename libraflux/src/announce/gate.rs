@@ -50,7 +50,7 @@ pub fn serving(
 ) -> VipServing {
     let services = effective
         .iter()
-        .filter(|(key, _)| matches!(key, ServiceKey::Addr { addr, .. } if *addr == policy.address))
+        .filter(|(key, _)| key.vip() == Some(policy.address))
         .map(|(key, service)| (*key, !fail_open.contains(key) && has_serving_backend(service, health)))
         .collect();
     VipServing { vip: policy.address, require: policy.require, services }
@@ -134,37 +134,17 @@ mod tests {
     use super::*;
     use crate::{
         health::{BackendState, BackendStatus, InitialState},
-        model::{DestKey, Destination, Forwarding},
+        model::{Destination, Forwarding},
     };
 
     const VIP: &str = "192.0.2.10";
 
     fn service(key: &str, weights: &[(&str, u32)]) -> (ServiceKey, Service) {
         let key: ServiceKey = key.parse().unwrap();
-        let destinations = weights
+        let backends = weights
             .iter()
-            .map(|(dest, weight)| {
-                let dest: DestKey = dest.parse().unwrap();
-                let destination = Destination {
-                    key: dest,
-                    weight: *weight,
-                    forwarding: Forwarding::Nat,
-                    upper_threshold: 0,
-                    lower_threshold: 0,
-                };
-                (dest, destination)
-            })
-            .collect();
-        (
-            key,
-            Service {
-                key,
-                scheduler: "wrr".into(),
-                persistence: None,
-                persistence_netmask: None,
-                destinations,
-            },
-        )
+            .map(|(backend, weight)| Destination::new(backend.parse().unwrap(), *weight, Forwarding::Nat));
+        (key, Service::new(key, "wrr").with_destinations(backends))
     }
 
     fn probed(healthy: bool) -> BackendStatus {

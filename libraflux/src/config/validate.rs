@@ -87,14 +87,8 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
 /// Every VIP of `announce.vips` is the VIP of a configured service: anything else is announced
 /// with nothing behind it, or never.
 fn announced_vips_are_served(files: &[(&Path, FileDecl)], config: &Config, errors: &mut Vec<ConfigError>) {
-    let served: std::collections::BTreeSet<IpAddr> = config
-        .desired
-        .keys()
-        .filter_map(|key| match key {
-            ServiceKey::Addr { addr, .. } => Some(*addr),
-            ServiceKey::Fwmark { .. } => None,
-        })
-        .collect();
+    let served: std::collections::BTreeSet<IpAddr> =
+        config.desired.keys().filter_map(ServiceKey::vip).collect();
     let Some((file, decl)) = files.iter().find_map(|(file, decl)| Some((*file, decl.announce.as_ref()?)))
     else {
         return;

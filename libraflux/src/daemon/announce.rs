@@ -99,7 +99,7 @@ impl Daemon {
     /// which is weighed shortly (coalesced like health transitions).
     pub(super) fn announce_probe_passed(&mut self, service: ServiceKey, backend: DestKey) {
         let Some(config) = &self.config.announce else { return };
-        let on_vip = matches!(service, ServiceKey::Addr { addr, .. } if config.vips.iter().any(|vip| vip.address == addr));
+        let on_vip = service.vip().is_some_and(|addr| config.vips.iter().any(|vip| vip.address == addr));
         if on_vip && self.announcing.probed.insert((service, backend)) {
             self.announcing.due.get_or_insert_with(|| tokio::time::Instant::now() + HEALTH_COALESCE);
         }

@@ -85,13 +85,15 @@ fn vips_follow_their_backends_through_bird_to_the_routers_ecmp_route() {
     let status_a = status(&fleet, 0);
     assert_eq!(status_a["daemon"]["announce"]["vips"][0]["announced"], false, "{status_a:#}");
 
-    // Back: announced again, but not before the hold-down since the withdraw.
+    // Back: announced again, but not before the hold-down since the withdraw (without one, a
+    // passed check, 500 ms, and the announce would do). Both ends are seen at the router, so the
+    // withdraw's and the announce's ways there may differ a little: 1 s of slack.
     let withdrawn_at = failed_at + withdraw;
     fleet.backend_link(0, true);
     fleet.wait_for_next_hops(&LB, HOLD_DOWN + WITHDRAW_BOUND);
     let again = withdrawn_at.elapsed();
     eprintln!("fleet: A announced again {again:?} after its withdraw (hold-down {HOLD_DOWN:?})");
-    assert!(again >= HOLD_DOWN - Duration::from_millis(300), "re-announced within the hold-down: {again:?}");
+    assert!(again >= HOLD_DOWN - Duration::from_secs(1), "re-announced within the hold-down: {again:?}");
 
     // BIRD on B refuses its configuration: B's withdraw does not take, the last good file is
     // back and BIRD keeps announcing; it is reported. Repaired, the withdraw goes through.
