@@ -4,6 +4,7 @@
 //! Kernel I/O lives only at the edges: [`ipvs`] (generic netlink), [`observe`] (eBPF) and
 //! [`preflight`]'s fact gathering.
 
+pub mod announce;
 pub mod apply;
 pub mod breaker;
 pub mod bundle;

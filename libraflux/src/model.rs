@@ -82,6 +82,16 @@ pub enum ServiceKey {
     Fwmark { mark: u32, family: Family },
 }
 
+impl ServiceKey {
+    /// The VIP of an address service; a firewall-mark service has none.
+    pub const fn vip(&self) -> Option<IpAddr> {
+        match self {
+            Self::Addr { addr, .. } => Some(*addr),
+            Self::Fwmark { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -60,6 +60,8 @@ pub struct Unit {
     pub exec_start: Vec<String>,
     /// Each `ExecReload=` command, in order.
     pub exec_reload: Vec<Vec<String>>,
+    /// Each `ExecStopPost=` command, in order.
+    pub exec_stop_post: Vec<Vec<String>>,
 }
 
 impl Default for Unit {
@@ -78,6 +80,7 @@ impl Default for Unit {
             umask: None,
             exec_start: Vec::new(),
             exec_reload: Vec::new(),
+            exec_stop_post: Vec::new(),
         }
     }
 }
@@ -146,6 +149,8 @@ impl Unit {
             }
             "ExecReload" if value.is_empty() => self.exec_reload.clear(),
             "ExecReload" => self.exec_reload.push(command(value, at)),
+            "ExecStopPost" if value.is_empty() => self.exec_stop_post.clear(),
+            "ExecStopPost" => self.exec_stop_post.push(command(value, at)),
             _ => {}
         }
     }
@@ -435,6 +440,10 @@ mod tests {
             service("ExecStart=/bin/a\nExecStart=\nExecStart=/bin/b x\nExecReload=/bin/c\nExecReload=\n");
         assert_eq!(reset.exec_start, ["/bin/b", "x"]);
         assert!(reset.exec_reload.is_empty());
+        let stop = service(
+            "ExecStopPost=/bin/a\nExecStopPost=\nExecStopPost=/usr/bin/libraflux announce withdraw\n",
+        );
+        assert_eq!(stop.exec_stop_post, [vec!["/usr/bin/libraflux", "announce", "withdraw"]]);
     }
 
     #[test]
@@ -458,6 +467,7 @@ mod tests {
         assert!(!unit.ambient_capabilities.is_empty());
         assert!(unit.ambient_capabilities.is_subset(unit.capability_bounding_set));
         assert_eq!(unit.exec_start.first().map(String::as_str), Some("/usr/bin/libraflux"));
+        assert_eq!(unit.exec_stop_post, [vec!["/usr/bin/libraflux", "announce", "withdraw"]]);
         assert_eq!(unit.state_directory_on_a_node(), Path::new("/var/lib/libraflux"));
         assert_eq!(unit.runtime_directory_on_a_node(), Path::new("/run/libraflux"));
     }

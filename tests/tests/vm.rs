@@ -16,6 +16,7 @@ mod vm {
     mod daemon_reload;
     mod drain;
     mod failover;
+    mod fleet;
     mod ipvs_capture;
     mod ipvs_client;
     mod ipvs_errors;

@@ -15,10 +15,12 @@ use crate::util::{checked, output};
 /// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started),
 /// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
 /// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
-/// never runs as a service for the tests (see [`nginx_service_stopped`]); dpkg-dev
-/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test;
+/// never runs as a service for the tests (see [`services_stopped`]); dpkg-dev
+/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test; bird2
+/// (BIRD 2: `bird`, `birdc`), which the VM's fleet test runs as the LB nodes' and the router's BGP
+/// speaker in its namespaces (copied into the guest; never run as the host's service);
 /// apache2-utils (htpasswd, the bcrypt hashes) and curl, the independent client of the metrics
-/// endpoint's TLS test.
+/// endpoint's TLS test; zstd, which unpacks the 6.12 VM kernel.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -48,6 +50,7 @@ const APT_PACKAGES: &[&str] = &[
     "lintian",
     "apache2-utils",
     "curl",
+    "bird2",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
@@ -57,7 +60,7 @@ const BPF_LINKER_VERSION: &str = "0.10.4";
 
 pub fn run() -> anyhow::Result<()> {
     apt_packages()?;
-    nginx_service_stopped()?;
+    services_stopped()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     for series in crate::vm::kernel::KERNELS {
@@ -86,17 +89,24 @@ fn apt_packages() -> anyhow::Result<()> {
 /// port 80 on every address). The tests need only the binary, for `nginx -t`, so the service is
 /// stopped and disabled; without systemd (containers, the VM) there is nothing to stop. Checked
 /// on every run, so a service that came back is stopped again.
-fn nginx_service_stopped() -> anyhow::Result<()> {
+/// Services that installing the packages above enables on a host with systemd, which the tests
+/// never use: nginx (only `nginx -t` runs) and BIRD (the tests start their own, in namespaces).
+const UNWANTED_SERVICES: &[&str] = &["nginx.service", "bird.service"];
+
+fn services_stopped() -> anyhow::Result<()> {
     if !std::path::Path::new("/run/systemd/system").exists() {
         return Ok(());
     }
-    let enabled = output(Command::new("systemctl").args(["is-enabled", "nginx.service"])).unwrap_or_default();
-    let active = output(Command::new("systemctl").args(["is-active", "nginx.service"])).unwrap_or_default();
-    if enabled.trim() != "enabled" && active.trim() != "active" {
-        return Ok(());
+    for service in UNWANTED_SERVICES {
+        let enabled = output(Command::new("systemctl").args(["is-enabled", service])).unwrap_or_default();
+        let active = output(Command::new("systemctl").args(["is-active", service])).unwrap_or_default();
+        if enabled.trim() != "enabled" && active.trim() != "active" {
+            continue;
+        }
+        eprintln!("setup: stopping and disabling {service} (the tests never use it)");
+        checked(Command::new("systemctl").args(["disable", "--now", service]))?;
     }
-    eprintln!("setup: stopping and disabling nginx.service (the tests only run nginx -t)");
-    checked(Command::new("systemctl").args(["disable", "--now", "nginx.service"]))
+    Ok(())
 }
 
 fn apt_installed(package: &str) -> bool {

@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod announce;
 mod apply;
 mod bundle;
 mod canary;
@@ -60,6 +61,8 @@ pub enum Command {
     Replication(replication::ReplicationCommand),
     /// The kernel's connection sync daemon of an HA pair: make this node master or backup, or show it.
     Sync(sync::SyncArgs),
+    /// VIPs announced over BGP through BIRD: withdraw them all when no daemon runs (the unit's stop path).
+    Announce(announce::AnnounceArgs),
     /// Convert another load balancer's configuration (nginx `stream {}`) to LibraFlux services.
     Convert(convert::ConvertArgs),
     /// Keep IPVS converged (the systemd service).
@@ -89,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
         Command::Sync(args) => sync::run(&args, &socket),
+        Command::Announce(args) => announce::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Daemon(args) => daemon::run(&args, socket.path()),
         Command::Completions(args) => docs::completions(&args),

@@ -56,7 +56,8 @@ pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
                 None => daemon_line(daemon, &status.daemon),
                 Some(why) => format!("daemon: {why} (showing the kernel's table only)\n"),
             };
-            print!("{header}{}{}", sync_line(&sync), render_table(&status.daemon, services));
+            let announce = announce_lines(&status.daemon["announce"]);
+            print!("{header}{}{announce}{}", sync_line(&sync), render_table(&status.daemon, services));
         }
     }
     Ok(())
@@ -82,6 +83,40 @@ fn kernel_only(no_daemon: &ClientError) -> anyhow::Result<(Status, Value)> {
 fn sync_line(daemons: &Value) -> String {
     let daemons: Vec<SyncDaemon> = serde_json::from_value(daemons.clone()).unwrap_or_default();
     format!("sync: the kernel runs {}\n", sync::describe(&daemons))
+}
+
+/// `announce: 192.0.2.10 ANNOUNCED (any: 1 of 2 services serve)` per VIP of `announce:`, and the
+/// last reconfigure when it failed; empty without `announce:`.
+fn announce_lines(announce: &Value) -> String {
+    let Some(vips) = announce["vips"].as_array() else { return String::new() };
+    let mut out = String::new();
+    for vip in vips {
+        let services = vip["services"].as_object().map_or(0, serde_json::Map::len);
+        let serving = vip["services"]
+            .as_object()
+            .map_or(0, |s| s.values().filter(|v| v.as_bool() == Some(true)).count());
+        let state = match (vip["announced"].as_bool(), vip["held_until_unix"].as_u64()) {
+            (Some(true), _) => "ANNOUNCED".to_owned(),
+            (_, Some(until)) => format!("withdrawn, held down until unix {until}"),
+            _ => "withdrawn".to_owned(),
+        };
+        out.push_str(&format!(
+            "announce: {} {state} ({}: {serving} of {services} services serve)\n",
+            vip["vip"].as_str().unwrap_or("?"),
+            vip["require"].as_str().unwrap_or("any"),
+        ));
+    }
+    let last = &announce["last_reconfigure"];
+    if let Some(error) = last["error"].as_str() {
+        out.push_str(&format!(
+            "announce: last BIRD reconfigure FAILED ({}): {error}\n",
+            last["result"].as_str().unwrap_or("?")
+        ));
+    }
+    if announce["ready"].as_bool() == Some(false) {
+        out.push_str("announce: nothing is announced before the first reconcile succeeds\n");
+    }
+    out
 }
 
 fn daemon_line(daemon: &Client, status: &Value) -> String {

@@ -2,11 +2,12 @@
 //! once, each `file:line:col: message`), and turned into the desired IPVS state before anything
 //! touches the kernel.
 //!
-//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics`, `snapshots`, `control` and `replication` may each be set by one file
+//! Files: see [`files`]. Merge rules: `node`, `limits`, `metrics`, `snapshots`, `control`, `replication`, `sync` and `announce` may each be set by one file
 //! only (a second is an error naming both places); `services` and `ignore` of all files are
 //! concatenated, and service names and keys must be unique across all of them. The operator
 //! reference is `docs/configuration.md`.
 
+mod announce;
 mod breaker;
 mod canary;
 mod control;
@@ -31,6 +32,7 @@ use std::{
     time::Duration,
 };
 
+pub use announce::{Announce, Require, VipPolicy};
 pub use control::Control;
 pub use error::{ConfigError, ConfigErrors, Position, sort_by_file};
 pub use files::{
@@ -63,6 +65,8 @@ pub struct Config {
     /// The kernel's connection sync daemon LibraFlux runs (one file only may set it); `None`:
     /// LibraFlux leaves sync daemons alone.
     pub sync: Option<SyncConfig>,
+    /// The VIPs this node announces over BGP through BIRD (docs/fleet.md); `None`: none.
+    pub announce: Option<Announce>,
     /// The services as IPVS should hold them (forwarding copied to each backend).
     pub desired: DesiredState,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.

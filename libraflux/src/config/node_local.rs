@@ -1,5 +1,5 @@
 //! Node-local sections: what describes one node (its name, interfaces, metrics endpoint, control
-//! socket, snapshots, and the replication and connection sync settings to come) and so must stay
+//! socket, snapshots, replication, connection sync, and what it announces through its BIRD) and so must stay
 //! in its own `config.yaml`. A replicated file (a `config.d` drop-in, hence a bundle's file) must
 //! not set any of them, or the primary would configure its secondary as itself.
 
@@ -11,7 +11,8 @@ use super::{
 };
 
 /// The top-level sections that only a node's own files may set.
-pub const NODE_LOCAL_SECTIONS: &[&str] = &["node", "metrics", "control", "snapshots", "replication", "sync"];
+pub const NODE_LOCAL_SECTIONS: &[&str] =
+    &["node", "metrics", "control", "snapshots", "replication", "sync", "announce"];
 
 /// Each node-local section that `source` sets, as an error at its key; the file's own errors
 /// when it is not YAML with a mapping at the top.

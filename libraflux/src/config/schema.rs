@@ -7,6 +7,7 @@ use marked_yaml::Node;
 
 use super::{
     Limits, Metrics, Snapshots,
+    announce::{AnnounceDecl, announce},
     control::{Control, control},
     decode::{Diagnostics, Field},
     error::Position,
@@ -35,6 +36,7 @@ pub(super) struct FileDecl {
     pub control: Option<Located<Option<Control>>>,
     pub replication: Option<Located<Option<Replication>>>,
     pub sync: Option<Located<Option<SyncConfig>>>,
+    pub announce: Option<Located<Option<AnnounceDecl>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
     pub services: Vec<ServiceDecl>,
 }
@@ -58,7 +60,7 @@ pub(super) const TOP: Section = Section {
     context: "",
     doc: "A LibraFlux configuration file: /etc/libraflux/config.yaml or a file of config.d. Sections \
           other than services and ignore may be set by one file only; node, metrics, control, snapshots, \
-          replication and sync are node-local and may not be in a replicated (config.d) file.",
+          replication, sync and announce are node-local and may not be in a replicated (config.d) file.",
     keys: &[
         &Key::optional("node", Shape::Mapping(&NODE), "This node."),
         &Key::optional(
@@ -82,6 +84,11 @@ pub(super) const TOP: Section = Section {
             "sync",
             Shape::Mapping(&super::sync::SYNC),
             "The kernel's IPVS connection sync daemon.",
+        ),
+        &Key::optional(
+            "announce",
+            Shape::Mapping(&super::announce::ANNOUNCE),
+            "VIPs announced over BGP through BIRD while their services serve.",
         ),
         &Key::optional("ignore", Shape::List { item: &Shape::ServiceKeyOrIp, min: 0, max: None }, IGNORE_DOC),
         &Key::optional(
@@ -223,6 +230,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("sync") {
         decl.sync = located(field, sync(d, field));
+    }
+    if let Some(field) = root.get("announce") {
+        decl.announce = located(field, announce(d, field));
     }
     if let Some(field) = root.get("ignore") {
         decl.ignore = ignore(d, field);

@@ -59,6 +59,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let replication =
         single_section(files, "replication", |decl| decl.replication.as_ref(), errors).flatten();
     let sync = single_section(files, "sync", |decl| decl.sync.as_ref(), errors).flatten();
+    let announce = single_section(files, "announce", |decl| decl.announce.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
     let mut config = Config {
         node: NodeConfig {
@@ -72,13 +73,34 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         control: control.unwrap_or_default(),
         replication,
         sync,
+        announce: announce.map(|decl| decl.announce),
         desired: BTreeMap::new(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),
         warnings: Vec::new(),
     };
     services(files, &ignored, &mut config, errors);
+    announced_vips_are_served(files, &config, errors);
     config
+}
+
+/// Every VIP of `announce.vips` is the VIP of a configured service: anything else is announced
+/// with nothing behind it, or never.
+fn announced_vips_are_served(files: &[(&Path, FileDecl)], config: &Config, errors: &mut Vec<ConfigError>) {
+    let served: std::collections::BTreeSet<IpAddr> =
+        config.desired.keys().filter_map(ServiceKey::vip).collect();
+    let Some((file, decl)) = files.iter().find_map(|(file, decl)| Some((*file, decl.announce.as_ref()?)))
+    else {
+        return;
+    };
+    for (address, at) in decl.value.iter().flat_map(|decl| &decl.vip_positions) {
+        if !served.contains(address) {
+            let message = format!(
+                "announce.vips: {address} is the VIP of no configured service (fwmark services have no VIP)"
+            );
+            errors.push(ConfigError::new(file, *at, message));
+        }
+    }
 }
 
 /// The value of a section that only one file may set; a second setting is an error naming the first.

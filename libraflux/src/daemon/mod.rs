@@ -1,9 +1,11 @@
 //! `libraflux daemon`: keeps IPVS converged. Loads and validates the config before touching
 //! anything (the CLI runs the pre-flight checks), reconciles once, tells systemd it is ready,
 //! then reconciles on config reload (SIGHUP) and on an interval that also repairs drift.
-//! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down.
+//! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down; VIPs
+//! announced through BIRD are withdrawn first.
 
 mod accepted;
+mod announce;
 mod background;
 mod breaker;
 mod canary;
@@ -124,6 +126,8 @@ struct Daemon {
     replicator: replication::Replicator,
     /// The kernel's connection sync daemons, as last read.
     sync: sync::SyncView,
+    /// The VIPs announced through BIRD (`announce:`).
+    announcing: announce::Announcing,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -174,6 +178,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let canary_store = crate::canary::CanaryStore::new(&options.state_dir);
     let canaries = canary::load(&canary_store).await;
     let (replicated_to_apply, mut replicated) = tokio::sync::mpsc::channel(1);
+    let announcing = announce::Announcing::start(config.announce.as_ref()).await;
     let mut daemon = Daemon {
         options,
         background,
@@ -201,6 +206,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         rollbacks_unreadable: None,
         replicator: replication::Replicator::new(replicated_to_apply),
         sync: Default::default(),
+        announcing,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.record.config_generation = 1;
@@ -256,6 +262,9 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
             }
+            () = sleep_until(daemon.announcing.due), if daemon.announcing.due.is_some() => {
+                daemon.announce_due().await;
+            }
             // Before the periodic work: when a drain tick or a collect takes longer than its period
             // (thousands of drains under an emulated CPU), they must not starve a plan's turns.
             () = std::future::ready(()), if daemon.continue_with.is_some() => {
@@ -284,6 +293,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.withdraw_before_exit().await;
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
     daemon.background.stop().await;
     control.stop().await;
@@ -296,7 +306,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
 
 /// Runs file I/O (or other blocking work) on tokio's blocking pool, so that the runtime's one
 /// thread keeps serving metrics, health checks and the control socket meanwhile.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(err) => std::panic::resume_unwind(err.into_panic()),
@@ -316,16 +326,11 @@ impl Daemon {
         };
         let pending = self.pending.take().filter(|_| continued == Some(trigger));
         self.metrics.record_trigger(trigger);
-        let config = &self.config;
-        // Drains first, then health: a service whose drains and unhealthy backends leave nothing
-        // serving fails open rather than going dark.
-        let mut drained = config.desired.clone();
-        drain::apply_to(&mut drained, &self.drain_entries);
-        let (mut desired, fail_open) = health::effective(&drained, &config.settings, &self.health.snapshot());
-        self.breakers.apply_to(&mut desired);
+        let (mut desired, fail_open, health) = self.effective();
         // Last: a canary's share is of the backends that are in service.
         self.canary_weights = crate::canary::apply_to(&mut desired, &self.canaries);
         self.set_fail_open(fail_open);
+        let serving = self.weigh_vips(&desired, &self.fail_open, &health);
         if self.observer.retry_if_due(&self.config) {
             self.metrics.set_ebpf_attached(true);
         }
@@ -401,12 +406,27 @@ impl Daemon {
                 Some(format!("cannot read IPVS: {err}"))
             }
         };
+        let converged = degraded.is_none() && self.continue_with.is_none();
+        self.announce(serving, converged).await;
         let changed = degraded.is_some() != self.degraded.is_some();
         self.degraded = degraded;
         if changed && trigger != Trigger::Startup {
             notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
         }
         self.publish_status();
+    }
+
+    /// The configuration with drains, health and circuit breakers applied (canaries not yet),
+    /// the services that fail open, and the health it was made from. Drains first, then health:
+    /// a service whose drains and unhealthy backends leave nothing serving fails open rather than
+    /// going dark.
+    fn effective(&self) -> (config::DesiredState, Vec<health::FailOpen>, health::HealthTable) {
+        let mut drained = self.config.desired.clone();
+        drain::apply_to(&mut drained, &self.drain_entries);
+        let health = self.health.snapshot();
+        let (mut desired, fail_open) = health::effective(&drained, &self.config.settings, &health);
+        self.breakers.apply_to(&mut desired);
+        (desired, fail_open, health)
     }
 
     /// `libraflux_rollbacks_total` from the rollback log that `snapshot restore` keeps; a log the
@@ -456,6 +476,9 @@ impl Daemon {
             event.latency,
         );
         self.metrics.set_backend_healthy(event.service, event.backend, event.healthy);
+        if event.result.is_ok() {
+            self.announce_probe_passed(event.service, event.backend);
+        }
         if self.breakers.has(event.service, event.backend) {
             self.breaker_check(event.service, event.backend, event.result.is_ok());
         }

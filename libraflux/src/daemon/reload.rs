@@ -123,6 +123,7 @@ impl Daemon {
         self.update_health_checks();
         self.sync_canaries();
         self.configure_breakers();
+        self.reload_announce(previous.announce.as_ref()).await;
         self.reconcile(Trigger::ConfigReload).await;
         self.reload_sync(previous.sync.as_ref()).await;
         if let Err(err) = self.sync_replication().await {

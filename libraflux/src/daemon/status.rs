@@ -57,6 +57,7 @@ impl Daemon {
             "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
             "traffic": self.observer.traffic(),
             "sync": self.sync.json(self.config.sync.is_some()),
+            "announce": self.announce_status(),
             "last_reconcile": record.last_outcome.map(|(trigger, result, operations)| json!({
                 "trigger": format!("{trigger:?}").to_lowercase(),
                 "result": result,

@@ -49,6 +49,8 @@ label_set!(ReloadLabels { result: ReloadResult });
 label_set!(VersionLabels { version: &'static str });
 label_set!(ReasonLabels { reason: &'static str });
 label_set!(SyncLabels { state: SyncState });
+label_set!(VipLabels { vip: std::net::IpAddr });
+label_set!(ResultLabels { result: &'static str });
 
 /// How one health check ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -22,6 +22,7 @@ use crate::{
     model::{DestKey, ServiceKey},
 };
 
+mod announce;
 mod collect;
 mod ebpf;
 mod family;
@@ -123,6 +124,7 @@ pub struct Metrics {
     circuit_open: SortedFamily<BackendLabels, Gauge>,
     backend_draining: SortedFamily<BackendLabels, Gauge>,
     circuit_ejections: SortedFamily<BackendLabels, Counter>,
+    announce: announce::AnnounceMetrics,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -163,6 +165,7 @@ impl Metrics {
             circuit_open: SortedFamily::default(),
             backend_draining: SortedFamily::default(),
             circuit_ejections: SortedFamily::default(),
+            announce: announce::AnnounceMetrics::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -341,6 +344,7 @@ impl Metrics {
             "Times the backend's circuit breaker ejected it",
             self.circuit_ejections.clone(),
         );
+        self.announce.register(registry);
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self

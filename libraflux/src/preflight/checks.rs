@@ -97,14 +97,7 @@ fn schedulers_available(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, 
 }
 
 fn vips_present(input: &CheckInput<'_>, facts: &NodeFacts) -> (Verdict, String) {
-    let vips: BTreeSet<std::net::IpAddr> = input
-        .desired
-        .keys()
-        .filter_map(|key| match key {
-            ServiceKey::Addr { addr, .. } => Some(*addr),
-            ServiceKey::Fwmark { .. } => None,
-        })
-        .collect();
+    let vips: BTreeSet<std::net::IpAddr> = input.desired.keys().filter_map(ServiceKey::vip).collect();
     if vips.is_empty() {
         return (Verdict::Pass, "no address-based services".to_owned());
     }

@@ -72,13 +72,16 @@ const PROGRAMS: &[&str] = &[
     // The metrics endpoint's TLS test: certificates, a bcrypt hash and a TLS client.
     "/usr/bin/openssl",
     "/usr/bin/htpasswd",
+    // The fleet test's BGP speakers (BIRD 2) and their client.
+    "/usr/sbin/bird",
+    "/usr/sbin/birdc",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
 const EXTRA_LIBRARIES: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 
 /// Bump when the layout below changes, so cached images are rebuilt.
-const LAYOUT_VERSION: u32 = 4;
+const LAYOUT_VERSION: u32 = 5;
 
 const INIT: &str = r#"#!/busybox/bin/busybox sh
 # LibraFlux test VM init: mount, load modules, mount the host share, run the job, power off.

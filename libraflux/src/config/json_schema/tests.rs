@@ -53,6 +53,29 @@ const PLACES: &[Place] = &[
     },
     Place { base: &["interface: eth1"], ..section("sync", &["sync"], "sync:\n") },
     Place {
+        base: &["vips: [{ address: 192.0.2.1 }]"],
+        ..section(
+            "announce",
+            &["announce"],
+            concat!(
+                "services:\n  - name: web\n    protocol: tcp\n    vip: 192.0.2.1\n    port: 80\n    scheduler: wrr\n",
+                "    backends: []\nannounce:\n"
+            ),
+        )
+    },
+    Place {
+        name: "announced vip",
+        path: &["announce", "vips", "items"],
+        before: concat!(
+            "services:\n  - name: web\n    protocol: tcp\n    vip: 192.0.2.1\n    port: 80\n    scheduler: wrr\n",
+            "    backends: []\nannounce:\n  vips:\n"
+        ),
+        base: &["address: 192.0.2.1"],
+        indent: 4,
+        item: true,
+        kind: None,
+    },
+    Place {
         name: "service",
         path: &["services", "items"],
         before: "services:\n",
