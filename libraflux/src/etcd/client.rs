@@ -286,6 +286,15 @@ impl Watch {
     }
 }
 
+/// Whether `url` is an endpoint [`Client::new`] accepts; why not.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    match endpoint(url) {
+        Ok(_) => Ok(()),
+        Err(EtcdError::Endpoint { message, .. }) => Err(message),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 fn endpoint(url: &str) -> Result<Endpoint, EtcdError> {
     let error = |message: &str| EtcdError::Endpoint { endpoint: url.to_owned(), message: message.to_owned() };
     let uri: Uri = url.parse().map_err(|_| error("not a URL like https://192.0.2.1:2379"))?;

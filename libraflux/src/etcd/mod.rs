@@ -16,6 +16,6 @@ mod error;
 pub mod fleet;
 mod wire;
 
-pub use client::{Client, TlsFiles, Watch};
+pub use client::{Client, TlsFiles, Watch, check_endpoint};
 pub use error::EtcdError;
 pub use wire::{Compare, Event, EventKind, KeyValue, Op, RangeResponse, TxnResponse, WatchResponse, prefix_end};
