@@ -60,11 +60,8 @@ fn libraflux(config: &Path, args: &[&str]) -> Ran {
 /// The prefix as etcd holds it: revision, and file name -> content.
 fn stored(client: &Client) -> (i64, Vec<(String, String)>) {
     let stored = runtime().block_on(fleet::read(client, PREFIX)).unwrap();
-    let files = stored
-        .files
-        .into_iter()
-        .map(|(name, file)| (name, String::from_utf8(file.bytes).unwrap()))
-        .collect();
+    let files =
+        stored.files.into_iter().map(|(name, file)| (name, String::from_utf8(file.bytes).unwrap())).collect();
     (stored.revision, files)
 }
 
@@ -88,7 +85,10 @@ fn push_reads_back_and_diff_shows_local_edits() {
 
     let first = libraflux(&config, &["config", "diff"]);
     first.assert_code(1);
-    assert!(first.stdout.contains("  added   dns.yaml (") && first.stdout.contains("  added   web.yaml ("), "{first:?}");
+    assert!(
+        first.stdout.contains("  added   dns.yaml (") && first.stdout.contains("  added   web.yaml ("),
+        "{first:?}"
+    );
 
     libraflux(&config, &["config", "push"]).assert_code(0);
     let (pushed_at, files) = stored(&client);
@@ -128,9 +128,18 @@ fn push_reads_back_and_diff_shows_local_edits() {
     // The command line's options instead of source.etcd.
     let tls = etcd.tls(Some("client"));
     let explicit = [
-        "config", "push", "--etcd-endpoint", &etcd.url,
-        "--ca", tls.ca.to_str().unwrap(), "--cert", tls.cert.as_ref().unwrap().to_str().unwrap(),
-        "--key", tls.key.as_ref().unwrap().to_str().unwrap(), "--output", "json",
+        "config",
+        "push",
+        "--etcd-endpoint",
+        &etcd.url,
+        "--ca",
+        tls.ca.to_str().unwrap(),
+        "--cert",
+        tls.cert.as_ref().unwrap().to_str().unwrap(),
+        "--key",
+        tls.key.as_ref().unwrap().to_str().unwrap(),
+        "--output",
+        "json",
     ];
     let pushed = libraflux(&config, &explicit);
     pushed.assert_code(0);
@@ -200,8 +209,14 @@ fn a_push_that_raced_another_writer_loses_its_compare_and_swap() {
     let edited = [file("dns.yaml", DNS), file("web.yaml", &WEB.replace("wrr", "rr"))];
     // Each way another writer can change the prefix between our read and our transaction.
     let writes: [(&str, Op); 3] = [
-        ("changes a key", Op::Put { key: format!("{PREFIX}web.yaml").into_bytes(), value: b"services: []\n".to_vec() }),
-        ("adds a key", Op::Put { key: format!("{PREFIX}new.yaml").into_bytes(), value: b"services: []\n".to_vec() }),
+        (
+            "changes a key",
+            Op::Put { key: format!("{PREFIX}web.yaml").into_bytes(), value: b"services: []\n".to_vec() },
+        ),
+        (
+            "adds a key",
+            Op::Put { key: format!("{PREFIX}new.yaml").into_bytes(), value: b"services: []\n".to_vec() },
+        ),
         ("deletes a key", Op::Delete { key: format!("{PREFIX}dns.yaml").into_bytes() }),
     ];
     for (what, write) in writes {
@@ -213,7 +228,11 @@ fn a_push_that_raced_another_writer_loses_its_compare_and_swap() {
         let PushError::Lost { read: at, current, .. } = &lost else { panic!("{what}: {lost}") };
         assert_eq!((*at, *current), (read.revision, after_theirs.revision), "{what}");
         assert!(lost.to_string().contains("another push won"), "{lost}");
-        assert_eq!(rt.block_on(fleet::read(&ours, PREFIX)).unwrap(), after_theirs, "{what}: nothing of ours was written");
+        assert_eq!(
+            rt.block_on(fleet::read(&ours, PREFIX)).unwrap(),
+            after_theirs,
+            "{what}: nothing of ours was written"
+        );
         // Read again and push: it wins now.
         rt.block_on(fleet::push(&ours, PREFIX, &after_theirs, &files)).unwrap();
     }
@@ -226,7 +245,8 @@ fn the_watch_sees_a_put_and_a_delete_by_another_client() {
     let rt = runtime();
     rt.block_on(async {
         let start = fleet::read(&watcher, PREFIX).await.unwrap().revision + 1;
-        let mut watch = watcher.watch(PREFIX.as_bytes(), &prefix_end(PREFIX.as_bytes()), start).await.unwrap();
+        let mut watch =
+            watcher.watch(PREFIX.as_bytes(), &prefix_end(PREFIX.as_bytes()), start).await.unwrap();
         let key = format!("{PREFIX}web.yaml");
         let write = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -242,11 +262,18 @@ fn the_watch_sees_a_put_and_a_delete_by_another_client() {
                 .unwrap()
                 .expect("the stream goes on");
             for event in response.events {
-                seen.push((event.kind, String::from_utf8(event.kv.key).unwrap(), String::from_utf8(event.kv.value).unwrap()));
+                seen.push((
+                    event.kind,
+                    String::from_utf8(event.kv.key).unwrap(),
+                    String::from_utf8(event.kv.value).unwrap(),
+                ));
             }
         }
         write.await.unwrap();
         let key = format!("{PREFIX}web.yaml");
-        assert_eq!(seen, [(EventKind::Put, key.clone(), WEB.to_owned()), (EventKind::Delete, key, String::new())]);
+        assert_eq!(
+            seen,
+            [(EventKind::Put, key.clone(), WEB.to_owned()), (EventKind::Delete, key, String::new())]
+        );
     });
 }

@@ -67,16 +67,20 @@ fn push(args: &StoreArgs) -> anyhow::Result<()> {
     let client = client(&source)?;
     let (stored, revision) = runtime()?.block_on(async {
         let stored = fleet::read(&client, &source.prefix).await.map_err(failed)?;
-        let revision = fleet::push(&client, &source.prefix, &stored, &files).await.map_err(|err| match err {
-            PushError::Etcd(err) => failed(err),
-            lost @ PushError::Lost { .. } => failed(lost),
-        })?;
+        let revision =
+            fleet::push(&client, &source.prefix, &stored, &files).await.map_err(|err| match err {
+                PushError::Etcd(err) => failed(err),
+                lost @ PushError::Lost { .. } => failed(lost),
+            })?;
         Ok::<_, anyhow::Error>((stored, revision))
     })?;
     let changes = fleet::changes(&stored, &files);
     match args.output {
         Output::Text if changes.is_empty() => {
-            println!("etcd holds these files under {} already (revision {revision}); nothing was written", source.prefix);
+            println!(
+                "etcd holds these files under {} already (revision {revision}); nothing was written",
+                source.prefix
+            );
         }
         Output::Text => {
             println!("Pushed to {} at revision {revision} (read at {}):", source.prefix, stored.revision);
@@ -95,7 +99,10 @@ fn diff(args: &StoreArgs) -> anyhow::Result<()> {
     let changes = fleet::changes(&stored, &files);
     match args.output {
         Output::Text if changes.is_empty() => {
-            println!("No changes: etcd holds these files under {} (revision {})", source.prefix, stored.revision);
+            println!(
+                "No changes: etcd holds these files under {} (revision {})",
+                source.prefix, stored.revision
+            );
         }
         Output::Text => {
             println!("A push to {} would change (etcd at revision {}):", source.prefix, stored.revision);
@@ -128,7 +135,9 @@ fn store(args: &StoreArgs, config: &config::Config) -> anyhow::Result<EtcdSource
         .or_else(|| configured.map(|source| source.prefix.clone()))
         .unwrap_or_else(|| config::DEFAULT_PREFIX.to_owned());
     if prefix.len() < 2 || !prefix.starts_with('/') || !prefix.ends_with('/') {
-        return Err(Failure::new(exit::USAGE, format!("--prefix {prefix:?}: must start and end with /")).into());
+        return Err(
+            Failure::new(exit::USAGE, format!("--prefix {prefix:?}: must start and end with /")).into()
+        );
     }
     let tls = match &args.ca {
         Some(ca) => Some(TlsFiles { ca: ca.clone(), cert: args.cert.clone(), key: args.key.clone() }),
@@ -138,7 +147,8 @@ fn store(args: &StoreArgs, config: &config::Config) -> anyhow::Result<EtcdSource
 }
 
 fn client(source: &EtcdSource) -> anyhow::Result<Client> {
-    Client::new(&source.endpoints, source.tls.as_ref()).map_err(|err| Failure::new(exit::USAGE, err.to_string()).into())
+    Client::new(&source.endpoints, source.tls.as_ref())
+        .map_err(|err| Failure::new(exit::USAGE, err.to_string()).into())
 }
 
 fn failed(err: impl std::fmt::Display) -> anyhow::Error {
@@ -183,7 +193,12 @@ fn line_diff(old: &[u8], new: &[u8]) -> String {
     out
 }
 
-fn report(source: &EtcdSource, stored: &Stored, changes: &[Change], pushed: Option<i64>) -> serde_json::Value {
+fn report(
+    source: &EtcdSource,
+    stored: &Stored,
+    changes: &[Change],
+    pushed: Option<i64>,
+) -> serde_json::Value {
     let changes: Vec<_> = changes
         .iter()
         .map(|change| {

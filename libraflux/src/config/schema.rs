@@ -13,8 +13,8 @@ use super::{
     error::Position,
     keys::{CREDENTIAL_PATH, Default, Key, Section, Shape, Text},
     replication::{Replication, replication},
-    source::{EtcdSource, source},
     service::{ServiceDecl, service},
+    source::{EtcdSource, source},
     sync::{SyncConfig, sync},
 };
 use crate::model::ServiceKey;

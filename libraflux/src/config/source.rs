@@ -53,7 +53,8 @@ const PREFIX: Key = Key::defaults_to(
     Default::Word(DEFAULT_PREFIX),
     "The key prefix: each config.d file is the key <prefix><file name>. Starts and ends with /.",
 );
-const TLS: Key = Key::optional("tls", Shape::Mapping(&TLS_SECTION), "TLS to etcd; needed by https endpoints.");
+const TLS: Key =
+    Key::optional("tls", Shape::Mapping(&TLS_SECTION), "TLS to etcd; needed by https endpoints.");
 
 const TLS_SECTION: Section = Section {
     context: "source.etcd.tls",
@@ -62,9 +63,21 @@ const TLS_SECTION: Section = Section {
 };
 
 const ABSOLUTE_PATH: Text = Text::matching("^/");
-const CA: Key = Key::required("ca", Shape::Text(ABSOLUTE_PATH), "Absolute path of the CA certificate(s) that signed etcd's certificate.");
-const CERT: Key = Key::optional("cert", Shape::Text(ABSOLUTE_PATH), "Absolute path of the client certificate, for etcd's --client-cert-auth; with key.");
-const KEY: Key = Key::optional("key", Shape::Text(ABSOLUTE_PATH), "Absolute path of the client certificate's private key; with cert.");
+const CA: Key = Key::required(
+    "ca",
+    Shape::Text(ABSOLUTE_PATH),
+    "Absolute path of the CA certificate(s) that signed etcd's certificate.",
+);
+const CERT: Key = Key::optional(
+    "cert",
+    Shape::Text(ABSOLUTE_PATH),
+    "Absolute path of the client certificate, for etcd's --client-cert-auth; with key.",
+);
+const KEY: Key = Key::optional(
+    "key",
+    Shape::Text(ABSOLUTE_PATH),
+    "Absolute path of the client certificate's private key; with cert.",
+);
 
 pub(super) fn source(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<EtcdSource> {
     let map = d.section(field.value, field.position(), &SOURCE)?;
@@ -77,7 +90,10 @@ pub(super) fn source(d: &mut Diagnostics<'_>, field: Field<'_>) -> Option<EtcdSo
             |field| {
                 let text = d.string(field).unwrap_or("/");
                 if text.len() < 2 || !text.starts_with('/') || !text.ends_with('/') {
-                    d.error(field.position(), format!("source.etcd.prefix: {text:?} must start and end with /"));
+                    d.error(
+                        field.position(),
+                        format!("source.etcd.prefix: {text:?} must start and end with /"),
+                    );
                 }
                 text.to_owned()
             },
@@ -169,7 +185,10 @@ mod tests {
             assert!(errors.contains(expected), "{expected} in {errors}");
         }
         let errors = load("source:\n  etcd:\n    endpoints: [https://10.0.0.1:2379]\n").unwrap_err();
-        assert!(errors.contains(":3:16: source.etcd.endpoints: an https endpoint needs source.etcd.tls"), "{errors}");
+        assert!(
+            errors.contains(":3:16: source.etcd.endpoints: an https endpoint needs source.etcd.tls"),
+            "{errors}"
+        );
         let errors = load("source: {}\n").unwrap_err();
         assert!(errors.contains("missing required key \"etcd\" in source"), "{errors}");
     }

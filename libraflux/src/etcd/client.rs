@@ -77,7 +77,8 @@ impl Client {
         }
         let endpoints = endpoints.iter().map(|url| endpoint(url)).collect::<Result<Vec<_>, _>>()?;
         if let (Some(https), None) = (endpoints.iter().find(|endpoint| endpoint.tls), tls) {
-            let message = "an https endpoint needs tls: {ca} (and cert and key when etcd checks client certificates)";
+            let message =
+                "an https endpoint needs tls: {ca} (and cert and key when etcd checks client certificates)";
             return Err(EtcdError::Endpoint { endpoint: https.url.clone(), message: message.to_owned() });
         }
         let tls = tls.map(connector).transpose()?;
@@ -96,7 +97,12 @@ impl Client {
 
     /// One transaction: `success` when every compare holds, nothing otherwise. `what` names it
     /// in errors (the keys it is about).
-    pub async fn txn(&self, compare: &[Compare], success: &[Op], what: &str) -> Result<TxnResponse, EtcdError> {
+    pub async fn txn(
+        &self,
+        compare: &[Compare],
+        success: &[Op],
+        what: &str,
+    ) -> Result<TxnResponse, EtcdError> {
         let body = json!({
             "compare": compare.iter().map(Compare::json).collect::<Vec<_>>(),
             "success": success.iter().map(Op::json).collect::<Vec<_>>(),
@@ -118,11 +124,17 @@ impl Client {
             create["start_revision"] = start_revision.to_string().into();
         }
         let operation = format!("watch of {:?}", String::from_utf8_lossy(key));
-        let (endpoint, response) = self.send("/v3/watch", &json!({ "create_request": create }), &operation).await?;
+        let (endpoint, response) =
+            self.send("/v3/watch", &json!({ "create_request": create }), &operation).await?;
         Ok(Watch { body: response, buf: Vec::new(), operation, endpoint })
     }
 
-    async fn call<T: DeserializeOwned>(&self, path: &str, body: &Value, operation: &str) -> Result<T, EtcdError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        operation: &str,
+    ) -> Result<T, EtcdError> {
         let (endpoint, response) = self.send(path, body, operation).await?;
         let transport = |message: String| EtcdError::Transport {
             operation: operation.to_owned(),
@@ -214,7 +226,8 @@ impl Client {
             return Ok(Box::new(tcp));
         }
         let connector = self.tls.as_ref().expect("checked by new: an https endpoint has tls");
-        let name = ServerName::try_from(endpoint.host.clone()).map_err(|err| format!("server name: {err}"))?;
+        let name =
+            ServerName::try_from(endpoint.host.clone()).map_err(|err| format!("server name: {err}"))?;
         let tls = connector.connect(name, tcp).await.map_err(|err| format!("TLS handshake: {err}"))?;
         Ok(Box::new(tls))
     }
@@ -243,7 +256,10 @@ impl Watch {
                     return Err(EtcdError::WatchCanceled {
                         operation: self.operation.clone(),
                         endpoint: self.endpoint.clone(),
-                        reason: format!("{} (compacted at {})", response.cancel_reason, response.compact_revision),
+                        reason: format!(
+                            "{} (compacted at {})",
+                            response.cancel_reason, response.compact_revision
+                        ),
                     });
                 }
                 if !response.events.is_empty() {
@@ -315,7 +331,9 @@ fn endpoint(url: &str) -> Result<Endpoint, EtcdError> {
 fn connector(files: &TlsFiles) -> Result<TlsConnector, EtcdError> {
     let error = |path: &PathBuf, message: String| EtcdError::Tls { path: path.clone(), message };
     let mut roots = RootCertStore::empty();
-    for cert in crate::metrics::web::pem_certificates(&files.ca).map_err(|message| error(&files.ca, message))? {
+    for cert in
+        crate::metrics::web::pem_certificates(&files.ca).map_err(|message| error(&files.ca, message))?
+    {
         roots.add(cert).map_err(|err| error(&files.ca, format!("not a usable CA certificate: {err}")))?;
     }
     // ring, as for the metrics endpoint (metrics/web.rs says why).
@@ -327,7 +345,8 @@ fn connector(files: &TlsFiles) -> Result<TlsConnector, EtcdError> {
         .with_root_certificates(roots);
     let config = match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
-            let chain = crate::metrics::web::pem_certificates(cert).map_err(|message| error(cert, message))?;
+            let chain =
+                crate::metrics::web::pem_certificates(cert).map_err(|message| error(cert, message))?;
             let key_der = PrivateKeyDer::from_pem_file(key)
                 .map_err(|err| error(key, format!("no PEM private key: {err}")))?;
             builder

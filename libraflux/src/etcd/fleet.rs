@@ -76,13 +76,18 @@ pub async fn read(client: &Client, prefix: &str) -> Result<Stored, EtcdError> {
 
 /// What writing `files` over `stored` changes, by file name.
 pub fn changes(stored: &Stored, files: &[BundleFile]) -> Vec<Change> {
-    let local: BTreeMap<&str, &[u8]> = files.iter().map(|file| (file.name.as_str(), file.bytes.as_slice())).collect();
+    let local: BTreeMap<&str, &[u8]> =
+        files.iter().map(|file| (file.name.as_str(), file.bytes.as_slice())).collect();
     let mut changes = Vec::new();
     for (name, file) in &stored.files {
         match local.get(name.as_str()) {
             None => changes.push(Change::Removed { name: name.clone(), old: file.bytes.clone() }),
             Some(new) if *new != file.bytes.as_slice() => {
-                changes.push(Change::Changed { name: name.clone(), old: file.bytes.clone(), new: new.to_vec() });
+                changes.push(Change::Changed {
+                    name: name.clone(),
+                    old: file.bytes.clone(),
+                    new: new.to_vec(),
+                });
             }
             Some(_) => {}
         }
@@ -101,7 +106,12 @@ pub fn changes(stored: &Stored, files: &[BundleFile]) -> Vec<Change> {
 /// at its revision (so a concurrent push that added, changed or deleted a key makes this one
 /// fail with [`PushError::Lost`]). Returns the revision of the write, or `stored.revision` when
 /// nothing changes (and nothing is written).
-pub async fn push(client: &Client, prefix: &str, stored: &Stored, files: &[BundleFile]) -> Result<i64, PushError> {
+pub async fn push(
+    client: &Client,
+    prefix: &str,
+    stored: &Stored,
+    files: &[BundleFile],
+) -> Result<i64, PushError> {
     let changes = changes(stored, files);
     if changes.is_empty() {
         return Ok(stored.revision);
@@ -113,18 +123,27 @@ pub async fn push(client: &Client, prefix: &str, stored: &Stored, files: &[Bundl
         revision: stored.revision,
     }];
     compare.extend(
-        stored.files.iter().map(|(name, file)| Compare::ModRevisionIs { key: key(name), revision: file.mod_revision }),
+        stored
+            .files
+            .iter()
+            .map(|(name, file)| Compare::ModRevisionIs { key: key(name), revision: file.mod_revision }),
     );
     let ops: Vec<Op> = changes
         .iter()
         .map(|change| match change {
-            Change::Added { name, new } | Change::Changed { name, new, .. } => Op::Put { key: key(name), value: new.clone() },
+            Change::Added { name, new } | Change::Changed { name, new, .. } => {
+                Op::Put { key: key(name), value: new.clone() }
+            }
             Change::Removed { name, .. } => Op::Delete { key: key(name) },
         })
         .collect();
     let answer = client.txn(&compare, &ops, &format!("the keys under {prefix:?}")).await?;
     if !answer.succeeded {
-        return Err(PushError::Lost { prefix: prefix.to_owned(), read: stored.revision, current: answer.header.revision });
+        return Err(PushError::Lost {
+            prefix: prefix.to_owned(),
+            read: stored.revision,
+            current: answer.header.revision,
+        });
     }
     Ok(answer.header.revision)
 }
@@ -148,8 +167,11 @@ mod tests {
                 .collect(),
         };
         let local = [file("b.yaml", "B"), file("c.yaml", "c"), file("0.yaml", "0")];
-        let found: Vec<(&str, &str)> = changes(&stored, &local).iter().map(|c| (c.kind(), c.name())).collect();
+        let found: Vec<(&str, &str)> =
+            changes(&stored, &local).iter().map(|c| (c.kind(), c.name())).collect();
         assert_eq!(found, [("added", "0.yaml"), ("removed", "a.yaml"), ("changed", "b.yaml")]);
-        assert!(changes(&stored, &[file("a.yaml", "a"), file("b.yaml", "b"), file("c.yaml", "c")]).is_empty());
+        assert!(
+            changes(&stored, &[file("a.yaml", "a"), file("b.yaml", "b"), file("c.yaml", "c")]).is_empty()
+        );
     }
 }

@@ -18,4 +18,6 @@ mod wire;
 
 pub use client::{Client, TlsFiles, Watch, check_endpoint};
 pub use error::EtcdError;
-pub use wire::{Compare, Event, EventKind, KeyValue, Op, RangeResponse, TxnResponse, WatchResponse, prefix_end};
+pub use wire::{
+    Compare, Event, EventKind, KeyValue, Op, RangeResponse, TxnResponse, WatchResponse, prefix_end,
+};

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn compares_and_ops_are_the_gateways_json() {
-        let compare = Compare::NotWrittenAfter { key: b"/a/".to_vec(), range_end: b"/a0".to_vec(), revision: 4 };
+        let compare =
+            Compare::NotWrittenAfter { key: b"/a/".to_vec(), range_end: b"/a0".to_vec(), revision: 4 };
         assert_eq!(
             compare.json(),
             json!({"key": "L2Ev", "range_end": "L2Ew", "target": "MOD", "result": "LESS", "mod_revision": "5"})
