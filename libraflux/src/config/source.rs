@@ -179,7 +179,7 @@ mod tests {
             ":3:30: source.etcd.endpoints: \"https://e/v3\": ",
             ":4:13: source.etcd.prefix: \"fleet\" must start and end with /",
             ":5:15: source.etcd.tls.ca: \"ca.pem\" must be an absolute path",
-            ":5:10: source.etcd.tls: cert and key go together",
+            ":5:11: source.etcd.tls: cert and key go together",
             ":6:5: unknown key \"user\" in source.etcd",
         ] {
             assert!(errors.contains(expected), "{expected} in {errors}");

@@ -167,8 +167,8 @@ mod tests {
                 .collect(),
         };
         let local = [file("b.yaml", "B"), file("c.yaml", "c"), file("0.yaml", "0")];
-        let found: Vec<(&str, &str)> =
-            changes(&stored, &local).iter().map(|c| (c.kind(), c.name())).collect();
+        let changed = changes(&stored, &local);
+        let found: Vec<(&str, &str)> = changed.iter().map(|c| (c.kind(), c.name())).collect();
         assert_eq!(found, [("added", "0.yaml"), ("removed", "a.yaml"), ("changed", "b.yaml")]);
         assert!(
             changes(&stored, &[file("a.yaml", "a"), file("b.yaml", "b"), file("c.yaml", "c")]).is_empty()
