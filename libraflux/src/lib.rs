@@ -15,6 +15,7 @@ pub mod convert;
 pub mod credentials;
 pub mod daemon;
 pub mod drain;
+pub mod etcd;
 pub mod health;
 pub mod ipvs;
 pub mod metrics;

@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", cli::render_error(&err));
+            let message = cli::render_error(&err);
+            if !message.is_empty() {
+                eprintln!("error: {message}");
+            }
             ExitCode::from(cli::exit_code(&err))
         }
     }

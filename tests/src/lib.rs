@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod creds;
+pub mod etcd;
 pub mod frames;
 pub mod load;
 pub mod pki;

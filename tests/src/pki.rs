@@ -26,7 +26,7 @@ pub fn make_ca(dir: &Path, ca: &str) {
 }
 
 /// A certificate `name` (`name.pem`, `name.key`) issued by `ca` for 127.0.0.1, for `usage`
-/// (`serverAuth` or `clientAuth`).
+/// (`serverAuth`, `clientAuth`, or both: `serverAuth,clientAuth`).
 pub fn issue(dir: &Path, ca: &str, name: &str, usage: &str) {
     let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
     let ext = format!("{name}.ext");

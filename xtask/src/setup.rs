@@ -20,7 +20,9 @@ use crate::util::{checked, output};
 /// (BIRD 2: `bird`, `birdc`), which the VM's fleet test runs as the LB nodes' and the router's BGP
 /// speaker in its namespaces (copied into the guest; never run as the host's service);
 /// apache2-utils (htpasswd, the bcrypt hashes) and curl, the independent client of the metrics
-/// endpoint's TLS test; zstd, which unpacks the 6.12 VM kernel.
+/// endpoint's TLS test; zstd, which unpacks the 6.12 VM kernel; etcd-server (etcd 3.4), which the
+/// `config push|diff` host test starts on loopback with a data directory of its own (never the
+/// host's service).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -51,6 +53,7 @@ const APT_PACKAGES: &[&str] = &[
     "apache2-utils",
     "curl",
     "bird2",
+    "etcd-server",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
@@ -90,8 +93,9 @@ fn apt_packages() -> anyhow::Result<()> {
 /// stopped and disabled; without systemd (containers, the VM) there is nothing to stop. Checked
 /// on every run, so a service that came back is stopped again.
 /// Services that installing the packages above enables on a host with systemd, which the tests
-/// never use: nginx (only `nginx -t` runs) and BIRD (the tests start their own, in namespaces).
-const UNWANTED_SERVICES: &[&str] = &["nginx.service", "bird.service"];
+/// never use: nginx (only `nginx -t` runs), BIRD (the tests start their own, in namespaces) and
+/// etcd (the etcd test starts its own on loopback ports of its choosing).
+const UNWANTED_SERVICES: &[&str] = &["nginx.service", "bird.service", "etcd.service"];
 
 fn services_stopped() -> anyhow::Result<()> {
     if !std::path::Path::new("/run/systemd/system").exists() {

@@ -28,7 +28,7 @@ pub use error::{BundleError, Entry};
 pub use extract::extract;
 pub(crate) use name::hex;
 pub use name::{MAX_NAME_BYTES, NameProblem, check_name, file_name, parse_file_name, sha256_hex};
-pub use store::{create, verify};
+pub use store::{create, read_drop_ins, verify, write_bundle};
 pub use validate::{validate_replicated, validate_with};
 
 use std::path::PathBuf;

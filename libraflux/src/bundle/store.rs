@@ -21,7 +21,12 @@ use crate::config::{self, ConfigErrors, Source};
 /// files or bytes than [`Limits::default`] lets a secondary accept. The file is written
 /// atomically, mode 0644; one of that name already there with the same content is left as it is.
 pub fn create(drop_in_dir: &Path, bundles_dir: &Path) -> Result<Bundle, BundleError> {
-    let files = read_drop_ins(drop_in_dir)?;
+    write_bundle(read_drop_ins(drop_in_dir)?, bundles_dir)
+}
+
+/// Writes `files` (as [`read_drop_ins`] gives them) as `bundles_dir/bundle-<sha256>.tar.gz`,
+/// as [`create`] does.
+pub fn write_bundle(files: Vec<BundleFile>, bundles_dir: &Path) -> Result<Bundle, BundleError> {
     let bytes = encode(&files);
     let sha256 = sha256_hex(&bytes);
     let path = store(bundles_dir, &file_name(&sha256), &bytes)?;
@@ -54,9 +59,10 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
     Ok(bytes)
 }
 
-/// The drop-ins as bundle files, sorted by name; every node-local section of every file is
-/// reported at once.
-fn read_drop_ins(dir: &Path) -> Result<Vec<BundleFile>, BundleError> {
+/// The `*.yaml` drop-ins of `dir` as bundle files, sorted by name, with the checks of
+/// [`create`] (what a bundle, or a push to etcd, may carry); every node-local section of every
+/// file is reported at once.
+pub fn read_drop_ins(dir: &Path) -> Result<Vec<BundleFile>, BundleError> {
     let paths = config::yaml_files_in(dir).map_err(BundleError::io("listing", dir))?;
     let limits = Limits::default();
     if paths.len() > limits.max_files {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use libraflux::{
-    bundle::{self, BundleError},
+    bundle::{self, BundleError, BundleFile},
     config,
 };
 use serde_json::json;
@@ -58,31 +58,9 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<()> {
 }
 
 fn create(args: &CreateArgs) -> anyhow::Result<()> {
-    let path = args.config.path.as_deref();
-    // A path that cannot be read is the loader's to report, as for every command.
-    let layout = config::layout(path);
-    if let (Some(file), Ok(config::Layout { drop_in_dir: None, .. })) = (path, &layout) {
-        let message = format!(
-            "{} is a single file, which has no config.d to bundle; name the configuration's \
-             directory with -c DIR (the default is {})",
-            file.display(),
-            config::DEFAULT_DIR
-        );
-        return Err(Failure::new(exit::USAGE, message).into());
-    }
-    load_config(&args.config)?;
-    let Ok(config::Layout { drop_in_dir: Some(drop_in_dir), .. }) = layout else {
-        let message = "the configuration changed while it was read; try again";
-        return Err(Failure::new(exit::RUNTIME_FAILURE, message).into());
-    };
-    let created = bundle::create(&drop_in_dir, &args.state_dir.join("bundles")).map_err(|err| match err {
-        BundleError::NodeLocalSection(errors) => invalid_config(
-            &errors,
-            "in config.d: node-local sections belong in each node's own config.yaml; no bundle was written",
-        ),
-        BundleError::InvalidYaml(errors) => invalid_config(&errors, "in config.d; no bundle was written"),
-        err => refused("no bundle was written", err),
-    })?;
+    let (drop_in_dir, _, drop_ins) = validated_drop_ins(&args.config, "bundle", "no bundle was written")?;
+    let created = bundle::write_bundle(drop_ins, &args.state_dir.join("bundles"))
+        .map_err(|err| refused("no bundle was written", err))?;
     match args.output {
         Output::Text => {
             println!("Bundle {}", created.path.display());
@@ -143,6 +121,42 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The whole configuration loaded and validated as every command does, then the `*.yaml` files
+/// of its config.d as [`bundle::read_drop_ins`] reads them: what `bundle create` bundles and
+/// `config push` pushes. `verb` is what is done with them, `nothing` says that nothing was.
+pub(super) fn validated_drop_ins(
+    arg: &ConfigArg,
+    verb: &str,
+    nothing: &str,
+) -> anyhow::Result<(PathBuf, config::Config, Vec<BundleFile>)> {
+    let path = arg.path.as_deref();
+    // A path that cannot be read is the loader's to report, as for every command.
+    let layout = config::layout(path);
+    if let (Some(file), Ok(config::Layout { drop_in_dir: None, .. })) = (path, &layout) {
+        let message = format!(
+            "{} is a single file, which has no config.d to {verb}; name the configuration's \
+             directory with -c DIR (the default is {})",
+            file.display(),
+            config::DEFAULT_DIR
+        );
+        return Err(Failure::new(exit::USAGE, message).into());
+    }
+    let config = load_config(arg)?;
+    let Ok(config::Layout { drop_in_dir: Some(drop_in_dir), .. }) = layout else {
+        let message = "the configuration changed while it was read; try again";
+        return Err(Failure::new(exit::RUNTIME_FAILURE, message).into());
+    };
+    let files = bundle::read_drop_ins(&drop_in_dir).map_err(|err| match err {
+        BundleError::NodeLocalSection(errors) => invalid_config(
+            &errors,
+            &format!("in config.d: node-local sections belong in each node's own config.yaml; {nothing}"),
+        ),
+        BundleError::InvalidYaml(errors) => invalid_config(&errors, &format!("in config.d; {nothing}")),
+        err => refused(nothing, err),
+    })?;
+    Ok((drop_in_dir, config, files))
 }
 
 fn files(count: usize) -> String {

@@ -14,6 +14,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/libraflux";
 /// Exit codes (PRODUCT.md).
 pub mod exit {
     pub const RUNTIME_FAILURE: u8 = 1;
+    /// `config diff`: a push would change something (diff(1)'s 1; its failures exit 1 too,
+    /// with a message on stderr).
+    pub const DIFFERENT: u8 = 1;
     /// A command line that cannot work (clap's own usage errors exit 2 too).
     pub const USAGE: u8 = 2;
     /// A plan refused by a change limit or a failed pre-flight check.
@@ -29,7 +32,8 @@ pub mod exit {
     pub const NO_PERMISSION: u8 = 77;
 }
 
-/// A failure with the exit code it maps to; `message` is printed after `error: `.
+/// A failure with the exit code it maps to; `message` is printed after `error: `, unless it is
+/// empty (an exit code that is the answer, as `config diff`'s).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {

@@ -5,6 +5,7 @@ mod apply;
 mod bundle;
 mod canary;
 mod common;
+mod config;
 mod control;
 mod convert;
 mod daemon;
@@ -54,6 +55,8 @@ pub enum Command {
     Canary(canary::CanaryArgs),
     /// Save the IPVS table to a checksummed file, list, show, delete, and restore it through plan.
     Snapshot(snapshot::SnapshotArgs),
+    /// A fleet's config.d in etcd: push it (one compare-and-swap transaction), or diff it.
+    Config(config::ConfigArgs),
     /// Replication bundles: config.d as one content-addressed file; create one, verify one.
     Bundle(bundle::BundleArgs),
     /// Config replication in a pair: what the daemon's replication did last.
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Canary(args) => canary::run(&args, &socket),
         Command::Snapshot(args) => snapshot::run(&args, &socket),
         Command::Bundle(args) => bundle::run(&args),
+        Command::Config(args) => config::run(&args),
         Command::Sync(args) => sync::run(&args, &socket),
         Command::Announce(args) => announce::run(&args),
         Command::Convert(args) => convert::run(&args),

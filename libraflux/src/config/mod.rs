@@ -21,6 +21,7 @@ mod node_local;
 mod replication;
 mod schema;
 mod service;
+mod source;
 pub(crate) mod sync;
 mod validate;
 mod web;
@@ -42,6 +43,7 @@ pub use files::{
 pub use json_schema::json_schema;
 pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use replication::{Replication, Role};
+pub use source::{DEFAULT_PREFIX, EtcdSource};
 pub use sync::SyncConfig;
 pub use validate::validate;
 pub use web::{CURVES, ClientAuth, TLS12_SUITES, TlsSettings, TlsVersion, WebConfig, parse_web_config};
@@ -62,6 +64,9 @@ pub struct Config {
     pub control: Control,
     /// This node's part in a replicating pair, if any (docs/ha.md).
     pub replication: Option<Replication>,
+    /// `source.etcd`: where `config push|diff` find the fleet's configuration (not read by the
+    /// daemon yet).
+    pub source: Option<EtcdSource>,
     /// The kernel's connection sync daemon LibraFlux runs (one file only may set it); `None`:
     /// LibraFlux leaves sync daemons alone.
     pub sync: Option<SyncConfig>,

@@ -1,5 +1,5 @@
 //! Node-local sections: what describes one node (its name, interfaces, metrics endpoint, control
-//! socket, snapshots, replication, connection sync, and what it announces through its BIRD) and so must stay
+//! socket, snapshots, replication, where a fleet's configuration comes from, connection sync, and what it announces through its BIRD) and so must stay
 //! in its own `config.yaml`. A replicated file (a `config.d` drop-in, hence a bundle's file) must
 //! not set any of them, or the primary would configure its secondary as itself.
 
@@ -12,7 +12,7 @@ use super::{
 
 /// The top-level sections that only a node's own files may set.
 pub const NODE_LOCAL_SECTIONS: &[&str] =
-    &["node", "metrics", "control", "snapshots", "replication", "sync", "announce"];
+    &["node", "metrics", "control", "snapshots", "replication", "source", "sync", "announce"];
 
 /// Each node-local section that `source` sets, as an error at its key; the file's own errors
 /// when it is not YAML with a mapping at the top.

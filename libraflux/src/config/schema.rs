@@ -14,6 +14,7 @@ use super::{
     keys::{CREDENTIAL_PATH, Default, Key, Section, Shape, Text},
     replication::{Replication, replication},
     service::{ServiceDecl, service},
+    source::{EtcdSource, source},
     sync::{SyncConfig, sync},
 };
 use crate::model::ServiceKey;
@@ -35,6 +36,7 @@ pub(super) struct FileDecl {
     pub snapshots: Option<Located<Option<Snapshots>>>,
     pub control: Option<Located<Option<Control>>>,
     pub replication: Option<Located<Option<Replication>>>,
+    pub source: Option<Located<Option<EtcdSource>>>,
     pub sync: Option<Located<Option<SyncConfig>>>,
     pub announce: Option<Located<Option<AnnounceDecl>>>,
     pub ignore: Vec<Located<IgnoreEntry>>,
@@ -60,7 +62,7 @@ pub(super) const TOP: Section = Section {
     context: "",
     doc: "A LibraFlux configuration file: /etc/libraflux/config.yaml or a file of config.d. Sections \
           other than services and ignore may be set by one file only; node, metrics, control, snapshots, \
-          replication, sync and announce are node-local and may not be in a replicated (config.d) file.",
+          replication, source, sync and announce are node-local and may not be in a replicated (config.d) file.",
     keys: &[
         &Key::optional("node", Shape::Mapping(&NODE), "This node."),
         &Key::optional(
@@ -79,6 +81,11 @@ pub(super) const TOP: Section = Section {
             "replication",
             Shape::Mapping(&super::replication::REPLICATION),
             "Config replication in a pair.",
+        ),
+        &Key::optional(
+            "source",
+            Shape::Mapping(&super::source::SOURCE),
+            "Where a fleet's replicated configuration comes from (etcd); used by config push|diff, not yet by the daemon.",
         ),
         &Key::optional(
             "sync",
@@ -227,6 +234,9 @@ pub(super) fn file(root: &Node, d: &mut Diagnostics<'_>) -> FileDecl {
     }
     if let Some(field) = root.get("replication") {
         decl.replication = located(field, replication(d, field));
+    }
+    if let Some(field) = root.get("source") {
+        decl.source = located(field, source(d, field));
     }
     if let Some(field) = root.get("sync") {
         decl.sync = located(field, sync(d, field));

@@ -58,6 +58,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     let control = single_section(files, "control", |decl| decl.control.as_ref(), errors).flatten();
     let replication =
         single_section(files, "replication", |decl| decl.replication.as_ref(), errors).flatten();
+    let source = single_section(files, "source", |decl| decl.source.as_ref(), errors).flatten();
     let sync = single_section(files, "sync", |decl| decl.sync.as_ref(), errors).flatten();
     let announce = single_section(files, "announce", |decl| decl.announce.as_ref(), errors).flatten();
     let ignored = IgnoredPlaces::collect(files);
@@ -72,6 +73,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         snapshots: snapshots.unwrap_or_default(),
         control: control.unwrap_or_default(),
         replication,
+        source,
         sync,
         announce: announce.map(|decl| decl.announce),
         desired: BTreeMap::new(),

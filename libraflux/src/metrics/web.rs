@@ -301,13 +301,17 @@ fn server_config(tls: &TlsSettings) -> Result<ServerConfig, WebError> {
 
 /// Every certificate of a PEM file; at least one.
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebError> {
-    let error = |message: String| WebError::Tls { path: path.to_owned(), message };
+    pem_certificates(path).map_err(|message| WebError::Tls { path: path.to_owned(), message })
+}
+
+/// Every certificate of a PEM file, at least one; or why not. Also the etcd client's reader.
+pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| error(format!("cannot read certificates: {err}")))?
+        .map_err(|err| format!("cannot read certificates: {err}"))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| error(format!("not a PEM certificate: {err}")))?;
+        .map_err(|err| format!("not a PEM certificate: {err}"))?;
     if certs.is_empty() {
-        return Err(error("no certificate in the file".to_owned()));
+        return Err("no certificate in the file".to_owned());
     }
     Ok(certs)
 }
