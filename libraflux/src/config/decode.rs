@@ -51,7 +51,7 @@ pub(super) fn parse_file(text: &str, diagnostics: &mut Diagnostics<'_>) -> Optio
         Ok(node) => Some(node),
         Err(error) => {
             let (at, message) = describe_load_error(&error);
-            diagnostics.error(at, message);
+            diagnostics.error(at.map(|at| within(text, at)), message);
             None
         }
     }
@@ -81,6 +81,17 @@ fn describe_load_error(error: &LoadError) -> (Option<Position>, String) {
             (position(duplicate.key.span()), message)
         }
     }
+}
+
+/// `at`, or the end of `text` where the parser placed an error past it: at the end of a file
+/// that does not end in a newline, the scanner stands on a line after the last.
+fn within(text: &str, at: Position) -> Position {
+    let lines = text.split('\n').count();
+    if at.line <= lines {
+        return at;
+    }
+    let last = text.rsplit('\n').next().unwrap_or_default();
+    Position { line: lines, col: last.chars().count() + 1 }
 }
 
 /// The line of a `---` that starts a second document, if any. At column 1 a `---` cannot be
@@ -349,6 +360,20 @@ mod tests {
         assert_eq!(second_document_line("---\na: 1\n"), None);
         assert_eq!(second_document_line("# c\n---\na: 1\n---\nb: 2\n"), Some(4));
         assert_eq!(second_document_line("a: |\n  ---\n"), None);
+    }
+
+    /// Found by the fuzz target `config_validate`: an unclosed flow sequence on the last line of
+    /// a file without a final newline was reported on line 2 of a file of one line.
+    #[test]
+    fn an_error_at_the_end_of_a_file_is_placed_inside_it() {
+        let text = "eudprudpvi}cesserudpvi}ces: [\u{1}";
+        let mut diagnostics = Diagnostics::new(Path::new("c.yaml"));
+        assert!(parse_file(text, &mut diagnostics).is_none());
+        let [error] = diagnostics.errors.as_slice() else { panic!("{:?}", diagnostics.errors) };
+        assert_eq!(error.position, Some(Position { line: 1, col: 31 }), "{error}");
+        let mut diagnostics = Diagnostics::new(Path::new("c.yaml"));
+        assert!(parse_file("a: [1,\n", &mut diagnostics).is_none());
+        assert_eq!(diagnostics.errors[0].position, Some(Position { line: 2, col: 1 }));
     }
 
     #[test]
