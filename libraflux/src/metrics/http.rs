@@ -17,9 +17,13 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    server::graceful::{GracefulConnection, GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::watch,
+};
 
 use super::{Format, Metrics};
 
@@ -87,16 +91,7 @@ impl Server {
                     }
                 },
             };
-            let endpoint = Arc::clone(&self.endpoint);
-            let service = service_fn(move |request| {
-                let response = respond(&endpoint, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
+            let connection = graceful.watch(connection(Arc::clone(&self.endpoint), stream));
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!("metrics endpoint connection: {err}");
@@ -108,6 +103,23 @@ impl Server {
             tracing::warn!("metrics endpoint: requests still running after {SHUTDOWN_GRACE:?}, dropped");
         }
     }
+}
+
+/// Serves one client connection: HTTP/1.1 requests read from `io`, answered by [`route`]. Public
+/// for the fuzz target (`fuzz/fuzz_targets/metrics_http.rs`), which feeds it raw bytes.
+#[doc(hidden)]
+pub fn connection<I>(endpoint: Arc<Endpoint>, io: I) -> impl GracefulConnection<Error = hyper::Error> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let response = respond(&endpoint, &request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
 }
 
 fn respond(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
