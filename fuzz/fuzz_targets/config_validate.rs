@@ -49,7 +49,8 @@ fn check_place(error: &ConfigError, sources: &[Source]) {
         .find(|source| source.path == error.file)
         .unwrap_or_else(|| panic!("{error} names a file that is not one of the configuration's"));
     let Some(position) = error.position else { return };
-    let lines = source.text.split('\n').count();
+    // Lines end as YAML ends them: CR LF, LF, or a CR alone.
+    let lines = source.text.replace("\r\n", "\n").split(['\n', '\r']).count();
     assert!(position.line >= 1 && position.col >= 1, "{error}: positions are 1-based");
     assert!(position.line <= lines, "{error}: line {} of a file of {lines} lines", position.line);
 }

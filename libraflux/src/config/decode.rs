@@ -84,14 +84,22 @@ fn describe_load_error(error: &LoadError) -> (Option<Position>, String) {
 }
 
 /// `at`, or the end of `text` where the parser placed an error past it: at the end of a file
-/// that does not end in a newline, the scanner stands on a line after the last.
+/// that does not end in a line break, the scanner stands on a line after the last. Lines end
+/// as YAML ends them: CR LF, LF, or a CR alone.
 fn within(text: &str, at: Position) -> Position {
-    let lines = text.split('\n').count();
-    if at.line <= lines {
-        return at;
+    let (mut lines, mut last_line_chars) = (1, 0);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' || c == '\r' {
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            (lines, last_line_chars) = (lines + 1, 0);
+        } else {
+            last_line_chars += 1;
+        }
     }
-    let last = text.rsplit('\n').next().unwrap_or_default();
-    Position { line: lines, col: last.chars().count() + 1 }
+    if at.line <= lines { at } else { Position { line: lines, col: last_line_chars + 1 } }
 }
 
 /// The line of a `---` that starts a second document, if any. At column 1 a `---` cannot be
@@ -374,6 +382,10 @@ mod tests {
         let mut diagnostics = Diagnostics::new(Path::new("c.yaml"));
         assert!(parse_file("a: [1,\n", &mut diagnostics).is_none());
         assert_eq!(diagnostics.errors[0].position, Some(Position { line: 2, col: 1 }));
+        // A CR alone ends a line too, and CR LF ends one line.
+        let mut diagnostics = Diagnostics::new(Path::new("c.yaml"));
+        assert!(parse_file("b: 1\ra: [1,\r\nc: d", &mut diagnostics).is_none());
+        assert_eq!(diagnostics.errors[0].position, Some(Position { line: 3, col: 1 }));
     }
 
     #[test]
