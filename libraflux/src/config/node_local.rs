@@ -18,6 +18,7 @@ pub const NODE_LOCAL_SECTIONS: &[&str] = &["node", "metrics", "control", "snapsh
 pub fn node_local_sections(source: &Source) -> Result<Vec<ConfigError>, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(&source.path);
     let Some(root) = decode::parse_file(&source.text, &mut diagnostics) else {
+        decode::within_files(&mut diagnostics.errors, std::slice::from_ref(source));
         return Err(ConfigErrors(diagnostics.errors));
     };
     let Node::Mapping(mapping) = &root else { return Ok(Vec::new()) };
@@ -29,6 +30,7 @@ pub fn node_local_sections(source: &Source) -> Result<Vec<ConfigError>, ConfigEr
         );
         diagnostics.error(decode::position(key.span()), message);
     }
+    decode::within_files(&mut diagnostics.errors, std::slice::from_ref(source));
     Ok(diagnostics.errors)
 }
 
