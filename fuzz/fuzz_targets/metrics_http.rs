@@ -1,7 +1,7 @@
 //! Arbitrary bytes as what a client sends the metrics endpoint (`/metrics`, `/healthz`,
 //! `/status`): hyper's HTTP/1.1 server reads them from an in-memory connection and the
 //! endpoint's routing answers, as for a real client. Serving must never panic nor hang, and
-//! whatever it answers must be HTTP/1.1 with a status the endpoint (or hyper, for a request it
+//! whatever it answers must be HTTP/1.x with a status the endpoint (or hyper, for a request it
 //! cannot read) gives.
 //!
 //! Run with `cargo xtask fuzz metrics_http` (seeds: requests as Prometheus, curl and a browser
@@ -68,7 +68,8 @@ fuzz_target!(|data: &[u8]| {
         "not an HTTP response head: {status:?} {:?}",
         String::from_utf8_lossy(&answer)
     );
-    assert_eq!(response.version, Some(1), "{:?}", String::from_utf8_lossy(&answer));
+    // hyper answers an HTTP/1.0 request in kind.
+    assert!(matches!(response.version, Some(0 | 1)), "{:?}", String::from_utf8_lossy(&answer));
     let code = response.code.expect("a complete head has a status");
     assert!(STATUSES.contains(&code), "status {code}: {:?}", String::from_utf8_lossy(&answer));
 });
