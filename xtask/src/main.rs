@@ -5,6 +5,7 @@
 mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Build the Debian package (release build, then dpkg-deb) and print its path.
     Deb(deb::DebArgs),
+    /// Build the fuzz targets (pinned nightly, libFuzzer) and run them, each from its seeds.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
         Command::Deb(args) => deb::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }

@@ -1,5 +1,6 @@
 //! The test tiers: lint (fmt, clippy), host (unit tests and host tests in fresh network
-//! namespaces), and vm (integration tests on real IPVS inside the VM, in one boot).
+//! namespaces), fuzz (every fuzz target for a few seconds from its seeds), and vm (integration
+//! tests on real IPVS inside the VM, in one boot).
 
 use std::{path::PathBuf, process::Stdio};
 
@@ -27,6 +28,7 @@ pub struct TestArgs {
 enum Tier {
     Lint,
     Host,
+    Fuzz,
     Vm,
 }
 
@@ -38,13 +40,17 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_setup {
         crate::setup::run()?;
     }
-    let tiers =
-        if args.tiers.is_empty() { vec![Tier::Lint, Tier::Host, Tier::Vm] } else { args.tiers.clone() };
+    let tiers = if args.tiers.is_empty() {
+        vec![Tier::Lint, Tier::Host, Tier::Fuzz, Tier::Vm]
+    } else {
+        args.tiers.clone()
+    };
     for tier in tiers {
         eprintln!("==> tier: {tier:?}");
         match tier {
             Tier::Lint => lint()?,
             Tier::Host => host()?,
+            Tier::Fuzz => crate::fuzz::ci()?,
             Tier::Vm => vm(&args.vm_test_args)?,
         }
     }
