@@ -31,6 +31,27 @@ pub struct FuzzArgs {
     /// Run each target for this many executions instead of a time.
     #[arg(long)]
     runs: Option<u64>,
+    /// Build with the `quick` profile, as the CI does: less optimised, built sooner, runs slower.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Which cargo profile of `fuzz/Cargo.toml` builds the targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// `release`: for long runs.
+    Release,
+    /// `quick`: for the CI's short runs, where the build dominates.
+    Quick,
+}
+
+impl Profile {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Quick => "quick",
+        }
+    }
 }
 
 /// A target and where its seeds come from: files under a directory of the repository whose
@@ -96,18 +117,18 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
         },
     };
     let budget = args.runs.map_or(Budget::Seconds(args.seconds), Budget::Runs);
-    fuzz(&targets, budget)
+    fuzz(&targets, budget, if args.quick { Profile::Quick } else { Profile::Release })
 }
 
-/// What the CI runs: every target for [`CI_SECONDS`], so that a panic on a seed (or one found
-/// within seconds of it) fails the build.
+/// What the CI runs, `cargo xtask fuzz --quick --seconds 10`: every target for [`CI_SECONDS`],
+/// so that a panic on a seed (or one found within seconds of it) fails the build.
 pub fn ci() -> anyhow::Result<()> {
-    fuzz(&TARGETS.iter().collect::<Vec<_>>(), Budget::Seconds(CI_SECONDS))
+    fuzz(&TARGETS.iter().collect::<Vec<_>>(), Budget::Seconds(CI_SECONDS), Profile::Quick)
 }
 
-fn fuzz(targets: &[&Target], budget: Budget) -> anyhow::Result<()> {
+fn fuzz(targets: &[&Target], budget: Budget, profile: Profile) -> anyhow::Result<()> {
     let started = Instant::now();
-    let binaries = build(targets)?;
+    let binaries = build(targets, profile)?;
     eprintln!("fuzz: built in {:.0?}", started.elapsed());
     for (target, binary) in targets.iter().zip(binaries) {
         let started = Instant::now();
@@ -119,12 +140,12 @@ fn fuzz(targets: &[&Target], budget: Budget) -> anyhow::Result<()> {
 }
 
 /// Builds the targets with the pinned nightly and returns their binaries, in order.
-fn build(targets: &[&Target]) -> anyhow::Result<Vec<PathBuf>> {
+fn build(targets: &[&Target], profile: Profile) -> anyhow::Result<Vec<PathBuf>> {
     let fuzz_dir = workspace_root().join("fuzz");
     let host = host_triple()?;
     let mut command = Command::new("rustup");
     command
-        .args(["run", EBPF_TOOLCHAIN, "cargo", "build", "--release", "--target", &host])
+        .args(["run", EBPF_TOOLCHAIN, "cargo", "build", "--profile", profile.name(), "--target", &host])
         .arg("--manifest-path")
         .arg(fuzz_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", fuzz_dir.join("target"))
@@ -138,7 +159,7 @@ fn build(targets: &[&Target]) -> anyhow::Result<Vec<PathBuf>> {
         command.args(["--bin", target.name]);
     }
     checked(&mut command).context("building the fuzz targets")?;
-    let dir = fuzz_dir.join("target").join(&host).join("release");
+    let dir = fuzz_dir.join("target").join(&host).join(profile.name());
     Ok(targets.iter().map(|target| dir.join(target.name)).collect())
 }
 
