@@ -16,7 +16,8 @@ use crate::util::{checked, output};
 /// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
 /// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
 /// never runs as a service for the tests (see [`nginx_service_stopped`]); dpkg-dev
-/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test.
+/// (dpkg-shlibdeps), binutils (strip) and lintian for `cargo xtask deb` and its host test; g++,
+/// which builds libFuzzer's runtime for the fuzz targets (`cargo xtask fuzz`).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -43,6 +44,7 @@ const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "binutils",
     "lintian",
+    "g++",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).
