@@ -1,6 +1,7 @@
 //! `cargo xtask`: what cargo alone cannot do. Installs the toolchain and packages the build and
 //! tests need, boots a throwaway VM with Debian's stock kernel (real IPVS), runs the test tiers,
-//! runs the end-to-end demo and the benchmarks, builds the Debian package.
+//! runs the end-to-end demo and the benchmarks, builds the Debian package, builds and runs the
+//! fuzz targets.
 
 mod bench;
 mod deb;
@@ -27,7 +28,8 @@ enum Command {
     Setup,
     /// Boot the VM and run a command inside it, with the workspace shared at the same path.
     Vm(vm::VmArgs),
-    /// Run the whole suite: fmt, clippy, unit and host tests, then the VM tier.
+    /// Run the whole suite: fmt, clippy, unit and host tests, the fuzz targets briefly, then the
+    /// VM tier.
     Test(test::TestArgs),
     /// The main job end to end in the VM.
     Demo,
