@@ -1,10 +1,12 @@
 //! `cargo xtask`: what cargo alone cannot do. Installs the toolchain and packages the build and
 //! tests need, boots a throwaway VM with Debian's stock kernel (real IPVS), runs the test tiers,
-//! runs the end-to-end demo and the benchmarks, builds the Debian package.
+//! runs the end-to-end demo and the benchmarks, builds the Debian package, builds and runs the
+//! fuzz targets.
 
 mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -26,7 +28,8 @@ enum Command {
     Setup,
     /// Boot the VM and run a command inside it, with the workspace shared at the same path.
     Vm(vm::VmArgs),
-    /// Run the whole suite: fmt, clippy, unit and host tests, then the VM tier.
+    /// Run the whole suite: fmt, clippy, unit and host tests, the fuzz targets briefly, then the
+    /// VM tier.
     Test(test::TestArgs),
     /// The main job end to end in the VM.
     Demo,
@@ -34,6 +37,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Build the Debian package (release build, then dpkg-deb) and print its path.
     Deb(deb::DebArgs),
+    /// Build the fuzz targets (pinned nightly, libFuzzer) and run them, each from its seeds.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
         Command::Deb(args) => deb::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }

@@ -22,7 +22,7 @@ use crate::util::{checked, output};
 /// apache2-utils (htpasswd, the bcrypt hashes) and curl, the independent client of the metrics
 /// endpoint's TLS test; zstd, which unpacks the 6.12 VM kernel; etcd-server (etcd 3.4), which the
 /// `config push|diff` host test starts on loopback with a data directory of its own (never the
-/// host's service).
+/// host's service); g++, which builds libFuzzer's runtime for the fuzz targets (`cargo xtask fuzz`).
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
@@ -54,6 +54,7 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     "bird2",
     "etcd-server",
+    "g++",
 ];
 
 /// The nightly that builds the eBPF crate (see docs/development.md for why this one).

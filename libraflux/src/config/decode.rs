@@ -9,7 +9,10 @@ use marked_yaml::{
     types::{MarkedMappingNode, MarkedScalarNode},
 };
 
-use super::error::{ConfigError, Position};
+use super::{
+    Source,
+    error::{ConfigError, Position},
+};
 
 /// The errors and warnings of one file, collected while decoding it.
 #[derive(Debug)]
@@ -81,6 +84,36 @@ fn describe_load_error(error: &LoadError) -> (Option<Position>, String) {
             (position(duplicate.key.span()), message)
         }
     }
+}
+
+/// Moves each position that lies past the end of its file to the end of that file: at the end
+/// of a file that does not end in a line break, marked-yaml's scanner stands on a line after
+/// the last, and so do the nodes it makes there (an empty key, a missing value).
+pub(super) fn within_files(errors: &mut [ConfigError], sources: &[Source]) {
+    for error in errors {
+        let source = sources.iter().find(|source| source.path == error.file);
+        if let (Some(source), Some(at)) = (source, error.position) {
+            error.position = Some(within(&source.text, at));
+        }
+    }
+}
+
+/// `at`, or the end of `text` when `at` lies past it. Lines end as YAML ends them: CR LF, LF,
+/// or a CR alone.
+fn within(text: &str, at: Position) -> Position {
+    let (mut lines, mut last_line_chars) = (1, 0);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' || c == '\r' {
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            (lines, last_line_chars) = (lines + 1, 0);
+        } else {
+            last_line_chars += 1;
+        }
+    }
+    if at.line <= lines { at } else { Position { line: lines, col: last_line_chars + 1 } }
 }
 
 /// The line of a `---` that starts a second document, if any. At column 1 a `---` cannot be
@@ -374,6 +407,23 @@ mod tests {
         assert_eq!(second_document_line("---\na: 1\n"), None);
         assert_eq!(second_document_line("# c\n---\na: 1\n---\nb: 2\n"), Some(4));
         assert_eq!(second_document_line("a: |\n  ---\n"), None);
+    }
+
+    /// Where the first error of `text`, validated as a file of its own, is placed.
+    fn first_error_at(text: &str) -> Option<Position> {
+        let errors = super::super::validate(&[Source::new("c.yaml", text)], "h").unwrap_err();
+        errors.0[0].position
+    }
+
+    /// Found by the fuzz target `config_validate`: errors at the end of a file that does not end
+    /// in a line break were placed on a line after the last: an unclosed flow sequence, and an
+    /// empty key (`? `). A lone CR ends a line as LF does, and CR LF ends one line.
+    #[test]
+    fn an_error_at_the_end_of_a_file_is_placed_inside_it() {
+        assert_eq!(first_error_at("eudprudpvi}cesserudpvi}ces: [\u{1}"), Some(Position { line: 1, col: 31 }));
+        assert_eq!(first_error_at("a: [1,\n"), Some(Position { line: 2, col: 1 }));
+        assert_eq!(first_error_at("ignore: []\n? "), Some(Position { line: 2, col: 3 }));
+        assert_eq!(first_error_at("b: 1\ra: [1,\r\nc: d"), Some(Position { line: 3, col: 1 }));
     }
 
     #[test]

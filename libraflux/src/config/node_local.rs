@@ -19,6 +19,7 @@ pub const NODE_LOCAL_SECTIONS: &[&str] =
 pub fn node_local_sections(source: &Source) -> Result<Vec<ConfigError>, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(&source.path);
     let Some(root) = decode::parse_file(&source.text, &mut diagnostics) else {
+        decode::within_files(&mut diagnostics.errors, std::slice::from_ref(source));
         return Err(ConfigErrors(diagnostics.errors));
     };
     let Node::Mapping(mapping) = &root else { return Ok(Vec::new()) };
@@ -30,6 +31,7 @@ pub fn node_local_sections(source: &Source) -> Result<Vec<ConfigError>, ConfigEr
         );
         diagnostics.error(decode::position(key.span()), message);
     }
+    decode::within_files(&mut diagnostics.errors, std::slice::from_ref(source));
     Ok(diagnostics.errors)
 }
 

@@ -28,6 +28,8 @@ pub fn validate(sources: &[Source], hostname: &str) -> Result<Config, ConfigErro
         files.push((source.path.as_path(), decl));
     }
     let config = merge(&files, hostname, &mut errors);
+    decode::within_files(&mut errors, sources);
+    decode::within_files(&mut warnings, sources);
     let order: Vec<&Path> = sources.iter().map(|source| source.path.as_path()).collect();
     sort_by_file(&mut errors, &order);
     sort_by_file(&mut warnings, &order);

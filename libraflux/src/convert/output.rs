@@ -40,9 +40,9 @@ pub fn render(conversion: &Conversion, dir: &Path, tool: &str) -> Vec<OutputFile
 }
 
 fn render_group(group: &Group, tool: &str) -> String {
-    let mut text = format!("# Converted by `{tool}` from {}.\n", group.source);
+    let mut text = format!("# Converted by `{tool}` from {}.\n", one_line(&group.source.to_string()));
     for note in &group.notes {
-        let _ = writeln!(text, "# {note}");
+        let _ = writeln!(text, "# {}", one_line(note));
     }
     text.push_str("services:\n");
     for service in &group.services {
@@ -52,7 +52,7 @@ fn render_group(group: &Group, tool: &str) -> String {
 }
 
 fn render_service(text: &mut String, service: &ServiceSpec) {
-    let _ = writeln!(text, "  # From the listen at {}.", service.source);
+    let _ = writeln!(text, "  # From the listen at {}.", one_line(&service.source.to_string()));
     let _ = writeln!(text, "  - name: {}", service.name);
     let _ = writeln!(text, "    protocol: {}", service.protocol);
     let _ = writeln!(text, "    vip: {}", address(service.vip));
@@ -94,6 +94,13 @@ fn render_health(text: &mut String, health: &HealthSpec) {
     let _ = writeln!(text, "      timeout: {}", duration(health.timeout));
     let _ = writeln!(text, "      rise: {}", health.rise);
     let _ = writeln!(text, "      fall: {}", health.fall);
+}
+
+/// `text` for a comment: its control characters escaped, since a line break in a name or argument
+/// taken from the input (nginx unescapes `\r` and `\n` in quoted strings) would end the comment
+/// and leave the rest of the line as YAML.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 /// Whole seconds as `10s`, anything else in milliseconds.
@@ -146,4 +153,44 @@ pub fn write(files: &[OutputFile]) -> io::Result<()> {
         fs::rename(&temporary, &file.path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io, path::PathBuf};
+
+    use super::*;
+    use crate::convert::nginx::{self, Files, Options};
+
+    /// One nginx.conf, in memory.
+    struct OneFile(&'static str);
+
+    impl Files for OneFile {
+        fn read(&self, _: &Path) -> io::Result<Vec<u8>> {
+            Ok(self.0.as_bytes().to_vec())
+        }
+
+        fn glob(&self, _: &Path) -> io::Result<Vec<PathBuf>> {
+            Ok(Vec::new())
+        }
+
+        fn identity(&self, path: &Path) -> PathBuf {
+            path.to_path_buf()
+        }
+    }
+
+    /// Found by the fuzz target `nginx_convert`: a line break in `proxy_pass`'s arguments (from a
+    /// quoted `\r\n`) reached the comment naming the backends, and the rest of that line became
+    /// YAML that did not validate.
+    #[test]
+    fn line_breaks_from_the_input_stay_inside_their_comment() {
+        let conf = "stream {\n  server {\n    listen 192.0.2.91:5432;\n    proxy_pass 10.0.2.100:1 \"x\\r\\ny\";\n  }\n}\n";
+        let options = Options { vips: Vec::new() };
+        let conversion = nginx::convert_with(Path::new("/n/nginx.conf"), &options, &OneFile(conf)).unwrap();
+        let files = render(&conversion, Path::new("/out"), "test");
+        assert!(files[0].text.contains(" 10.0.2.100:1 x\\r\\ny at /n/nginx.conf:4."), "{}", files[0].text);
+        if let Err(errors) = validate(&files) {
+            panic!("{errors}\n{}", files[0].text);
+        }
+    }
 }

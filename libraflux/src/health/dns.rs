@@ -53,8 +53,10 @@ impl DnsCheck {
         message.to_vec().map_err(|err| CheckFailure::Request(format!("encode the DNS query: {err}")))
     }
 
-    /// Judges one datagram as the reply to the query with id `id`.
-    fn judge(&self, id: u16, reply: &[u8]) -> Result<Verdict, CheckFailure> {
+    /// Judges one datagram as the reply to the query with id `id`. Public for the fuzz target
+    /// (`fuzz/fuzz_targets/health_dns.rs`).
+    #[doc(hidden)]
+    pub fn judge(&self, id: u16, reply: &[u8]) -> Result<Verdict, CheckFailure> {
         if reply.len() >= 2 && u16::from_be_bytes([reply[0], reply[1]]) != id {
             return Ok(Verdict::Unrelated);
         }

@@ -60,8 +60,10 @@ impl Checker for HttpCheck {
     }
 }
 
-/// Sends `request` and reads the response head (never more than [`MAX_HEAD`] bytes).
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends `request` and reads the response head (never more than [`MAX_HEAD`] bytes). Public for
+/// the fuzz target (`fuzz/fuzz_targets/health_http.rs`).
+#[doc(hidden)]
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     request: &[u8],
     expect_status: u16,

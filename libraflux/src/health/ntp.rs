@@ -41,8 +41,10 @@ impl NtpCheck {
     }
 
     /// Judges `reply` to the request whose transmit timestamp was `transmit`, sent at `sent` and
-    /// received at `received` (both by our clock).
-    fn judge(
+    /// received at `received` (both by our clock). Public for the fuzz target
+    /// (`fuzz/fuzz_targets/health_ntp.rs`).
+    #[doc(hidden)]
+    pub fn judge(
         &self,
         transmit: [u8; 8],
         sent: SystemTime,

@@ -79,6 +79,16 @@ impl SipCheck {
         )
     }
 
+    /// Judges one datagram as the response to a request with Via branch `branch` and Call-ID
+    /// `call_id` (before its `@host`), as a probe judges each datagram. Public for the fuzz
+    /// target (`fuzz/fuzz_targets/health_sip.rs`).
+    #[doc(hidden)]
+    pub fn judge_reply(&self, branch: &str, call_id: &str, reply: &[u8]) -> Result<Verdict, CheckFailure> {
+        let transaction =
+            Transaction { branch: branch.to_owned(), call_id: call_id.to_owned(), tag: String::new() };
+        self.judge(&transaction, reply)
+    }
+
     /// Judges one datagram as the response to `transaction`.
     fn judge(&self, transaction: &Transaction, reply: &[u8]) -> Result<Verdict, CheckFailure> {
         let response = Response::parse(reply)?;

@@ -25,7 +25,7 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
+    server::graceful::{GracefulConnection, GracefulShutdown, Watcher},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -143,6 +143,23 @@ async fn http<S>(stream: S, endpoint: Arc<Endpoint>, web: Arc<Web>, watcher: Wat
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if let Err(err) = watcher.watch(serve_http(endpoint, web, stream)).await {
+        tracing::debug!("metrics endpoint connection: {err}");
+    }
+}
+
+/// HTTP/1.1 on one connection (inside TLS when configured): requests read from `io`, checked
+/// against `web`'s users and answered by [`route`]. Public for the fuzz target
+/// (`fuzz/fuzz_targets/metrics_http.rs`), which feeds it raw bytes.
+#[doc(hidden)]
+pub fn serve_http<I>(
+    endpoint: Arc<Endpoint>,
+    web: Arc<Web>,
+    io: I,
+) -> impl GracefulConnection<Error = hyper::Error> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request: Request<Incoming>| {
         let endpoint = Arc::clone(&endpoint);
         let web = Arc::clone(&web);
@@ -161,13 +178,10 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = http1::Builder::new()
+    http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!("metrics endpoint connection: {err}");
-    }
+        .serve_connection(TokioIo::new(io), service)
 }
 
 fn respond(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {

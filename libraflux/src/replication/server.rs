@@ -9,8 +9,8 @@ use tokio::{
 };
 
 use super::{
-    Context, Incoming, Refusal, State, store,
-    wire::{self, Answer, FetchAnswer, Outcome, Request, VERSION},
+    Context, Incoming, Refusal, store,
+    wire::{self, Announced, Answer, FetchAnswer, Outcome, Request, VERSION},
 };
 use crate::{bundle, config::Role};
 
@@ -126,32 +126,11 @@ async fn announced(context: &Context, request: &Request) -> Answer {
 }
 
 async fn take(context: &Context, request: &Request) -> Result<Outcome, Refusal> {
-    let Request::Announce { version, node, generation, sha256, .. } = request else {
+    let Request::Announce { node, generation, sha256, .. } = request else {
         return Err(Refusal::new("bad_request", "not an announcement"));
     };
-    if *version != VERSION {
-        return Err(Refusal::new("bad_request", format!("an announcement of protocol version {version}")));
-    }
-    if !request.authentic(&context.keys) {
-        return Err(Refusal::new(
-            "bad_hmac",
-            format!("an announcement from {node:?} whose HMAC no key of this node makes"),
-        ));
-    }
-    if bundle::parse_file_name(&bundle::file_name(sha256)).is_none() {
-        return Err(Refusal::new("bad_request", format!("an announcement of {sha256:?}, not a SHA-256")));
-    }
-    let State { generation: running, sha256: running_sha } = context.state();
-    if *generation == running && running_sha.as_deref() == Some(sha256) {
+    if wire::check_announcement(request, &context.keys, &context.state())? == Announced::Current {
         return Ok(Outcome::Current);
-    }
-    if *generation <= running {
-        return Err(Refusal::new(
-            "replay",
-            format!(
-                "generation {generation} from {node:?} is not above generation {running}, which this node runs"
-            ),
-        ));
     }
     let bytes = bundle_bytes(context, sha256).await?;
     let dir = store::generation_dir(&context.paths.replicated(), *generation, sha256);

@@ -9,7 +9,8 @@ use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader,
 };
 
-use super::Keys;
+use super::{Keys, Refusal, State};
+use crate::bundle;
 
 pub const VERSION: u32 = 1;
 /// No request or answer line needs more.
@@ -71,6 +72,49 @@ fn fetch_bytes(sha256: &str) -> Vec<u8> {
 
 fn announce_bytes(node: &str, generation: u64, sha256: &str) -> Vec<u8> {
     canonical(&[b"announce", node.as_bytes(), &generation.to_be_bytes(), sha256.as_bytes()])
+}
+
+/// What an announcement asks of a secondary, once [`check_announcement`] let it through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Announced {
+    /// The generation and bundle this node already runs.
+    Current,
+    /// A newer generation: fetch, extract, validate and swap it in.
+    Newer,
+}
+
+/// The checks a secondary makes of an announcement before it fetches anything: this protocol's
+/// version, an HMAC that one of `keys` makes, a SHA-256 for a bundle name, and a generation
+/// above `running` (unless it is exactly the one running).
+pub fn check_announcement(request: &Request, keys: &Keys, running: &State) -> Result<Announced, Refusal> {
+    let Request::Announce { version, node, generation, sha256, .. } = request else {
+        return Err(Refusal::new("bad_request", "not an announcement"));
+    };
+    if *version != VERSION {
+        return Err(Refusal::new("bad_request", format!("an announcement of protocol version {version}")));
+    }
+    if !request.authentic(keys) {
+        return Err(Refusal::new(
+            "bad_hmac",
+            format!("an announcement from {node:?} whose HMAC no key of this node makes"),
+        ));
+    }
+    if bundle::parse_file_name(&bundle::file_name(sha256)).is_none() {
+        return Err(Refusal::new("bad_request", format!("an announcement of {sha256:?}, not a SHA-256")));
+    }
+    let State { generation: running, sha256: running_sha } = running;
+    if generation == running && running_sha.as_deref() == Some(sha256.as_str()) {
+        return Ok(Announced::Current);
+    }
+    if generation <= running {
+        return Err(Refusal::new(
+            "replay",
+            format!(
+                "generation {generation} from {node:?} is not above generation {running}, which this node runs"
+            ),
+        ));
+    }
+    Ok(Announced::Newer)
 }
 
 /// What the secondary did with an announcement.

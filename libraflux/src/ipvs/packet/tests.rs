@@ -163,6 +163,19 @@ fn unknown_attributes_survive_parse_and_emit() {
     assert_eq!(emit(&attrs.as_slice()), service);
 }
 
+/// An unknown attribute flagged both nested and network-order (which `linux/netlink.h` declares
+/// mutually exclusive, so no kernel sends one) loses the network-order flag when emitted again:
+/// netlink-packet-core 0.9.0 sets the nested flag over a type read back without the other. The
+/// fuzz target `ipvs_decode` found it and leaves such attributes out of its round trip; when
+/// this fails, netlink-packet-core emits both and the fuzz target's exception can go.
+#[test]
+fn an_unknown_attribute_flagged_nested_and_network_order_loses_a_flag() {
+    let both: &[u8] = &[8, 0, 0x05, 0xf7, 0x78, 0, 0, 0]; // type 0x705 | NESTED | NET_BYTEORDER
+    let attrs = ServiceAttr::parse_all(both).unwrap();
+    assert_eq!(attrs, [ServiceAttr::Other(unknown(0xf705, &[0x78, 0, 0, 0]))]);
+    assert_eq!(emit(&attrs.as_slice()), [8, 0, 0x05, 0xb7, 0x78, 0, 0, 0]);
+}
+
 /// NEW_SERVICE tcp:10.0.0.1:80 wrr, not persistent, laid out as ipvsadm's libipvs does
 /// (`ipvs_nl_fill_service_attr`): header, genl header, then SERVICE (NLA_F_NESTED) holding
 /// AF, PROTOCOL, ADDR, PORT, SCHED_NAME, FLAGS, TIMEOUT, NETMASK.
