@@ -38,6 +38,25 @@ fn an_invalid_config_exits_65_with_every_error_located() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `libraflux status --output json | head`: a reader that leaves ends a reporting command the
+/// way it ends `cat`, by SIGPIPE, not with a panic on EPIPE and exit 101.
+#[test]
+fn a_report_into_a_closed_pipe_ends_by_sigpipe_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for args in [&["schema"][..], &["completions", "bash"], &["manpage"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(libraflux_tests::libraflux_bin())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run libraflux");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?}\n{stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn the_man_page_is_roff_for_section_8_and_lists_the_commands() {
     let (code, page, stderr) = libraflux(&["manpage"]);

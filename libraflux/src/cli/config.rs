@@ -21,6 +21,13 @@ pub struct ConfigArgs {
     command: ConfigCommand,
 }
 
+impl ConfigArgs {
+    /// `diff` only reads (see `Command::only_reports`).
+    pub(super) fn only_reports(&self) -> bool {
+        matches!(self.command, ConfigCommand::Diff(_))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration as `bundle create` does, then write its config.d to etcd in one

@@ -10,7 +10,7 @@ use std::{
 
 use libraflux::{
     control::{
-        Client, ClientError, Request,
+        Client, Request,
         protocol::{DrainReply, DrainRequest, DrainView, Drained, DrainsReply, UndrainReply},
     },
     drain::{Ending, Rules},
@@ -191,9 +191,7 @@ fn follow(daemon: &Client, asked: &DrainReply, output: Output) -> anyhow::Result
                     .sum();
                 format!("{connections} active connection(s)")
             }
-            Err(ClientError::NoDaemon { .. } | ClientError::NoAnswer { .. }) => {
-                "waiting for the daemon".to_owned()
-            }
+            Err(err) if err.daemon_is_away() => "waiting for the daemon".to_owned(),
             Err(err) => return Err(failure(err)),
         };
         let elapsed = Duration::from_secs(started.elapsed().as_secs());

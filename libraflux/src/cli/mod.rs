@@ -82,6 +82,9 @@ pub enum Command {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.command.only_reports() {
+        end_quietly_on_a_closed_pipe();
+    }
     let socket = libraflux::control::Client::new(&args.control_socket);
     match args.command {
         Command::Validate(args) => validate::run(&args),
@@ -104,6 +107,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Schema => docs::schema(),
         Command::Debug(command) => debug::run(command),
     }
+}
+
+impl Command {
+    /// Changes nothing, or nothing after its first print (`bundle create` writes its file
+    /// before it says so): a reader that goes away (`| head`) may end it at any print. Commands
+    /// that change IPVS, a daemon or state files as they go keep Rust's default of ignoring
+    /// SIGPIPE, so that a closed pipe never stops one half way.
+    fn only_reports(&self) -> bool {
+        match self {
+            Self::Validate(_)
+            | Self::Preflight(_)
+            | Self::Status(_)
+            | Self::Bundle(_)
+            | Self::Completions(_)
+            | Self::Manpage
+            | Self::Schema => true,
+            Self::Snapshot(args) => args.only_reports(),
+            Self::Config(args) => args.only_reports(),
+            _ => false,
+        }
+    }
+}
+
+/// Puts SIGPIPE back to its default, as for any filter: printing into a closed pipe ends the
+/// process quietly, where Rust's `println!` would panic on EPIPE.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Logs go to stderr, one event per line (journald friendly); `log` records (aya-log) included.

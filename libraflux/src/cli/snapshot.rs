@@ -43,6 +43,13 @@ pub struct SnapshotArgs {
     command: SnapshotCommand,
 }
 
+impl SnapshotArgs {
+    /// `list` and `show` only read (see `Command::only_reports`).
+    pub(super) fn only_reports(&self) -> bool {
+        matches!(self.command, SnapshotCommand::List | SnapshotCommand::Show { .. })
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum SnapshotCommand {
     /// Save the live IPVS table and timeouts as NAME.

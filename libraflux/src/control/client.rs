@@ -38,6 +38,23 @@ pub enum ClientError {
     Protocol { path: PathBuf, source: ProtocolError },
 }
 
+impl ClientError {
+    /// No daemon could answer just now, and one started later can: none listens, it closed the
+    /// connection or reset it, or it said it is stopping. What a client that waits across a
+    /// daemon's restart (`drain --wait`) keeps waiting through; anything else is an answer.
+    pub fn daemon_is_away(&self) -> bool {
+        match self {
+            Self::NoDaemon { .. } | Self::NoAnswer { .. } => true,
+            Self::Daemon(reply) => reply.kind == ErrorKind::Stopping,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+            ),
+            Self::PermissionDenied { .. } | Self::TimedOut { .. } | Self::Protocol { .. } => false,
+        }
+    }
+}
+
 /// A client of the daemon's control socket.
 #[derive(Clone, Debug)]
 pub struct Client {

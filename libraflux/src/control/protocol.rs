@@ -161,6 +161,8 @@ pub enum ErrorKind {
     InvalidConfig,
     /// Tried and failed (the kernel refused, a state file could not be written).
     Failed,
+    /// The daemon is stopping and did nothing; a daemon started after it may be asked again.
+    Stopping,
 }
 
 /// An error reply.

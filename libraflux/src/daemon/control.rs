@@ -234,7 +234,66 @@ async fn answer(
     }
     let request = protocol::decode_request(line.trim_end()).map_err(|err| ReplyError::from(&err))?;
     let (reply, answered) = oneshot::channel();
-    let stopping = || ReplyError::new(ErrorKind::Failed, "the daemon is stopping; nothing was done");
+    let stopping = || ReplyError::new(ErrorKind::Stopping, "the daemon is stopping; nothing was done");
     calls.send(Call { request, peer, reply }).await.map_err(|_| stopping())?;
     answered.await.unwrap_or_else(|_| Err(stopping()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Client, ClientError, protocol::Ping};
+
+    fn socket_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("libraflux-control-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("control.sock")
+    }
+
+    fn served(path: &Path) -> (Served, mpsc::Receiver<Call>) {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let access = Access { daemon_uid: unsafe { libc::geteuid() }, group: None };
+        Socket::bind(path, None).expect("bind").spawn(watch::channel(access).1)
+    }
+
+    async fn ping(path: &Path) -> Result<Ping, ClientError> {
+        let client = Client::new(path).with_timeout(Duration::from_secs(5));
+        tokio::task::spawn_blocking(move || client.call::<Ping>(&Request::Ping)).await.expect("join")
+    }
+
+    fn assert_stopping(answer: Result<Ping, ClientError>) {
+        let err = answer.expect_err("a stopping daemon does not answer");
+        assert!(matches!(&err, ClientError::Daemon(reply) if reply.kind == ErrorKind::Stopping), "{err:?}");
+        assert!(err.daemon_is_away(), "{err:?}");
+    }
+
+    /// The daemon's loop has stopped taking calls (SIGTERM): a client is told so, in a way that
+    /// `drain --wait` waits through rather than ends on.
+    #[tokio::test]
+    async fn a_call_to_a_daemon_that_is_stopping_is_answered_stopping() {
+        let path = socket_path("closed");
+        let (served, mut calls) = served(&path);
+        calls.close();
+        assert_stopping(ping(&path).await);
+        served.stop().await;
+        assert!(!path.exists(), "the socket file is removed when the daemon stops");
+        let gone = ping(&path).await.expect_err("nobody listens");
+        assert!(matches!(gone, ClientError::NoDaemon { .. }) && gone.daemon_is_away(), "{gone:?}");
+    }
+
+    /// A call taken by the loop but dropped unanswered (the daemon left mid-way) is `stopping` too.
+    #[tokio::test]
+    async fn a_call_dropped_unanswered_is_answered_stopping() {
+        let path = socket_path("dropped");
+        let (served, mut calls) = served(&path);
+        let asked = tokio::spawn({
+            let path = path.clone();
+            async move { ping(&path).await }
+        });
+        let call = calls.recv().await.expect("the call reaches the loop");
+        assert!(matches!(call.request, Request::Ping));
+        drop(call);
+        assert_stopping(asked.await.expect("join"));
+        served.stop().await;
+    }
 }

@@ -293,6 +293,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    // Calls waiting, and any that arrive until the socket closes, are answered `stopping` at once.
+    calls.close();
     daemon.withdraw_before_exit().await;
     tracing::info!("stopping; IPVS is left as it is, so traffic keeps flowing");
     daemon.background.stop().await;

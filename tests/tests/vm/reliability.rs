@@ -450,11 +450,13 @@ fn kill_during_large_reload(run: &mut Run) {
     run.layout = large;
 }
 
-/// Waits (at most 60 s) until a long-lived connection to `target` (on `backend`, if given) has
+/// Waits (at most 150 s) until a long-lived connection to `target` (on `backend`, if given) has
 /// been answered and has at least 10 s of its lifetime left, so that the next operation meets
-/// it: an operation that would cut it cannot pass for lack of a connection to cut.
+/// it: an operation that would cut it cannot pass for lack of a connection to cut. Which backend
+/// a connection lands on is the scheduler's choice among the short requests' connections too, so
+/// one on a given backend can take several lifetimes (it once took over 60 s under TCG).
 fn await_long_lived(load: &Load, target: SocketAddr, backend: Option<SocketAddr>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let sessions = load.sessions();
         let meets = |session: &Session| {
