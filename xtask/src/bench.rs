@@ -2,8 +2,8 @@
 //! IPVS table with LibraFlux's client and with `ipvsadm`, in one VM boot; `health` checks 5,000
 //! TCP backends (native engine on the host, the daemon in the VM); `ebpf` measures the flow
 //! counter's packet-rate cost and its map read against an IPVS dump; `steady` counts the
-//! netlink requests of the daemon in steady state while backends flap, for one or more daemon
-//! binaries in one boot (docs/benchmarks.md).
+//! netlink requests of the daemon in steady state while backends flap, and `idle` what it costs
+//! at rest on a large table, for one or more daemon binaries in one boot (docs/benchmarks.md).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -33,6 +33,9 @@ enum Bench {
     /// Netlink requests per second of the daemon in steady state with flapping backends,
     /// counted in the kernel; for each daemon binary given (before/after), in one boot.
     Steady(SteadyArgs),
+    /// The daemon at rest on a large table (10,000 x 10, no health checks): its CPU, memory and
+    /// netlink requests per minute; for each daemon binary given (before/after), in one boot.
+    Idle(SteadyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,7 +135,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Bench::Ipvs(args) => ipvs(args),
         Bench::Health(args) => health(args),
         Bench::Ebpf(args) => ebpf(args),
-        Bench::Steady(args) => steady(args),
+        Bench::Steady(args) => daemon_runs(args, "steady-bench"),
+        Bench::Idle(args) => daemon_runs(args, "idle-bench"),
     }
 }
 
@@ -231,9 +235,9 @@ fn ipvs(args: &IpvsArgs) -> anyhow::Result<()> {
 }
 
 /// Copies each daemon binary into `target/steady/` (the guest sees only the workspace) and runs
-/// `steady-bench run` for each, `rounds` times, in one boot.
-fn steady(args: &SteadyArgs) -> anyhow::Result<()> {
-    let bench = release_bin("steady-bench")?;
+/// `DRIVER run` (`steady-bench`, `idle-bench`) for each, `rounds` times, in one boot.
+fn daemon_runs(args: &SteadyArgs, driver: &str) -> anyhow::Result<()> {
+    let bench = release_bin(driver)?;
     let mut daemons: Vec<(String, PathBuf)> = Vec::new();
     if let Some(before) = &args.before {
         daemons.push(("before".to_owned(), before.clone()));
@@ -279,7 +283,7 @@ fn steady(args: &SteadyArgs) -> anyhow::Result<()> {
     let vm = Vm { memory_mib: args.memory, timeout: Duration::from_secs(args.timeout), ..Vm::default() };
     let status = vm.run(&format!("uname -r\n{script}exit $failed\n"))?;
     if status != 0 {
-        bail!("the steady-state benchmark failed in the VM (exit {status})");
+        bail!("{driver} failed in the VM (exit {status})");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod genl_trace;
 pub mod listener;
+pub mod requests;
 
 use std::{
     io::{Read as _, Write as _},

@@ -29,6 +29,7 @@ use libraflux_tests::bench::{
     self, Daemon,
     genl_trace::{Counts, GenlTrace},
     listener::{Backends, Flapping, Listener},
+    requests::{by_kind, netlink_ports},
 };
 
 const USAGE: &str = "usage: steady-bench run --libraflux BIN [--label L] [--services S] [--backends B] \
@@ -42,8 +43,6 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 10);
 const WEIGHT: u32 = 100;
 const METRICS: &str = "127.0.0.1:9469";
 const CONVERGE_LIMIT: Duration = Duration::from_secs(1800);
-/// Generic netlink's own family (nlctrl): family lookups.
-const GENL_ID_CTRL: u16 = 16;
 
 #[derive(Debug)]
 struct Options {
@@ -309,72 +308,6 @@ fn measure(o: &Options, trace: &GenlTrace, daemon: &Daemon, log: &str) -> Result
 
 fn log_len(log: &str) -> usize {
     std::fs::metadata(log).map_or(0, |meta| usize::try_from(meta.len()).unwrap_or(usize::MAX))
-}
-
-/// The port ids of the daemon's netlink sockets: /proc/net/netlink (this namespace's, which is
-/// the daemon's) matched by inode to the sockets among the daemon's open files.
-fn netlink_ports(pid: &str) -> Result<BTreeSet<u32>, String> {
-    let dir = format!("/proc/{pid}/fd");
-    let inodes: BTreeSet<String> = std::fs::read_dir(&dir)
-        .map_err(|err| format!("{dir}: {err}"))?
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-        })
-        .collect();
-    let table =
-        std::fs::read_to_string("/proc/net/netlink").map_err(|err| format!("/proc/net/netlink: {err}"))?;
-    Ok(table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() >= 10 && inodes.contains(fields[9])).then(|| fields[2].parse().ok()).flatten()
-        })
-        .collect())
-}
-
-/// IPVS's command names (include/uapi/linux/ip_vs.h).
-fn ipvs_command(cmd: u8) -> &'static str {
-    const NAMES: [&str; 18] = [
-        "UNSPEC",
-        "NEW_SERVICE",
-        "SET_SERVICE",
-        "DEL_SERVICE",
-        "GET_SERVICE",
-        "NEW_DEST",
-        "SET_DEST",
-        "DEL_DEST",
-        "GET_DEST",
-        "NEW_DAEMON",
-        "DEL_DAEMON",
-        "GET_DAEMON",
-        "SET_CONFIG",
-        "GET_CONFIG",
-        "SET_INFO",
-        "GET_INFO",
-        "ZERO",
-        "FLUSH",
-    ];
-    NAMES.get(usize::from(cmd)).copied().unwrap_or("?")
-}
-
-/// Requests per kind (`GET_DEST dump`, `SET_DEST`, `nlctrl`, ...) for the sockets `keep` accepts.
-fn by_kind(counts: &Counts, ipvs_family: u16, keep: impl Fn(u32) -> bool) -> BTreeMap<String, u64> {
-    let mut kinds = BTreeMap::new();
-    for (request, hits) in counts.requests.iter().filter(|(r, _)| keep(r.portid)) {
-        let kind = match request.family {
-            family if family == ipvs_family => {
-                let dump = if request.is_dump() { " dump" } else { "" };
-                format!("{}{dump}", ipvs_command(request.cmd))
-            }
-            GENL_ID_CTRL => "nlctrl".to_owned(),
-            other => format!("family {other}"),
-        };
-        *kinds.entry(kind).or_default() += hits;
-    }
-    kinds
 }
 
 fn report(o: &Options, w: &Window, ipvs_family: u16, rss_kib: u64, total: Duration, listener_cpu: f64) {
