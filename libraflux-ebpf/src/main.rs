@@ -37,6 +37,9 @@
 //! area, each family has its own maps so an IPv4 lookup hashes an 8- or 12-byte key, the time
 //! comes from the kernel's coarse clock and is read once per tick, and a UDP datagram from the
 //! same source as the last one needs no flow lookup.
+//!
+//! One more program is not a TC program: a kprobe that counts who writes to the IPVS table
+//! (`writes.rs`), so that the daemon reads the table only when someone else changed it.
 #![no_std]
 #![no_main]
 
@@ -45,6 +48,7 @@ mod count;
 mod headers;
 mod icmp;
 mod shield;
+mod writes;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},

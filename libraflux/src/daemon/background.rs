@@ -64,20 +64,27 @@ pub(super) struct Background {
     listen: SocketAddr,
     collector: Task,
     collect_interval: Duration,
+    /// The IPVS write watch's count of writes (`None`: no watch), for the collector.
+    table_writes: watch::Receiver<Option<u64>>,
 }
 
 /// How long a stopping task may take.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 impl Background {
-    pub(super) async fn start(config: &Config, mut endpoint: Endpoint) -> anyhow::Result<Self> {
+    pub(super) async fn start(
+        config: &Config,
+        mut endpoint: Endpoint,
+        table_writes: watch::Receiver<Option<u64>>,
+    ) -> anyhow::Result<Self> {
         let (web, web_reader) = watch::channel(open_web(config.metrics.web_config.as_deref())?);
         endpoint.web = web_reader;
         let server = Server::bind(config.metrics.listen, endpoint.clone()).await?;
         let listen = config.metrics.listen;
         let http = serve(server);
-        let collector = collect(Arc::clone(&endpoint.metrics), config.metrics.collect_interval).await?;
-        Ok(Self { endpoint, web, http, listen, collector, collect_interval: config.metrics.collect_interval })
+        let interval = config.metrics.collect_interval;
+        let collector = collect(Arc::clone(&endpoint.metrics), interval, table_writes.clone()).await?;
+        Ok(Self { endpoint, web, http, listen, collector, collect_interval: interval, table_writes })
     }
 
     /// Binds `config`'s metrics listener if it moves, and loads its web configuration if it
@@ -110,7 +117,8 @@ impl Background {
             self.listen = config.metrics.listen;
         }
         if config.metrics.collect_interval != self.collect_interval {
-            match collect(Arc::clone(&self.endpoint.metrics), config.metrics.collect_interval).await {
+            let writes = self.table_writes.clone();
+            match collect(Arc::clone(&self.endpoint.metrics), config.metrics.collect_interval, writes).await {
                 Ok(collector) => {
                     let old = std::mem::replace(&mut self.collector, collector);
                     old.stop("IPVS statistics collector", STOP_WITHIN).await;
@@ -146,9 +154,13 @@ fn serve(server: Server) -> Task {
     Task::spawn(|stopped| server.serve(stopped.wait()))
 }
 
-async fn collect(metrics: Arc<Metrics>, interval: Duration) -> anyhow::Result<Task> {
+async fn collect(
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    table_writes: watch::Receiver<Option<u64>>,
+) -> anyhow::Result<Task> {
     let mut ipvs = IpvsClient::connect().await?;
     Ok(Task::spawn(move |stopped| async move {
-        metrics::collect_ipvs(&mut ipvs, &metrics, interval, stopped.wait()).await;
+        metrics::collect_ipvs(&mut ipvs, &metrics, interval, table_writes, stopped.wait()).await;
     }))
 }

@@ -11,6 +11,7 @@ mod breaker;
 mod canary;
 mod control;
 mod drains;
+mod health_events;
 mod observer;
 mod persist;
 pub mod reconcile;
@@ -19,6 +20,7 @@ mod replication;
 mod requests;
 mod status;
 mod sync;
+mod watch;
 
 use std::{
     path::PathBuf,
@@ -39,9 +41,9 @@ use crate::{
     config::{self, Config},
     control::Access,
     drain::{self, DrainEntry, DrainStore},
-    health::{self, CheckFailure, HealthEvent, Scheduler, SchedulerOptions},
+    health::{self, Scheduler, SchedulerOptions},
     ipvs::IpvsClient,
-    metrics::{self, CheckOutcome, Metrics, ReconcileResult},
+    metrics::{self, Metrics, ReconcileResult},
     model::ServiceKey,
     plan::Removal,
 };
@@ -128,6 +130,8 @@ struct Daemon {
     sync: sync::SyncView,
     /// The VIPs announced through BIRD (`announce:`).
     announcing: announce::Announcing,
+    /// Who else writes to IPVS: the interval reads the table only after someone did.
+    table_watch: watch::TableWatch,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -165,7 +169,9 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let metrics = Arc::new(Metrics::new(&config.node.name, config.metrics.max_series));
     let staleness = options.reconcile_interval * STALE_INTERVALS;
     let endpoint = metrics::http::Endpoint::new(Arc::clone(&metrics), status_reader, staleness);
-    let background = Background::start(&config, endpoint).await?;
+    let (table_writes, table_writes_reader) = tokio::sync::watch::channel(None);
+    let background = Background::start(&config, endpoint, table_writes_reader).await?;
+    let table_watch = watch::TableWatch::new(table_writes);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let daemon_uid = unsafe { libc::geteuid() };
     let (access, access_reader) =
@@ -207,6 +213,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         replicator: replication::Replicator::new(replicated_to_apply),
         sync: Default::default(),
         announcing,
+        table_watch,
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.record.config_generation = 1;
@@ -223,6 +230,9 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
+    // After READY: loading eBPF takes seconds on a slow machine, and until the watch works every
+    // interval reads the table, as without it.
+    daemon.table_watch.start(&mut daemon.ipvs, &daemon.metrics).await;
     tracing::info!(
         services = daemon.config.desired.len(),
         interval = ?daemon.options.reconcile_interval,
@@ -288,6 +298,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
                 daemon.refresh_sync().await;
                 // /status's traffic is as of this collect, not of the last reconcile.
                 daemon.publish_traffic();
+                release_freed_memory();
             }
             _ = tick.tick() => daemon.reconcile(Trigger::Interval).await,
         }
@@ -361,15 +372,29 @@ impl Daemon {
                 planned_drained = Some(pending.drained);
                 Ok(reconcile::Turn { outcome, leaving: pending.leaving, rest })
             }
-            _ => {
-                let turn = reconcile::reconcile(&mut self.ipvs, request).await;
-                if let Ok(turn) = &turn {
-                    self.metrics.record_plan(
-                        turn.outcome.planned() + turn.rest.as_ref().map_or(0, |rest| rest.len()),
-                    );
+            _ => match self
+                .table_watch
+                .unchanged(&desired, &self.metrics)
+                .filter(|_| trigger == Trigger::Interval)
+            {
+                // Nobody else wrote to the table and nothing here changed since it was last read
+                // and found as wanted: what that read found stands.
+                Some(leaving) => {
+                    self.metrics.record_read_skipped();
+                    Ok(reconcile::Turn { outcome: Outcome::NoChanges, leaving, rest: None })
                 }
-                turn
-            }
+                None => {
+                    let before = self.table_watch.before_read();
+                    let turn = reconcile::reconcile(&mut self.ipvs, request).await;
+                    if let Ok(turn) = &turn {
+                        self.metrics.record_plan(
+                            turn.outcome.planned() + turn.rest.as_ref().map_or(0, |rest| rest.len()),
+                        );
+                        self.table_watch.after_read(before, &desired, turn, &self.metrics);
+                    }
+                    turn
+                }
+            },
         };
         let drained = planned_drained.unwrap_or(drained);
         self.record.reconciles += 1;
@@ -456,71 +481,6 @@ impl Daemon {
         }
     }
 
-    /// Every probe result is counted; a change of verdict re-plans the weights.
-    fn health_event(&mut self, event: HealthEvent) {
-        // A probe's result may still be queued when a reload removes its backend: counting it
-        // would bring back the series the reload dropped.
-        let configured = self.config.desired.get(&event.service);
-        if !configured.is_some_and(|service| service.destinations.contains_key(&event.backend)) {
-            return;
-        }
-        let Some(settings) = self.config.settings.get(&event.service) else { return };
-        let outcome = match &event.result {
-            Ok(()) => CheckOutcome::Success,
-            Err(CheckFailure::TimedOut(_)) => CheckOutcome::Timeout,
-            Err(_) => CheckOutcome::Failure,
-        };
-        self.metrics.record_health(
-            event.service,
-            event.backend,
-            &settings.health.check,
-            outcome,
-            event.latency,
-        );
-        self.metrics.set_backend_healthy(event.service, event.backend, event.healthy);
-        if event.result.is_ok() {
-            self.announce_probe_passed(event.service, event.backend);
-        }
-        if self.breakers.has(event.service, event.backend) {
-            self.breaker_check(event.service, event.backend, event.result.is_ok());
-        }
-        if event.transition.is_some() {
-            let state = if event.healthy { "healthy" } else { "unhealthy" };
-            tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason, "backend is now {state}");
-            self.health_due.get_or_insert_with(|| tokio::time::Instant::now() + HEALTH_COALESCE);
-        }
-    }
-
-    /// Starts, keeps or stops probes to match the config; says which services go unchecked.
-    fn update_health_checks(&mut self) {
-        let summary = self.health.update(&self.config.desired, &self.config.settings);
-        tracing::info!(?summary, "health checks updated");
-        for (service, unsupported) in self.health.unsupported() {
-            tracing::warn!(%service, check = unsupported.check_type, "check type not supported yet: backends stay unchecked");
-        }
-    }
-
-    /// Logs loudly and exports every service that fails open: all backends are unhealthy, so
-    /// they all stay in service rather than dropping the VIP's traffic.
-    fn set_fail_open(&mut self, fail_open: Vec<health::FailOpen>) {
-        let now: std::collections::BTreeSet<ServiceKey> = fail_open.iter().map(|f| f.service).collect();
-        for failing in &fail_open {
-            tracing::error!(
-                service = %failing.service,
-                unhealthy = failing.unhealthy.len(),
-                "every backend is unhealthy: failing open, all stay in service"
-            );
-        }
-        for service in self.fail_open.difference(&now) {
-            tracing::warn!(%service, "no longer failing open");
-            self.metrics.set_fail_open(*service, false);
-        }
-        for service in &now {
-            self.metrics.set_fail_open(*service, true);
-        }
-        self.fail_open = now;
-    }
-
     fn log_outcome(&mut self, trigger: Trigger, outcome: &Outcome) {
         let operations = match outcome {
             Outcome::NoChanges => {
@@ -587,6 +547,18 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Gives the memory freed since the last call back to the system. A large table is read,
+/// planned and rendered in transient allocations many times its own size; glibc keeps what they
+/// freed for later, so without this the daemon's RSS stays at its peak (docs/benchmarks.md, the
+/// daemon at rest).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

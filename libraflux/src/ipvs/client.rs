@@ -222,6 +222,18 @@ impl IpvsClient {
 
     /// Every service, then each service's destinations through pipelined GET_DEST dumps.
     pub async fn list_services(&mut self) -> Result<Vec<ServiceStatus>, IpvsError> {
+        let mut services = self.list_services_alone().await?;
+        let keys: Vec<ServiceKey> = services.iter().map(|status| status.service.key).collect();
+        // Both are in key order, and the dumps answer in the order asked.
+        for (status, (key, dests)) in services.iter_mut().zip(self.dump_all(&keys).await?) {
+            debug_assert_eq!(status.service.key, key);
+            dests.into_iter().for_each(|dest| status.insert_destination(dest));
+        }
+        Ok(services)
+    }
+
+    /// Every service with its counters, without destinations: one GET_SERVICE dump.
+    pub async fn list_services_alone(&mut self) -> Result<Vec<ServiceStatus>, IpvsError> {
         let operation = Operation::ListServices;
         let request = IpvsMessage::new(IpvsCmd::GetService, vec![]);
         let messages = self.dump_one(request, operation).await?;
@@ -233,12 +245,6 @@ impl IpvsClient {
                         .map_err(|reason| IpvsError::decode(operation, reason))?;
                     services.0.insert(status.service.key, status);
                 }
-            }
-        }
-        let keys: Vec<ServiceKey> = services.0.keys().copied().collect();
-        for (key, dests) in self.dump_all(&keys).await? {
-            if let Some(status) = services.0.get_mut(&key) {
-                dests.into_iter().for_each(|dest| status.insert_destination(dest));
             }
         }
         Ok(services.0.into_values().collect())
@@ -583,6 +589,17 @@ fn record_answers(
 impl Ipvs for IpvsClient {
     fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
         self.list_services()
+    }
+
+    fn services_alone(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
+        self.list_services_alone()
+    }
+
+    fn destinations_of(
+        &mut self,
+        services: &[ServiceKey],
+    ) -> impl Future<Output = Result<Vec<(ServiceKey, Vec<DestinationStatus>)>, IpvsError>> + Send {
+        self.dests_of(services)
     }
 
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send {

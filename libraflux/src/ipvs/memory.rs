@@ -50,6 +50,18 @@ pub struct MemoryIpvs {
     sync_daemons: BTreeMap<SyncState, SyncDaemon>,
     /// The interfaces a sync daemon may use; `None`: any.
     interfaces: Option<BTreeSet<String>>,
+    reads: Reads,
+}
+
+/// What was read from the table so far, for tests of who reads what.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Whole reads ([`Ipvs::services`]).
+    pub services: usize,
+    /// Reads of the services alone ([`Ipvs::services_alone`]).
+    pub services_alone: usize,
+    /// Services whose destinations were read alone ([`Ipvs::destinations_of`]), in order.
+    pub destinations_of: Vec<ServiceKey>,
 }
 
 impl Default for MemoryIpvs {
@@ -71,7 +83,25 @@ impl MemoryIpvs {
             history: None,
             sync_daemons: BTreeMap::new(),
             interfaces: None,
+            reads: Reads::default(),
         }
+    }
+
+    /// What was read so far.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    /// Counts `packets` of one byte each to `dest`, in its stats and its service's, as traffic
+    /// would; false if it does not exist.
+    pub fn count_packets(&mut self, service: &ServiceKey, key: &DestKey, packets: u64) -> bool {
+        let Some(status) = self.services.get_mut(service) else { return false };
+        let Some(dest) = status.destinations.get_mut(key) else { return false };
+        for stats in [&mut dest.stats, &mut status.stats] {
+            stats.packets_in += packets;
+            stats.bytes_in += packets;
+        }
+        true
     }
 
     /// Ops per netlink datagram (at least 1): after a refusal with [`OnFailure::Stop`], the rest
@@ -282,7 +312,30 @@ fn new_dest_status(destination: Destination) -> DestinationStatus {
 
 impl Ipvs for MemoryIpvs {
     fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
+        self.reads.services += 1;
         std::future::ready(Ok(self.services.values().cloned().collect()))
+    }
+
+    fn services_alone(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send {
+        self.reads.services_alone += 1;
+        let alone = self.services.values().map(|status| {
+            let mut service = status.service.clone();
+            service.destinations.clear();
+            ServiceStatus { service, destinations: Default::default(), ..status.clone() }
+        });
+        std::future::ready(Ok(alone.collect()))
+    }
+
+    fn destinations_of(
+        &mut self,
+        services: &[ServiceKey],
+    ) -> impl Future<Output = Result<Vec<(ServiceKey, Vec<DestinationStatus>)>, IpvsError>> + Send {
+        self.reads.destinations_of.extend_from_slice(services);
+        let answers = services.iter().map(|key| {
+            let dests = self.services.get(key).map(|status| status.destinations.values().cloned().collect());
+            (*key, dests.unwrap_or_default())
+        });
+        std::future::ready(Ok(answers.collect()))
     }
 
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send {

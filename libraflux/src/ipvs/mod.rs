@@ -15,7 +15,7 @@ pub mod sync;
 
 pub use client::{BatchLimits, IpvsClient};
 pub use error::IpvsError;
-pub use memory::MemoryIpvs;
+pub use memory::{MemoryIpvs, Reads};
 pub use op::{ApplyReport, OnFailure, Op, OpOutcome, Operation};
 pub use status::{DestinationStatus, Info, ServiceStatus, Stats64, Timeouts};
 pub use sync::{IfName, RoleChange, SyncChange, SyncDaemon, SyncState};
@@ -26,6 +26,17 @@ pub use sync::{IfName, RoleChange, SyncChange, SyncDaemon, SyncState};
 pub trait Ipvs {
     /// Every service with its destinations, ordered by service key.
     fn services(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send;
+
+    /// Every service with its counters but without its destinations (one GET_SERVICE dump),
+    /// ordered by service key.
+    fn services_alone(&mut self) -> impl Future<Output = Result<Vec<ServiceStatus>, IpvsError>> + Send;
+
+    /// The destinations of each of `services` (one GET_DEST dump each); an unknown service
+    /// lists as empty.
+    fn destinations_of(
+        &mut self,
+        services: &[crate::model::ServiceKey],
+    ) -> impl Future<Output = Result<Vec<(crate::model::ServiceKey, Vec<DestinationStatus>)>, IpvsError>> + Send;
 
     /// Applies `ops` in order and reports the outcome of each; see [`OnFailure`].
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send;

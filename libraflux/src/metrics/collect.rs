@@ -1,13 +1,35 @@
 //! The collection task: reads the IPVS table every `metrics.collect_interval` and caches it for
 //! scrapes. It runs apart from reconcile (whose reads serve the planner) and from scrapes (which
 //! never touch the kernel), so a scrape storm costs no netlink dumps.
+//!
+//! Reading every service's destinations costs one dump per service. While the daemon's write
+//! watch counts every write to the table (`writes`, the count it saw; `None` without a watch)
+//! and nobody wrote since the last whole read, the collector reads the services alone and then
+//! only the destinations that may read differently: those of a service whose counters moved, or
+//! of which one held a connection or a persistence template at the last read (a timer ends
+//! those, without a packet). The others cannot have moved: IPVS counts every packet and
+//! connection of a destination in its service too. A whole read still happens every
+//! [`FULL_READ_EVERY`].
 
-use std::{future::Future, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    time::{Duration, Instant},
+};
 
-use tokio::time::{self, MissedTickBehavior};
+use tokio::{
+    sync::watch,
+    time::{self, MissedTickBehavior},
+};
 
 use super::Metrics;
-use crate::ipvs::Ipvs;
+use crate::{
+    ipvs::{Ipvs, IpvsError, ServiceStatus},
+    model::ServiceKey,
+};
+
+/// The longest the collector goes without reading every destination.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// Reads `ipvs` now and then every `interval` until `shutdown` completes. A failed read is
 /// logged and leaves the previous snapshot in place.
@@ -15,23 +37,80 @@ pub async fn collect_ipvs<I: Ipvs>(
     ipvs: &mut I,
     metrics: &Metrics,
     interval: Duration,
+    mut writes: watch::Receiver<Option<u64>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut ticks = time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut last = None;
     loop {
         tokio::select! {
             () = &mut shutdown => return,
             _ = ticks.tick() => {}
         }
-        match ipvs.services().await {
-            Ok(services) => metrics.set_ipvs_snapshot(&services),
+        let seen = *writes.borrow_and_update();
+        match read(ipvs, last.as_ref(), seen).await {
+            Ok(collected) => {
+                metrics.set_ipvs_snapshot(&collected.services);
+                last = Some(collected);
+            }
             Err(err) => {
                 tracing::warn!("metrics: reading the IPVS table failed, keeping the last snapshot: {err}")
             }
         }
     }
+}
+
+/// One collection: the table, the writes counted when it was read, and when every destination
+/// was last read.
+#[derive(Debug)]
+struct Collected {
+    services: Vec<ServiceStatus>,
+    writes: Option<u64>,
+    whole_at: Instant,
+}
+
+async fn read<I: Ipvs>(
+    ipvs: &mut I,
+    last: Option<&Collected>,
+    writes: Option<u64>,
+) -> Result<Collected, IpvsError> {
+    let unwritten = last.filter(|last| {
+        writes.is_some() && last.writes == writes && last.whole_at.elapsed() < FULL_READ_EVERY
+    });
+    let Some(last) = unwritten else {
+        return Ok(Collected { services: ipvs.services().await?, writes, whole_at: Instant::now() });
+    };
+    let before: BTreeMap<ServiceKey, &ServiceStatus> =
+        last.services.iter().map(|status| (status.service.key, status)).collect();
+    let mut services = ipvs.services_alone().await?;
+    let stale: Vec<ServiceKey> = services
+        .iter()
+        .filter(|now| before.get(&now.service.key).is_none_or(|then| may_read_differently(then, now)))
+        .map(|now| now.service.key)
+        .collect();
+    let mut fresh: BTreeMap<ServiceKey, _> = ipvs.destinations_of(&stale).await?.into_iter().collect();
+    for status in &mut services {
+        let key = status.service.key;
+        let dests = match fresh.remove(&key) {
+            Some(dests) => dests,
+            None => {
+                before.get(&key).map(|then| then.destinations.values().cloned().collect()).unwrap_or_default()
+            }
+        };
+        dests.into_iter().for_each(|dest| status.insert_destination(dest));
+    }
+    Ok(Collected { services, writes, whole_at: last.whole_at })
+}
+
+/// Whether a service's destinations may read differently than at the last read: its counters
+/// moved, or one of them held a connection or a persistence template.
+fn may_read_differently(then: &ServiceStatus, now: &ServiceStatus) -> bool {
+    then.stats != now.stats
+        || then.destinations.values().any(|dest| {
+            dest.active_connections > 0 || dest.inactive_connections > 0 || dest.persistent_connections > 0
+        })
 }
 
 #[cfg(test)]
@@ -69,11 +148,79 @@ mod tests {
             &mut ipvs,
             &metrics,
             Duration::from_secs(3600),
+            tokio::sync::watch::channel(None).1,
             tokio::time::sleep(Duration::from_millis(20)),
         )
         .await;
         let text = metrics.encode(Format::PrometheusText);
         let line = r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:10.0.0.1:80",backend="10.0.1.1:80"} 4"#;
         assert!(text.lines().any(|l| l == line), "{text}");
+    }
+
+    fn three_services() -> (MemoryIpvs, Vec<Service>) {
+        let services: Vec<Service> = (1..=3)
+            .map(|n| {
+                let backend = Destination {
+                    key: format!("10.0.1.{n}:80").parse().unwrap(),
+                    weight: 1,
+                    forwarding: Forwarding::Nat,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                };
+                Service {
+                    key: format!("tcp:10.0.0.1:{n}").parse().unwrap(),
+                    scheduler: "rr".to_owned(),
+                    persistence: None,
+                    persistence_netmask: None,
+                    destinations: BTreeMap::from([(backend.key, backend)]),
+                }
+            })
+            .collect();
+        (MemoryIpvs::with_services(services.clone()), services)
+    }
+
+    /// Without a write watch every collection reads every destination, as before.
+    #[tokio::test]
+    async fn without_a_watch_every_read_is_whole() {
+        let (mut ipvs, _) = three_services();
+        let first = super::read(&mut ipvs, None, None).await.unwrap();
+        let second = super::read(&mut ipvs, Some(&first), None).await.unwrap();
+        assert_eq!(second.services, first.services);
+        assert_eq!((ipvs.reads().services, ipvs.reads().services_alone), (2, 0));
+    }
+
+    /// While nobody writes, only the destinations of a service whose counters moved, or that held
+    /// a connection, are read again; the rest are as read last time. A write reads everything.
+    #[tokio::test]
+    async fn while_nobody_writes_only_what_may_have_moved_is_read_again() {
+        let (mut ipvs, services) = three_services();
+        let backend = |n: usize| *services[n].destinations.keys().next().unwrap();
+        assert!(ipvs.set_connections(&services[2].key, &backend(2), 1, 0));
+        let first = super::read(&mut ipvs, None, Some(7)).await.unwrap();
+        assert!(ipvs.count_packets(&services[0].key, &backend(0), 5));
+        let second = super::read(&mut ipvs, Some(&first), Some(7)).await.unwrap();
+        let reads = ipvs.reads().clone();
+        assert_eq!((reads.services, reads.services_alone), (1, 1));
+        // Service 1 moved, service 3 held a connection; service 2 is as it was.
+        assert_eq!(reads.destinations_of, vec![services[0].key, services[2].key]);
+        let whole = super::read(&mut ipvs, None, None).await.unwrap();
+        assert_eq!(second.services, whole.services, "the partial read is the table");
+        assert_eq!(second.services[0].destinations[&backend(0)].stats.packets_in, 5);
+
+        // Someone wrote (the count moved): everything is read.
+        assert!(ipvs.count_packets(&services[1].key, &backend(1), 2));
+        let third = super::read(&mut ipvs, Some(&second), Some(8)).await.unwrap();
+        assert_eq!(ipvs.reads().services, 3);
+        assert_eq!(third.services[1].destinations[&backend(1)].stats.packets_in, 2);
+    }
+
+    #[tokio::test]
+    async fn a_destination_with_a_persistence_template_may_read_differently() {
+        use crate::ipvs::Ipvs as _;
+        let (mut ipvs, _) = three_services();
+        let mut status = ipvs.services().await.unwrap().remove(0);
+        assert!(!super::may_read_differently(&status, &status));
+        status.destinations.values_mut().for_each(|dest| dest.persistent_connections = 1);
+        assert!(super::may_read_differently(&status, &status));
     }
 }

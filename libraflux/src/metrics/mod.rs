@@ -31,6 +31,7 @@ mod ipvs;
 mod labels;
 #[cfg(test)]
 mod tests;
+mod watch;
 pub mod web;
 
 pub use collect::collect_ipvs;
@@ -125,6 +126,7 @@ pub struct Metrics {
     backend_draining: SortedFamily<BackendLabels, Gauge>,
     circuit_ejections: SortedFamily<BackendLabels, Counter>,
     announce: announce::AnnounceMetrics,
+    watch: watch::WatchMetrics,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -166,6 +168,7 @@ impl Metrics {
             backend_draining: SortedFamily::default(),
             circuit_ejections: SortedFamily::default(),
             announce: announce::AnnounceMetrics::default(),
+            watch: watch::WatchMetrics::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -345,6 +348,7 @@ impl Metrics {
             self.circuit_ejections.clone(),
         );
         self.announce.register(registry);
+        self.watch.register(registry);
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self

@@ -30,7 +30,7 @@ use super::{
 };
 
 /// The object built from `libraflux-ebpf` by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/libraflux"));
+pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/libraflux"));
 
 const PARSE_ERRORS_MAP: &str = "PARSE_ERRORS";
 /// `BPF_NOEXIST`: insert only if the key is absent, so watching twice keeps the counts.

@@ -43,6 +43,11 @@ pub enum ObserveError {
     Cpus { path: &'static str, source: std::io::Error },
     #[error("enabling the kernel's run-time statistics for eBPF programs")]
     EnableStats(#[source] aya::sys::SyscallError),
+    #[error(
+        "attaching a kprobe to {function}{}",
+        if *present { "" } else { " (the kernel has no such function: is the ip_vs module loaded?)" }
+    )]
+    Probe { function: &'static str, present: bool, source: ProgramError },
     #[error("test-running program {name} (BPF_PROG_TEST_RUN)")]
     TestRun { name: &'static str, source: std::io::Error },
 }

@@ -10,6 +10,7 @@ mod netns;
 mod shield;
 mod source;
 mod test_run;
+mod writes;
 
 pub use attach::{AttachMode, Direction};
 pub use ebpf::{FlowCounter, Limits, RunStats, enable_run_time_stats};
@@ -21,3 +22,4 @@ pub use libraflux_common::{
 pub use link::{Framing, LinkType};
 pub use shield::{RefusalShield, ShieldHold};
 pub use source::{ConnectOutcomes, ConnectSide, FakeFlowSource, FlowSnapshot, FlowSource, SyncReport};
+pub use writes::{WRITE_FUNCTIONS, WriteWatch, Writes};

@@ -184,10 +184,59 @@ fn the_daemon_converges_repairs_drift_survives_a_bad_reload_and_leaves_ipvs_on_e
     let mut daemon = Daemon::start(&node, &config);
     assert_eq!(node.saved(), sorted_lines(SAVED), "READY comes after the first reconcile:\n{}", daemon.log());
 
+    // At rest the interval does not read the table: the write watch (a kprobe on the kernel's
+    // entry points for changes to IPVS) saw nobody else write to it.
+    let metric = |name: &str| {
+        let metrics = node.http_get("127.0.0.1:9469", "/metrics");
+        super::daemon_reload::metric(&metrics, name, &[])
+    };
+    // The watch starts after READY (loading eBPF takes seconds under TCG).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric("libraflux_write_watch_attached") != Some(1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(metric("libraflux_write_watch_attached"), Some(1.0), "{}", daemon.log());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("libraflux_reconcile_reads_skipped_total").unwrap_or(0.0) < 3.0 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let skipped = metric("libraflux_reconcile_reads_skipped_total").unwrap_or(0.0);
+    assert!(
+        skipped >= 3.0,
+        "3 intervals at rest read the table anyway ({skipped} skipped):\n{}",
+        daemon.log()
+    );
+    assert_eq!(metric("libraflux_foreign_writes_total"), Some(0.0));
+
     // Drift: someone removes a backend by hand; the next interval puts it back.
     node.netns.exec("ipvsadm", &["-d", "-t", "10.220.0.10:80", "-r", "10.220.1.2:80"]);
     assert!(wait_for_table(&node, SAVED, Duration::from_secs(10)), "drift not repaired:\n{}", daemon.log());
     assert!(daemon.log().contains("drift repaired"), "{}", daemon.log());
+    assert!(metric("libraflux_foreign_writes_total").is_some_and(|writes| writes >= 1.0));
+    // A write the kernel refuses (a backend that is not there) is counted, and read after, too.
+    let refused = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            node.netns.name(),
+            "ipvsadm",
+            "-d",
+            "-t",
+            "10.220.0.10:80",
+            "-r",
+            "10.220.9.9:80",
+        ])
+        .status()
+        .expect("run ipvsadm");
+    assert!(!refused.success(), "ipvsadm deleted a backend that is not there");
+    // The metric follows at the next interval.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("libraflux_foreign_writes_total").unwrap_or(0.0) < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let foreign = metric("libraflux_foreign_writes_total").unwrap_or(0.0);
+    assert!(foreign >= 2.0, "the refused write was not counted ({foreign}):\n{}", daemon.log());
 
     // A reload with a broken config is rejected; the running config stays in force.
     std::fs::write(

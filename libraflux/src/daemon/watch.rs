@@ -1,0 +1,159 @@
+//! Reading the table only when it may have changed. The interval reconcile exists to find and
+//! repair what someone else did to IPVS (drift); on a large node its read of the whole table is
+//! most of what the daemon does at rest. With the write watch (`observe::WriteWatch`, a kprobe
+//! on the kernel's entry points for changes to the table) the daemon knows whether anyone else
+//! wrote since its last read, and skips the read when nobody did and what it wants is unchanged.
+//!
+//! The watch is trusted only while it is seen to work: at start it must count a write of the
+//! daemon's own that changes nothing (timeouts of 0, which the kernel leaves as they are), and
+//! every turn that sends operations must be counted too; otherwise the daemon says so once and
+//! reads every interval, as without eBPF. A full read happens at least every [`FULL_READ_EVERY`]
+//! whatever the watch says. The count of writes goes to the statistics collector too, which
+//! reads only what may have changed while nobody writes (`metrics::collect_ipvs`).
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    config::DesiredState,
+    ipvs::{IpvsClient, IpvsError, Timeouts},
+    metrics::Metrics,
+    observe::{WriteWatch, Writes},
+    plan::Leaving,
+};
+
+use super::reconcile::{Outcome, Turn};
+
+/// The longest the daemon goes without reading the table, watch or not.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// The watch, and what the last full read found.
+#[derive(Debug)]
+pub(super) struct TableWatch {
+    watch: Option<WriteWatch>,
+    verified: Option<Verified>,
+    /// Every write counted (ours and others'), for the collector; `None` without a watch.
+    writes: tokio::sync::watch::Sender<Option<u64>>,
+}
+
+/// A table that held what `desired` asks for, read when others had written `others` times.
+#[derive(Debug)]
+struct Verified {
+    desired: DesiredState,
+    leaving: Leaving,
+    others: u64,
+    at: Instant,
+}
+
+impl TableWatch {
+    /// No watch yet: every interval reads the table.
+    pub(super) fn new(writes: tokio::sync::watch::Sender<Option<u64>>) -> Self {
+        Self { watch: None, verified: None, writes }
+    }
+
+    /// Starts the watch (on the blocking pool: loading takes a while) and checks that it sees
+    /// the daemon's own writes; without it the daemon reads every interval (said once, here).
+    pub(super) async fn start(&mut self, ipvs: &mut IpvsClient, metrics: &Metrics) {
+        match super::blocking(WriteWatch::start).await {
+            Ok(watch) => self.watch = Some(watch),
+            Err(err) => {
+                tracing::warn!(
+                    "the IPVS write watch cannot start ({}); the table is read every reconcile interval",
+                    super::observer::render(&err)
+                );
+                metrics.set_write_watch(false);
+                return;
+            }
+        }
+        let before = self.writes();
+        let wrote = ipvs.write_timeouts(Timeouts::default()).await;
+        let after = self.writes();
+        match (wrote, before, after) {
+            (Ok(()), Some(before), Some(after)) if after.ours > before.ours => {
+                tracing::info!(
+                    "IPVS write watch attached: the table is read when another process writes to it"
+                );
+                metrics.set_write_watch(true);
+            }
+            (wrote, ..) => {
+                let why = wrote.err().map_or_else(
+                    || "it did not count the daemon's own write (is the daemon in a pid namespace of its own?)".to_owned(),
+                    |err: IpvsError| format!("its self-test write failed: {err}"),
+                );
+                self.disable(&why, metrics);
+            }
+        }
+    }
+
+    /// The interval's reconcile may answer without reading: the watch works, nobody else wrote
+    /// since the last full read, that read is recent, and `desired` is what it was then. The
+    /// backends leaving the configuration, as that read found them.
+    pub(super) fn unchanged(&mut self, desired: &DesiredState, metrics: &Metrics) -> Option<Leaving> {
+        let writes = self.writes()?;
+        metrics.set_foreign_writes(writes.others);
+        let verified = self.verified.as_ref()?;
+        let unchanged = verified.others == writes.others
+            && verified.at.elapsed() < FULL_READ_EVERY
+            && verified.desired == *desired;
+        unchanged.then(|| verified.leaving.clone())
+    }
+
+    /// Before a turn that reads the table: the writes counted so far.
+    pub(super) fn before_read(&mut self) -> Option<Writes> {
+        self.verified = None;
+        self.writes()
+    }
+
+    /// After that turn: a turn that read the table and left it as `desired` asks (no changes, or
+    /// all of a plan applied) is the new verified state; a turn that sent operations the watch did
+    /// not count ends the watch.
+    pub(super) fn after_read(
+        &mut self,
+        before: Option<Writes>,
+        desired: &DesiredState,
+        turn: &Turn,
+        metrics: &Metrics,
+    ) {
+        let (Some(before), Some(after)) = (before, self.writes()) else { return };
+        let sent = match &turn.outcome {
+            Outcome::NoChanges => 0,
+            Outcome::Applied { ops, .. } => ops.len(),
+            Outcome::Failed { applied, .. } => *applied,
+        };
+        if sent > 0 && after.ours == before.ours {
+            self.disable("it did not count the operations the daemon sent", metrics);
+            return;
+        }
+        let complete =
+            matches!(turn.outcome, Outcome::NoChanges | Outcome::Applied { .. }) && turn.rest.is_none();
+        if complete {
+            self.verified = Some(Verified {
+                desired: desired.clone(),
+                leaving: turn.leaving.clone(),
+                others: before.others,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    fn writes(&mut self) -> Option<Writes> {
+        match self.watch.as_ref()?.writes() {
+            Ok(writes) => {
+                let total = Some(writes.others + writes.ours);
+                self.writes.send_if_modified(|seen| std::mem::replace(seen, total) != total);
+                Some(writes)
+            }
+            Err(err) => {
+                tracing::warn!("reading the IPVS write watch failed: {}", super::observer::render(&err));
+                None
+            }
+        }
+    }
+
+    fn disable(&mut self, why: &str, metrics: &Metrics) {
+        tracing::warn!("the IPVS write watch is not used: {why}; the table is read every reconcile interval");
+        self.watch = None;
+        self.verified = None;
+        self.writes.send_replace(None);
+        metrics.set_write_watch(false);
+    }
+}
