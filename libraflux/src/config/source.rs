@@ -1,6 +1,7 @@
 //! The `source:` section: where a fleet node's replicated configuration comes from. Today the one
-//! kind is etcd (`source.etcd`), which `libraflux config push|diff` use as their defaults; the
-//! daemon does not read it yet (docs/fleet.md, "Configuration from etcd").
+//! kind is etcd (`source.etcd`): the daemon reads and watches its `config.d` there in place of the
+//! node's own, and `libraflux config push|diff` use it as their defaults (docs/fleet.md,
+//! "Configuration from etcd").
 
 use std::path::PathBuf;
 
@@ -26,7 +27,7 @@ pub const DEFAULT_PREFIX: &str = "/libraflux/fleet/";
 
 pub(super) const SOURCE: Section = Section {
     context: "source",
-    doc: "Where the replicated configuration (config.d) of a fleet comes from. Used by libraflux config push|diff; the daemon does not read it yet.",
+    doc: "Where the replicated configuration (config.d) of a fleet comes from: the daemon reads and watches it there instead of the node's own config.d; libraflux config push|diff write and compare it.",
     keys: &[&ETCD],
 };
 

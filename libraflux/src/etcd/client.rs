@@ -252,6 +252,13 @@ impl Watch {
     pub async fn next(&mut self) -> Result<Option<WatchResponse>, EtcdError> {
         loop {
             while let Some(response) = self.parsed()? {
+                if response.canceled && response.compact_revision > 0 {
+                    return Err(EtcdError::Compacted {
+                        operation: self.operation.clone(),
+                        endpoint: self.endpoint.clone(),
+                        revision: response.compact_revision,
+                    });
+                }
                 if response.canceled {
                     return Err(EtcdError::WatchCanceled {
                         operation: self.operation.clone(),

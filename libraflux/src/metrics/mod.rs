@@ -25,6 +25,7 @@ use crate::{
 mod announce;
 mod collect;
 mod ebpf;
+mod etcd;
 mod family;
 pub mod http;
 mod ipvs;
@@ -125,6 +126,7 @@ pub struct Metrics {
     backend_draining: SortedFamily<BackendLabels, Gauge>,
     circuit_ejections: SortedFamily<BackendLabels, Counter>,
     announce: announce::AnnounceMetrics,
+    etcd: etcd::EtcdMetrics,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -166,6 +168,7 @@ impl Metrics {
             backend_draining: SortedFamily::default(),
             circuit_ejections: SortedFamily::default(),
             announce: announce::AnnounceMetrics::default(),
+            etcd: etcd::EtcdMetrics::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -345,6 +348,7 @@ impl Metrics {
             self.circuit_ejections.clone(),
         );
         self.announce.register(registry);
+        self.etcd.register(registry);
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self
