@@ -190,6 +190,11 @@ mod tests {
             errors.contains(":3:16: source.etcd.endpoints: an https endpoint needs source.etcd.tls"),
             "{errors}"
         );
+        let errors = load(
+            "source:\n  etcd: {endpoints: [http://10.0.0.1:2379]}\nreplication:\n  role: secondary\n  listen: 10.0.0.2:9470\n  peer: 10.0.0.1:9470\n  key_files: [/k]\n",
+        )
+        .unwrap_err();
+        assert!(errors.contains(":1:1: source.etcd and replication cannot both be set"), "{errors}");
         let errors = load("source: {}\n").unwrap_err();
         assert!(errors.contains("missing required key \"etcd\" in source"), "{errors}");
     }
