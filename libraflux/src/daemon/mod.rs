@@ -1,6 +1,7 @@
 //! `libraflux daemon`: keeps IPVS converged. Loads and validates the config before touching
 //! anything (the CLI runs the pre-flight checks), reconciles once, tells systemd it is ready,
-//! then reconciles on config reload (SIGHUP) and on an interval that also repairs drift.
+//! then reconciles on config reload (SIGHUP), on a change in etcd (`source.etcd`) and on an
+//! interval that also repairs drift.
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down; VIPs
 //! announced through BIRD are withdrawn first.
 

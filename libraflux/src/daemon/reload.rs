@@ -1,6 +1,6 @@
 //! Putting a configuration in force: at start (measured against the configuration accepted
-//! last), on SIGHUP or a control-socket `reload`, and for a replicated configuration on a
-//! secondary; all through [`Daemon::put_in_force`].
+//! last), on SIGHUP or a control-socket `reload`, for a replicated configuration on a secondary,
+//! and for a configuration from etcd on a fleet node; all through [`Daemon::put_in_force`].
 
 use std::time::Duration;
 
