@@ -191,10 +191,10 @@ impl Daemon {
         let path = self.options.config_path.clone();
         let node_local = blocking(move || crate::config::node_local_sources(path.as_deref())).await;
         let checked = node::check(&prefix, &read).and_then(|()| {
-            let node_local = node_local.map_err(|errors| Refusal::invalid(&errors))?;
+            let node_local = node_local.map_err(|errors| node::invalid(&errors))?;
             node::validate(node_local, &read).map_err(|errors| {
                 self.reject_invalid(&errors);
-                Refusal::invalid(&errors)
+                node::invalid(&errors)
             })
         });
         let config = match checked {
@@ -207,7 +207,7 @@ impl Daemon {
                 "limits",
                 violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
             )),
-            Reload::Invalid(errors) => Some(Refusal::invalid(&errors)),
+            Reload::Invalid(errors) => Some(node::invalid(&errors)),
             Reload::Failed(error) => Some(Refusal::new("failed", error)),
         };
         if let Some(refusal) = refusal {

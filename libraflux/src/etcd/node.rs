@@ -6,6 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{Client, last_good};
+pub use crate::replication::Refusal;
 use crate::{
     bundle::{self, BundleFile, NameProblem},
     config::{self, Config, ConfigError, ConfigErrors, EtcdSource},
@@ -50,21 +51,9 @@ fn digest(files: &[BundleFile]) -> String {
     bundle::sha256_hex(&input)
 }
 
-/// Why a configuration from etcd is not put in force; `reason` is one of [`REFUSAL_REASONS`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-impl Refusal {
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
-    }
-
-    pub fn invalid(errors: &ConfigErrors) -> Self {
-        Self::new("invalid_config", errors.to_string())
-    }
+/// A configuration from etcd that does not validate, as a refusal.
+pub fn invalid(errors: &ConfigErrors) -> Refusal {
+    Refusal::new("invalid_config", errors.to_string())
 }
 
 /// Refuses what no bundle could carry: no file at all (a prefix read by mistake, or emptied: a
@@ -115,7 +104,7 @@ pub fn validate(node_local: Vec<config::Source>, candidate: &InForce) -> Result<
 /// [`check`], then [`validate`].
 pub fn admit(prefix: &str, node_local: Vec<config::Source>, candidate: &InForce) -> Result<Config, Refusal> {
     check(prefix, candidate)?;
-    validate(node_local, candidate).map_err(|errors| Refusal::invalid(&errors))
+    validate(node_local, candidate).map_err(|errors| invalid(&errors))
 }
 
 /// What the daemon starts on, besides the configuration.

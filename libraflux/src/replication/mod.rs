@@ -87,7 +87,8 @@ pub struct LastError {
     pub at_unix: u64,
 }
 
-/// Why a secondary did not put a replicated configuration in force.
+/// Why a secondary did not put a replicated configuration in force, or a fleet node one from
+/// etcd ([`crate::etcd::node`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: &'static str,
