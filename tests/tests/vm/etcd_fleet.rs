@@ -99,6 +99,13 @@ impl FleetNode {
         status["daemon"]["etcd"].clone()
     }
 
+    /// `libraflux status` as text.
+    fn status_text(&self) -> String {
+        let ran = self.node.libraflux(&["status"]);
+        ran.assert_code(0);
+        ran.stdout
+    }
+
     fn metric(&self, name: &str, labels: &[&str]) -> Option<f64> {
         metric(&self.node.http_get("127.0.0.1:9469", "/metrics"), name, labels)
     }
@@ -192,6 +199,9 @@ fn two_nodes_follow_one_push_through_etcd_refuse_bad_ones_and_outlive_etcd() {
         assert_eq!(status["revision"].as_i64(), Some(first), "{status:#}");
         assert_eq!(status["from_last_good"].as_bool(), Some(false), "{status:#}");
         assert_eq!(node.metric("libraflux_etcd_revision", &[]), Some(first as f64));
+        let text = node.status_text();
+        assert!(text.contains(&format!("config: etcd revision {first} (sha256 ")), "{text}");
+        assert!(text.contains(&format!("), watching {PREFIX}\n")), "{text}");
     }
 
     // The next push reaches both tables through the watch.
@@ -227,6 +237,8 @@ fn two_nodes_follow_one_push_through_etcd_refuse_bad_ones_and_outlive_etcd() {
         );
         assert_eq!(status["revision"].as_i64(), Some(second), "the running configuration stays: {status:#}");
         assert_eq!(node.metric("libraflux_etcd_refused", &["reason=\"invalid_config\""]), Some(1.0));
+        let text = node.status_text();
+        assert!(text.contains(&format!("config: etcd revision {bad} REFUSED (invalid_config)")), "{text}");
         assert_eq!(node.node.saved(), kept, "a refused push changes nothing:\n{}", daemon.log());
     }
 
@@ -247,6 +259,8 @@ fn two_nodes_follow_one_push_through_etcd_refuse_bad_ones_and_outlive_etcd() {
             node.etcd_status()["connected"].as_bool() == Some(false)
         });
         assert_eq!(node.metric("libraflux_etcd_connected", &[]), Some(0.0));
+        let text = node.status_text();
+        assert!(text.contains(&format!("NOT CONNECTED to etcd for {PREFIX}")), "{text}");
         assert_eq!(node.node.saved(), kept, "etcd gone changes nothing:\n{}", daemon.log());
     }
 
@@ -262,6 +276,11 @@ fn two_nodes_follow_one_push_through_etcd_refuse_bad_ones_and_outlive_etcd() {
     assert_eq!(status["from_last_good"].as_bool(), Some(true), "{status:#}");
     assert_eq!(status["revision"].as_i64(), Some(second), "{status:#}");
     assert_eq!(nodes[1].metric("libraflux_etcd_from_last_good", &[]), Some(1.0));
+    let text = nodes[1].status_text();
+    assert!(
+        text.contains("config: running the LAST GOOD configuration kept on disk: etcd cannot be read: "),
+        "{text}"
+    );
     assert_eq!(nodes[1].node.saved(), kept, "{}", restarted.log());
     daemons.push(restarted);
 
