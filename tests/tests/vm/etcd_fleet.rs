@@ -1,8 +1,8 @@
 //! The replicated configuration from etcd (issue 25, docs/fleet.md): a real etcd in a namespace
 //! of its own, requiring client certificates; two daemons, each in its own namespace with its
 //! own IPVS table, reading and watching the same prefix over TLS. One push reaches both tables;
-//! a push that fails validation on the nodes, and a prefix emptied, are refused and the tables
-//! stay; with etcd stopped the nodes keep their tables, a node restarted then comes up on its
+//! a push over the nodes' change limit, one that fails validation on them, and a prefix emptied
+//! are refused and the tables stay; with etcd stopped the nodes keep their tables, a node restarted then comes up on its
 //! last good configuration, and both take the next push once etcd is back. Every table is read
 //! with ipvsadm.
 
@@ -74,7 +74,7 @@ impl FleetNode {
         std::fs::create_dir_all(etc.join("config.d")).unwrap();
         let tls = etcd.tls(Some("client"));
         let config = format!(
-            "node:\n  name: lb-{index}\n  interface: lfvip0\nsource:\n  etcd:\n    endpoints: [{}]\n    prefix: {PREFIX}\n    tls: {{ca: {}, cert: {}, key: {}}}\nsnapshots:\n  dir: {}\n{LOCAL_SERVICE}",
+            "node:\n  name: lb-{index}\n  interface: lfvip0\nlimits:\n  max_backends_per_service: 2\nsource:\n  etcd:\n    endpoints: [{}]\n    prefix: {PREFIX}\n    tls: {{ca: {}, cert: {}, key: {}}}\nsnapshots:\n  dir: {}\n{LOCAL_SERVICE}",
             url(),
             tls.ca.display(),
             tls.cert.unwrap().display(),
@@ -219,6 +219,23 @@ fn two_nodes_follow_one_push_through_etcd_refuse_bad_ones_and_outlive_etcd() {
         assert_eq!(node.etcd_status()["connected"].as_bool(), Some(true));
     }
     let kept = table(&[8001, 8002, 8003], 10);
+
+    // A push over the nodes' change limit (three backends added at once, two allowed) is
+    // refused the same way.
+    admin.write("web.yaml", &web(&[8001, 8002, 8003, 8004, 8005, 8006], 10));
+    let over = admin.push(pusher, &etcd);
+    for (node, daemon) in nodes.iter().zip(&daemons) {
+        eventually(&format!("the push over a limit is refused:\n{}", daemon.log()), FOLLOW_WITHIN, || {
+            node.etcd_status()["last_refused"]["revision"].as_i64() == Some(over)
+        });
+        let status = node.etcd_status();
+        assert_eq!(status["last_refused"]["reason"].as_str(), Some("limits"), "{status:#}");
+        let detail = status["last_refused"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("max_backends_per_service"), "{detail}");
+        assert_eq!(node.metric("libraflux_etcd_refused", &["reason=\"limits\""]), Some(1.0));
+        assert_eq!(node.node.saved(), kept, "a refused push changes nothing:\n{}", daemon.log());
+    }
+    admin.write("web.yaml", &web(&[8001, 8002, 8003], 10));
 
     // A push that validates where it is made but not on the nodes (a service name their own
     // config.yaml uses) is refused on each node, and counted; the tables stay.
