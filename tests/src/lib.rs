@@ -90,15 +90,23 @@ impl NetNs {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = File::open(&path).unwrap_or_else(|err| panic!("open {path}: {err}"));
-            // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
+        spawn_in(&self.name, f)
     }
+}
+
+/// Runs `f` on a new thread that has entered the namespace `name` (made by `ip netns add`).
+pub fn spawn_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|err| panic!("open {path}: {err}"));
+        // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
 }
 
 impl Drop for NetNs {

@@ -28,10 +28,15 @@ pub fn make_ca(dir: &Path, ca: &str) {
 /// A certificate `name` (`name.pem`, `name.key`) issued by `ca` for 127.0.0.1, for `usage`
 /// (`serverAuth`, `clientAuth`, or both: `serverAuth,clientAuth`).
 pub fn issue(dir: &Path, ca: &str, name: &str, usage: &str) {
+    issue_for(dir, ca, name, usage, "127.0.0.1");
+}
+
+/// [`issue`] for the IP address `address`.
+pub fn issue_for(dir: &Path, ca: &str, name: &str, usage: &str, address: &str) {
     let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
     let ext = format!("{name}.ext");
     let extensions =
-        format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n");
+        format!("subjectAltName=IP:{address}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n");
     std::fs::write(dir.join(&ext), extensions).unwrap();
     #[rustfmt::skip]
     tool("openssl", &[

@@ -15,6 +15,7 @@ mod vm {
     mod daemon_limits;
     mod daemon_reload;
     mod drain;
+    mod etcd_fleet;
     mod failover;
     mod fleet;
     mod ipvs_capture;

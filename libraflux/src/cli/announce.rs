@@ -28,10 +28,10 @@ enum AnnounceCommand {
 
 pub fn run(args: &AnnounceArgs) -> anyhow::Result<()> {
     let AnnounceCommand::Withdraw { config, state_dir } = &args.command;
-    // Loaded as the daemon loads it: a secondary's services come from the replicated config.d.
-    let replicated = state_dir.join("state").join(libraflux::replication::store::REPLICATED_DIR);
-    let config =
-        report_config(libraflux::replication::load_config(config.path.as_deref(), &replicated, None))?;
+    // Loaded as the daemon loads it: a secondary's services come from the replicated config.d,
+    // a fleet node's from the last good configuration from etcd.
+    let state = state_dir.join("state");
+    let config = report_config(libraflux::replication::load_config(config.path.as_deref(), &state, None))?;
     let Some(announce) = config.announce else {
         println!("nothing to withdraw: the configuration has no announce: section");
         return Ok(());

@@ -57,7 +57,8 @@ pub fn run(args: &StatusArgs, daemon: &Client) -> anyhow::Result<()> {
                 Some(why) => format!("daemon: {why} (showing the kernel's table only)\n"),
             };
             let announce = announce_lines(&status.daemon["announce"]);
-            print!("{header}{}{announce}{}", sync_line(&sync), render_table(&status.daemon, services));
+            let etcd = etcd_lines(&status.daemon["etcd"]);
+            print!("{header}{etcd}{}{announce}{}", sync_line(&sync), render_table(&status.daemon, services));
         }
     }
     Ok(())
@@ -115,6 +116,41 @@ fn announce_lines(announce: &Value) -> String {
     }
     if announce["ready"].as_bool() == Some(false) {
         out.push_str("announce: nothing is announced before the first reconcile succeeds\n");
+    }
+    out
+}
+
+/// `config: etcd revision 42 (sha256 3f5c9a0e1b2d), watching /libraflux/fleet/`, and what is
+/// wrong when something is: etcd not read, the last good configuration in use, the last refusal.
+/// Empty without `source.etcd`.
+fn etcd_lines(etcd: &Value) -> String {
+    let Some(prefix) = etcd["prefix"].as_str() else { return String::new() };
+    let revision =
+        etcd["revision"].as_i64().map_or_else(|| "none".to_owned(), |revision| revision.to_string());
+    let sha256 = etcd["sha256"].as_str().unwrap_or("-");
+    let state =
+        if etcd["connected"].as_bool() == Some(true) { "watching" } else { "NOT CONNECTED to etcd for" };
+    let mut out = format!(
+        "config: etcd revision {revision} (sha256 {}), {state} {prefix}\n",
+        &sha256[..sha256.len().min(12)]
+    );
+    if let Some(why) = etcd["from_last_good_reason"].as_str() {
+        out.push_str(&format!("config: running the LAST GOOD configuration kept on disk: {why}\n"));
+    }
+    if let Some(error) = etcd["last_error"]["detail"].as_str()
+        && etcd["connected"].as_bool() != Some(true)
+    {
+        out.push_str(&format!("config: etcd: {error}\n"));
+    }
+    let refused = &etcd["last_refused"];
+    // A refusal older than the configuration in force is history, which the JSON keeps.
+    if let Some(reason) = refused["reason"].as_str()
+        && refused["revision"].as_i64() > etcd["revision"].as_i64()
+    {
+        out.push_str(&format!(
+            "config: etcd revision {} REFUSED ({reason}); the running configuration stays\n",
+            refused["revision"].as_i64().unwrap_or(0)
+        ));
     }
     out
 }

@@ -45,7 +45,7 @@ pub use node_local::{NODE_LOCAL_SECTIONS, node_local_sections};
 pub use replication::{Replication, Role};
 pub use source::{DEFAULT_PREFIX, EtcdSource};
 pub use sync::SyncConfig;
-pub use validate::validate;
+pub use validate::{etcd_source, validate};
 pub use web::{CURVES, ClientAuth, TLS12_SUITES, TlsSettings, TlsVersion, WebConfig, parse_web_config};
 
 use crate::model::{DestKey, Service, ServiceKey};
@@ -64,8 +64,8 @@ pub struct Config {
     pub control: Control,
     /// This node's part in a replicating pair, if any (docs/ha.md).
     pub replication: Option<Replication>,
-    /// `source.etcd`: where `config push|diff` find the fleet's configuration (not read by the
-    /// daemon yet).
+    /// `source.etcd`: where this node's daemon reads its `config.d` from, and where
+    /// `config push|diff` find the fleet's configuration (docs/fleet.md).
     pub source: Option<EtcdSource>,
     /// The kernel's connection sync daemon LibraFlux runs (one file only may set it); `None`:
     /// LibraFlux leaves sync daemons alone.

@@ -1,6 +1,7 @@
 //! The `source:` section: where a fleet node's replicated configuration comes from. Today the one
-//! kind is etcd (`source.etcd`), which `libraflux config push|diff` use as their defaults; the
-//! daemon does not read it yet (docs/fleet.md, "Configuration from etcd").
+//! kind is etcd (`source.etcd`): the daemon reads and watches its `config.d` there in place of the
+//! node's own, and `libraflux config push|diff` use it as their defaults (docs/fleet.md,
+//! "Configuration from etcd").
 
 use std::path::PathBuf;
 
@@ -26,7 +27,7 @@ pub const DEFAULT_PREFIX: &str = "/libraflux/fleet/";
 
 pub(super) const SOURCE: Section = Section {
     context: "source",
-    doc: "Where the replicated configuration (config.d) of a fleet comes from. Used by libraflux config push|diff; the daemon does not read it yet.",
+    doc: "Where the replicated configuration (config.d) of a fleet comes from: the daemon reads and watches it there instead of the node's own config.d; libraflux config push|diff write and compare it.",
     keys: &[&ETCD],
 };
 
@@ -189,6 +190,11 @@ mod tests {
             errors.contains(":3:16: source.etcd.endpoints: an https endpoint needs source.etcd.tls"),
             "{errors}"
         );
+        let errors = load(
+            "source:\n  etcd: {endpoints: [http://10.0.0.1:2379]}\nreplication:\n  role: secondary\n  listen: 10.0.0.2:9470\n  peer: 10.0.0.1:9470\n  key_files: [/k]\n",
+        )
+        .unwrap_err();
+        assert!(errors.contains(":1:1: source.etcd and replication cannot both be set"), "{errors}");
         let errors = load("source: {}\n").unwrap_err();
         assert!(errors.contains("missing required key \"etcd\" in source"), "{errors}");
     }

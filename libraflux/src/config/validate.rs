@@ -36,6 +36,16 @@ pub fn validate(sources: &[Source], hostname: &str) -> Result<Config, ConfigErro
     if errors.is_empty() { Ok(Config { warnings, ..config }) } else { Err(ConfigErrors(errors)) }
 }
 
+/// `source.etcd` as the node-local files set it, decoded alone (their other errors are
+/// [`validate`]'s to report): whether this node takes its `config.d` from etcd, and from where.
+pub fn etcd_source(node_local: &[Source]) -> Option<super::EtcdSource> {
+    node_local.iter().find_map(|source| {
+        let mut diagnostics = Diagnostics::new(&source.path);
+        let root = decode::parse_file(&source.text, &mut diagnostics)?;
+        schema::file(&root, &mut diagnostics).source.and_then(|located| located.value)
+    })
+}
+
 /// Where something was declared, for messages that name both places.
 #[derive(Clone, Copy, Debug)]
 struct Place<'a> {
@@ -85,7 +95,24 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
     };
     services(files, &ignored, &mut config, errors);
     announced_vips_are_served(files, &config, errors);
+    one_source_of_config_d(files, &config, errors);
     config
+}
+
+/// A node takes its `config.d` from one place: a replication secondary from its primary, a node
+/// with `source.etcd` from etcd; a primary with `source.etcd` would bundle what etcd holds for a
+/// secondary that could read etcd itself.
+fn one_source_of_config_d(files: &[(&Path, FileDecl)], config: &Config, errors: &mut Vec<ConfigError>) {
+    if config.source.is_none() || config.replication.is_none() {
+        return;
+    }
+    if let Some((file, at)) =
+        files.iter().find_map(|(file, decl)| decl.source.as_ref().map(|located| (*file, located.at)))
+    {
+        let message = "source.etcd and replication cannot both be set: a node takes its config.d \
+                       from etcd or from a replication primary, not both";
+        errors.push(ConfigError::new(file, at, message));
+    }
 }
 
 /// Every VIP of `announce.vips` is the VIP of a configured service: anything else is announced

@@ -1,6 +1,7 @@
 //! `libraflux daemon`: keeps IPVS converged. Loads and validates the config before touching
 //! anything (the CLI runs the pre-flight checks), reconciles once, tells systemd it is ready,
-//! then reconciles on config reload (SIGHUP) and on an interval that also repairs drift.
+//! then reconciles on config reload (SIGHUP), on a change in etcd (`source.etcd`) and on an
+//! interval that also repairs drift.
 //! SIGTERM exits without flushing IPVS, so traffic keeps flowing while the daemon is down; VIPs
 //! announced through BIRD are withdrawn first.
 
@@ -11,6 +12,7 @@ mod breaker;
 mod canary;
 mod control;
 mod drains;
+mod etcd;
 mod health_events;
 mod observer;
 mod persist;
@@ -60,6 +62,8 @@ pub struct Options {
     pub control_socket: PathBuf,
     /// Where replication bundles are made (primary) or kept (secondary).
     pub bundles_dir: PathBuf,
+    /// What a node with `source.etcd` started on ([`crate::etcd::node::at_start`]).
+    pub etcd: Option<crate::etcd::node::Started>,
 }
 
 /// Counts and times the daemon keeps about itself; `/status` and the metrics read them.
@@ -132,6 +136,8 @@ struct Daemon {
     announcing: announce::Announcing,
     /// Who else writes to IPVS: the interval reads the table only after someone did.
     table_watch: watch::TableWatch,
+    /// `source.etcd`: the follower and what it read.
+    etcd: etcd::EtcdView,
 }
 
 /// The rest of a plan larger than one turn: sent as planned while what it was planned from
@@ -158,7 +164,7 @@ const STALE_INTERVALS: u32 = 3;
 /// Runs until SIGTERM or SIGINT. `config` is the validated configuration the CLI loaded; a
 /// configuration over a change limit is refused ([`reconcile::LimitRefusal`]) before anything
 /// is touched.
-pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyhow::Result<()> {
+pub async fn run(mut options: Options, config: Config, mut ipvs: IpvsClient) -> anyhow::Result<()> {
     // First: a second daemon must stop here, before it reads or touches anything.
     let socket = control::Socket::bind(&options.control_socket, config.control.group.as_ref())?;
     admit_at_start(&options, &config, &mut ipvs).await?;
@@ -184,6 +190,8 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     let canary_store = crate::canary::CanaryStore::new(&options.state_dir);
     let canaries = canary::load(&canary_store).await;
     let (replicated_to_apply, mut replicated) = tokio::sync::mpsc::channel(1);
+    let (etcd_reports, mut from_etcd) = tokio::sync::mpsc::channel(4);
+    let etcd_started = options.etcd.take();
     let announcing = announce::Announcing::start(config.announce.as_ref()).await;
     let mut daemon = Daemon {
         options,
@@ -214,10 +222,12 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
         sync: Default::default(),
         announcing,
         table_watch,
+        etcd: etcd::EtcdView::new(etcd_reports),
     };
     daemon.metrics.set_ebpf_attached(daemon.observer.attached());
     daemon.record.config_generation = 1;
     daemon.metrics.record_config_change(1);
+    daemon.start_etcd(etcd_started).await;
     daemon.count_rollbacks().await;
     daemon.update_health_checks();
     daemon.export_drains();
@@ -227,6 +237,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
     daemon.reconcile(Trigger::Startup).await;
     daemon.sync_replication().await.map_err(|err| anyhow::anyhow!(err))?;
     daemon.start_sync().await;
+    daemon.sync_etcd();
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
@@ -268,6 +279,7 @@ pub async fn run(options: Options, config: Config, mut ipvs: IpvsClient) -> anyh
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             Some(call) = calls.recv() => daemon.answer(call).await,
             Some(incoming) = replicated.recv() => daemon.replicated(incoming).await,
+            Some(report) = from_etcd.recv() => daemon.etcd_report(report).await,
             Some(event) = health_events.recv() => daemon.health_event(event),
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;

@@ -1,6 +1,6 @@
 //! Putting a configuration in force: at start (measured against the configuration accepted
-//! last), on SIGHUP or a control-socket `reload`, and for a replicated configuration on a
-//! secondary; all through [`Daemon::put_in_force`].
+//! last), on SIGHUP or a control-socket `reload`, for a replicated configuration on a secondary,
+//! and for a configuration from etcd on a fleet node; all through [`Daemon::put_in_force`].
 
 use std::time::Duration;
 
@@ -56,21 +56,26 @@ impl Daemon {
     /// than its limits allow (unless `force`), or cannot be put in force is rejected, and the
     /// running one stays in force.
     pub(super) async fn reload(&mut self, force: bool) -> Reload {
-        let path = self.options.config_path.clone();
-        let replicated = self.replication_paths().replicated();
-        match blocking(move || crate::replication::load_config(path.as_deref(), &replicated, None)).await {
+        let (path, state_dir) = (self.options.config_path.clone(), self.options.state_dir.clone());
+        match blocking(move || crate::replication::load_config(path.as_deref(), &state_dir, None)).await {
             Ok(config) => self.put_in_force(config, force).await,
             Err(errors) => {
-                self.record.reloads_failed += 1;
-                self.metrics.record_reload(false);
-                for error in &errors.0 {
-                    tracing::error!(%error, "config reload rejected; the running config stays in force");
-                }
-                self.publish_status();
-                self.metrics.record_change_refused("invalid_config");
+                self.reject_invalid(&errors);
                 Reload::Invalid(errors)
             }
         }
+    }
+
+    /// A configuration that does not validate: logged and counted as a failed reload; the
+    /// running one stays in force.
+    pub(super) fn reject_invalid(&mut self, errors: &ConfigErrors) {
+        self.record.reloads_failed += 1;
+        self.metrics.record_reload(false);
+        for error in &errors.0 {
+            tracing::error!(%error, "config reload rejected; the running config stays in force");
+        }
+        self.publish_status();
+        self.metrics.record_change_refused("invalid_config");
     }
 
     /// Puts a validated configuration in force, as a reload does: refused over a change limit
@@ -130,6 +135,7 @@ impl Daemon {
             tracing::error!("replication is not running: {err}");
             self.metrics.record_replication_failure("listen");
         }
+        self.sync_etcd();
         Reload::Accepted
     }
 

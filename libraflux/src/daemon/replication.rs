@@ -117,11 +117,10 @@ impl Daemon {
     ) -> Result<(), Refusal> {
         let replicated = self.replication_paths().replicated();
         let (path, generation_dir) = (self.options.config_path.clone(), dir.clone());
-        let loaded = {
-            let replicated = replicated.clone();
-            blocking(move || replication::load_config(path.as_deref(), &replicated, Some(&generation_dir)))
-                .await
-        };
+        let state_dir = self.options.state_dir.clone();
+        let loaded =
+            blocking(move || replication::load_config(path.as_deref(), &state_dir, Some(&generation_dir)))
+                .await;
         let config: Config = loaded.map_err(|errors| Refusal::new("invalid_config", errors.to_string()))?;
         if config.replication.as_ref().map(|settings| settings.role) != Some(Role::Secondary) {
             return Err(Refusal::new("role", "this node is no longer a replication secondary"));

@@ -55,6 +55,7 @@ impl Daemon {
             "canaries": self.canaries.iter().map(canary::status).collect::<Vec<_>>(),
             "circuit_breakers": self.breakers_status(),
             "replication": self.config.replication.as_ref().map(|_| self.replicator.status()),
+            "etcd": self.etcd.status(self.config.source.as_ref()),
             "traffic": self.observer.traffic(),
             "sync": self.sync.json(self.config.sync.is_some()),
             "announce": self.announce_status(),

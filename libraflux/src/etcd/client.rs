@@ -117,6 +117,13 @@ impl Client {
         self.call::<Value>("/v3/kv/put", &body, &operation).await.map(drop)
     }
 
+    /// Compacts etcd's history up to `revision`: an operator's tool (and the tests'), which
+    /// LibraFlux itself never runs.
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let body = json!({ "revision": revision.to_string(), "physical": true });
+        self.call::<Value>("/v3/kv/compaction", &body, &format!("compaction at {revision}")).await.map(drop)
+    }
+
     /// Watches `[key, range_end)` from `start_revision` (0: from now).
     pub async fn watch(&self, key: &[u8], range_end: &[u8], start_revision: i64) -> Result<Watch, EtcdError> {
         let mut create = json!({ "key": b64(key), "range_end": b64(range_end) });
@@ -252,6 +259,13 @@ impl Watch {
     pub async fn next(&mut self) -> Result<Option<WatchResponse>, EtcdError> {
         loop {
             while let Some(response) = self.parsed()? {
+                if response.canceled && response.compact_revision > 0 {
+                    return Err(EtcdError::Compacted {
+                        operation: self.operation.clone(),
+                        endpoint: self.endpoint.clone(),
+                        revision: response.compact_revision,
+                    });
+                }
                 if response.canceled {
                     return Err(EtcdError::WatchCanceled {
                         operation: self.operation.clone(),

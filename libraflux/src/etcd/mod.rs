@@ -10,10 +10,16 @@
 //! - [`Client::range`], [`Client::txn`], [`Client::watch`]: the calls LibraFlux needs.
 //! - [`fleet`]: the replicated configuration (`config.d`) under a prefix, one key per file:
 //!   read, compare with local files, and push in one compare-and-swap transaction.
+//! - [`node`]: what a node makes of the prefix (checks, validation with its own files, what the
+//!   daemon starts on); [`follow`]: the task that reads and watches it for the daemon;
+//!   [`last_good`]: the last configuration put in force from etcd, on disk.
 
 mod client;
 mod error;
 pub mod fleet;
+pub mod follow;
+pub mod last_good;
+pub mod node;
 mod wire;
 
 pub use client::{Client, TlsFiles, Watch, check_endpoint};

@@ -25,6 +25,7 @@ use crate::{
 mod announce;
 mod collect;
 mod ebpf;
+mod etcd;
 mod family;
 pub mod http;
 mod ipvs;
@@ -127,6 +128,7 @@ pub struct Metrics {
     circuit_ejections: SortedFamily<BackendLabels, Counter>,
     announce: announce::AnnounceMetrics,
     watch: watch::WatchMetrics,
+    etcd: etcd::EtcdMetrics,
     /// The rollback log's count when last read, so the counter only ever adds the difference.
     rollbacks_seen: AtomicU64,
     /// When the daemon loop last finished a reconcile (any result), or when this was created.
@@ -169,6 +171,7 @@ impl Metrics {
             circuit_ejections: SortedFamily::default(),
             announce: announce::AnnounceMetrics::default(),
             watch: watch::WatchMetrics::default(),
+            etcd: etcd::EtcdMetrics::default(),
             rollbacks_seen: AtomicU64::new(0),
             last_reconcile: Mutex::new(Instant::now()),
         };
@@ -349,6 +352,7 @@ impl Metrics {
         );
         self.announce.register(registry);
         self.watch.register(registry);
+        self.etcd.register(registry);
         registry.register_collector(Box::new(Arc::clone(&self.ipvs)));
         registry.register_collector(Box::new(Arc::clone(&self.ebpf)));
         self

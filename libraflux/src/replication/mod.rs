@@ -87,7 +87,8 @@ pub struct LastError {
     pub at_unix: u64,
 }
 
-/// Why a secondary did not put a replicated configuration in force.
+/// Why a secondary did not put a replicated configuration in force, or a fleet node one from
+/// etcd ([`crate::etcd::node`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: &'static str,
@@ -278,41 +279,62 @@ pub fn drop_in_dir(config_path: Option<&Path>) -> Option<PathBuf> {
     config::layout(config_path).ok().and_then(|layout| layout.drop_in_dir)
 }
 
-/// Loads the configuration a node runs. A secondary runs its own node-local files (its
-/// `config.yaml`, not its `config.d`) with the files of the replicated generation in force, or
-/// of `generation` when given (to validate one before it is swapped in); every other node runs
-/// what [`config::load`] loads. A replicated file that sets a node-local section is an error.
+/// Loads the configuration a node runs, with `state_dir` the daemon's state directory. A
+/// secondary runs its own node-local files (its `config.yaml`, not its `config.d`) with the files
+/// of the replicated generation in force, or of `generation` when given (to validate one before
+/// it is swapped in); a node with `source.etcd` runs them with the last good configuration from
+/// etcd ([`crate::etcd::last_good`]); every other node runs what [`config::load`] loads. A
+/// replicated file that sets a node-local section is an error.
 pub fn load_config(
     config_path: Option<&Path>,
-    replicated: &Path,
+    state_dir: &Path,
     generation: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
     let hostname = config::system_hostname();
     let secondary = |config: &Config| {
         config.replication.as_ref().is_some_and(|settings| settings.role == Role::Secondary)
     };
-    // Most nodes are no secondary: their configuration is read and validated once.
+    // Most nodes take their config.d from their own disk: read and validated once.
     let whole = config::read_sources(config_path).and_then(|sources| config::validate(&sources, &hostname));
     if let Ok(config) = &whole
         && !secondary(config)
+        && config.source.is_none()
     {
         return whole;
     }
-    // A secondary, or a configuration that did not load: a secondary does not read its own
-    // config.d, so its node-local files alone say which.
+    // A secondary, a fleet node, or a configuration that did not load: such a node does not read
+    // its own config.d, so its node-local files alone say which.
     let node_local = config::node_local_sources(config_path)?;
+    if config::etcd_source(&node_local).is_some() {
+        return last_good_from_etcd(node_local, state_dir);
+    }
     if !config::validate(&node_local, &hostname).is_ok_and(|config| secondary(&config)) {
         return whole;
     }
+    let replicated = state_dir.join(store::REPLICATED_DIR);
     let dir = match generation {
         Some(dir) => Some(dir.to_owned()),
-        None => store::current(replicated).map_err(|err| io_errors(replicated, &err))?,
+        None => store::current(&replicated).map_err(|err| io_errors(&replicated, &err))?,
     };
     let replicated_files = match dir {
         Some(dir) => store::sources(&dir).map_err(|err| io_errors(&dir, &err))?,
         None => Vec::new(),
     };
     crate::bundle::validate_replicated(node_local, replicated_files, Vec::new())
+}
+
+/// A fleet node's node-local files with the last good configuration from etcd; an error when
+/// there is none (a node never runs its node-local files alone: that would empty IPVS).
+fn last_good_from_etcd(node_local: Vec<config::Source>, state_dir: &Path) -> Result<Config, ConfigErrors> {
+    let path = state_dir.join(crate::etcd::last_good::FILE);
+    let error = |message: String| ConfigErrors(vec![ConfigError::new(&path, None, message)]);
+    match crate::etcd::last_good::load(state_dir) {
+        Ok(Some(last_good)) => crate::etcd::node::validate(node_local, &last_good.in_force),
+        Ok(None) => Err(error(
+            "source.etcd is set and no configuration from etcd has been put in force yet".to_owned(),
+        )),
+        Err(err) => Err(error(err.to_string())),
+    }
 }
 
 fn io_errors(path: &Path, err: &std::io::Error) -> ConfigErrors {

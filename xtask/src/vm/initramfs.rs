@@ -75,13 +75,15 @@ const PROGRAMS: &[&str] = &[
     // The fleet test's BGP speakers (BIRD 2) and their client.
     "/usr/sbin/bird",
     "/usr/sbin/birdc",
+    // The etcd fleet test's store (Debian's etcd-server); the test speaks to it with libraflux.
+    "/usr/bin/etcd",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.
 const EXTRA_LIBRARIES: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 
 /// Bump when the layout below changes, so cached images are rebuilt.
-const LAYOUT_VERSION: u32 = 5;
+const LAYOUT_VERSION: u32 = 6;
 
 const INIT: &str = r#"#!/busybox/bin/busybox sh
 # LibraFlux test VM init: mount, load modules, mount the host share, run the job, power off.
