@@ -3,7 +3,9 @@
 //! TCP backends (native engine on the host, the daemon in the VM); `ebpf` measures the flow
 //! counter's packet-rate cost and its map read against an IPVS dump; `steady` counts the
 //! netlink requests of the daemon in steady state while backends flap, and `idle` what it costs
-//! at rest on a large table, for one or more daemon binaries in one boot (docs/benchmarks.md).
+//! at rest on a large table, for one or more daemon binaries in one boot; `apply` times
+//! `libraflux apply` of a 2,000 x 10 table end to end, stage by stage, beside `ipvsadm -R` and
+//! `ipvsadm-save -n` in one boot; `config` times config loading natively (docs/benchmarks.md).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -36,6 +38,44 @@ enum Bench {
     /// The daemon at rest on a large table (10,000 x 10, no health checks): its CPU, memory and
     /// netlink requests per minute; for each daemon binary given (before/after), in one boot.
     Idle(SteadyArgs),
+    /// `libraflux apply` from an empty table and again (a no-op), stage by stage, against
+    /// `ipvsadm -R` and `ipvsadm-save -n` of the same table, several runs in one boot.
+    Apply(ApplyArgs),
+    /// Config loading natively: `libraflux validate` of a large file, and its parts.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    /// `libraflux` binaries to time instead of this workspace's, `LABEL=PATH` or a path
+    /// (labelled by its file name); repeatable, all in the same boot.
+    #[arg(long = "binary")]
+    binaries: Vec<String>,
+    /// Services in the configuration.
+    #[arg(long, default_value_t = 2_000)]
+    services: u32,
+    /// Backends per service.
+    #[arg(long, default_value_t = 10)]
+    backends: u32,
+    /// Runs (each: ours and the reference, in mirrored order).
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// Services in the configuration.
+    #[arg(long, default_value_t = 20_000)]
+    services: u32,
+    /// Backends per service.
+    #[arg(long, default_value_t = 10)]
+    backends: u32,
+    /// Samples of each measurement.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,7 +177,55 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Bench::Ebpf(args) => ebpf(args),
         Bench::Steady(args) => daemon_runs(args, "steady-bench"),
         Bench::Idle(args) => daemon_runs(args, "idle-bench"),
+        Bench::Apply(args) => apply(args),
+        Bench::Config(args) => config(args),
     }
+}
+
+/// The release `libraflux` and `apply-bench`; their paths.
+fn apply_binaries() -> anyhow::Result<(String, String)> {
+    checked(cargo().args(["build", "--release", "-p", "libraflux", "--bin", "libraflux"]))?;
+    let libraflux = workspace_root().join("target/release/libraflux").to_string_lossy().into_owned();
+    Ok((release_bin("apply-bench")?, libraflux))
+}
+
+fn apply(args: &ApplyArgs) -> anyhow::Result<()> {
+    let (bench, binaries) = if args.binaries.is_empty() {
+        let (bench, libraflux) = apply_binaries()?;
+        (bench, vec![format!("workspace={libraflux}")])
+    } else {
+        (release_bin("apply-bench")?, args.binaries.clone())
+    };
+    let mut command = vec![bench, "vm".to_owned()];
+    for binary in binaries {
+        command.extend(["--libraflux".to_owned(), binary]);
+    }
+    command.extend([
+        "--services".to_owned(),
+        args.services.to_string(),
+        "--backends".to_owned(),
+        args.backends.to_string(),
+        "--runs".to_owned(),
+        args.runs.to_string(),
+    ]);
+    let script = command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
+    vm_run(args.memory, &script, "apply")
+}
+
+fn config(args: &ConfigArgs) -> anyhow::Result<()> {
+    let (bench, libraflux) = apply_binaries()?;
+    let command = [
+        "config".to_owned(),
+        "--libraflux".to_owned(),
+        libraflux,
+        "--services".to_owned(),
+        args.services.to_string(),
+        "--backends".to_owned(),
+        args.backends.to_string(),
+        "--runs".to_owned(),
+        args.runs.to_string(),
+    ];
+    host_run(&bench, &command)
 }
 
 /// Builds a benchmark driver in release mode; its path.

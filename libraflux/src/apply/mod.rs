@@ -3,8 +3,10 @@
 //! restore, the daemon's reconcile) goes through [`execute`].
 
 mod shield;
+mod stage;
 
 pub use shield::{CommandShield, ShieldReport, execute_alone};
+pub use stage::{Stage, timed};
 
 use crate::{
     ipvs::{ApplyReport, Ipvs, OnFailure, OpOutcome},

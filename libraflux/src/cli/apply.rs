@@ -2,7 +2,7 @@
 //! so, and otherwise snapshot the table and carry out exactly the plan that was shown.
 
 use libraflux::{
-    apply::{Executed, ShieldReport},
+    apply::{Executed, ShieldReport, Stage, timed},
     ipvs::{self, IpvsClient, OpOutcome},
     plan::{self, LimitViolation, Plan, Removal},
     preflight::Report,
@@ -55,9 +55,9 @@ pub struct ApplyArgs {
 }
 
 pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Result<()> {
-    let config = load_config(&args.config)?;
+    let config = timed("config_load", || load_config(&args.config))?;
     // One writer per node: beside a daemon, apply hands the configuration to it.
-    if let Some(ping) = running_daemon(daemon)? {
+    if let Some(ping) = timed("daemon_check", || running_daemon(daemon))? {
         if !args.dry_run {
             let handoff = handoff::Handoff {
                 config: args.config.path.as_deref(),
@@ -74,7 +74,9 @@ pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Res
         );
     }
     runtime()?.block_on(async {
+        let stage = Stage::start("preflight");
         let (client, report) = preflight(&config, &args.skip.names).await?;
+        drop(stage);
         let mut outcome = Outcome { output: args.output, json: json!({ "dry_run": args.dry_run }) };
         outcome.preflight(&report);
         let checks = require_passed(&report);
@@ -85,20 +87,24 @@ pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Res
             return checks;
         }
         let mut client: IpvsClient = client.map_err(|why| Failure::new(exit::RUNTIME_FAILURE, why))?;
+        let stage = Stage::start("observe");
         let observed = ipvs::observed(&mut client).await?;
+        drop(stage);
         let none = std::collections::BTreeSet::new();
         let removal = args.removal.removal(&none);
         let target = Target::of(&config);
-        let plan = target.plan(&observed, removal);
-        outcome.plan(&plan);
+        let plan = timed("plan", || target.plan(&observed, removal));
+        timed("plan_text", || outcome.plan(&plan));
         // Limits bound the change of configuration: what leaves counts as removed, drained or not.
-        let intent = plan::plan(&config.desired, &observed, &config.ignore);
-        outcome.enforce_limits(
-            &intent,
-            &config.limits,
-            args.force,
-            "the plan exceeds a change limit; nothing was changed",
-        )?;
+        timed("limits", || {
+            let intent = plan::plan(&config.desired, &observed, &config.ignore);
+            outcome.enforce_limits(
+                &intent,
+                &config.limits,
+                args.force,
+                "the plan exceeds a change limit; nothing was changed",
+            )
+        })?;
         if args.dry_run || (plan.is_empty() && plan.leaving.is_empty()) {
             outcome.finish();
             return checks;
@@ -114,7 +120,10 @@ pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Res
             .await;
         }
         // The table as it was, so that this apply can be undone with `snapshot restore`.
-        let taken = match snapshot::take_automatic(&mut client, &observed, &config).await {
+        let stage = Stage::start("snapshot");
+        let taken = snapshot::take_automatic(&mut client, &observed, &config).await;
+        drop(stage);
+        let taken = match taken {
             Ok(taken) => taken,
             Err(why) => {
                 outcome.finish();
@@ -124,9 +133,11 @@ pub fn run(args: &ApplyArgs, daemon: &libraflux::control::Client) -> anyhow::Res
             }
         };
         outcome.snapshot_taken(&taken);
+        let stage = Stage::start("program");
         let phases = plan.phases();
         let (executed, shield) =
             libraflux::apply::execute_alone(&mut client, &phases, &config.node.interfaces).await;
+        drop(stage);
         outcome.applied(&executed);
         outcome.shield(&shield);
         if !executed.is_complete() || plan.leaving.is_empty() {
