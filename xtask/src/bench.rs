@@ -200,32 +200,24 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<()> {
     for binary in binaries {
         command.extend(["--libraflux".to_owned(), binary]);
     }
-    command.extend([
-        "--services".to_owned(),
-        args.services.to_string(),
-        "--backends".to_owned(),
-        args.backends.to_string(),
-        "--runs".to_owned(),
-        args.runs.to_string(),
-    ]);
+    command.extend(table_args(args.services, args.backends, args.runs));
     let script = command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
     vm_run(args.memory, &script, "apply")
 }
 
 fn config(args: &ConfigArgs) -> anyhow::Result<()> {
     let (bench, libraflux) = apply_binaries()?;
-    let command = [
-        "config".to_owned(),
-        "--libraflux".to_owned(),
-        libraflux,
-        "--services".to_owned(),
-        args.services.to_string(),
-        "--backends".to_owned(),
-        args.backends.to_string(),
-        "--runs".to_owned(),
-        args.runs.to_string(),
-    ];
+    let mut command = vec!["config".to_owned(), "--libraflux".to_owned(), libraflux];
+    command.extend(table_args(args.services, args.backends, args.runs));
     host_run(&bench, &command)
+}
+
+/// `apply-bench`'s table and run count arguments.
+fn table_args(services: u32, backends: u32, runs: u32) -> Vec<String> {
+    [("--services", services), ("--backends", backends), ("--runs", runs)]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value.to_string()])
+        .collect()
 }
 
 /// Builds a benchmark driver in release mode; its path.

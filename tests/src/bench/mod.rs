@@ -21,6 +21,18 @@ pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{program} {} failed: {status}", args.join(" "))) }
 }
 
+/// The lines of `text`, sorted: `ipvsadm-save -n` prints services in hash order.
+pub fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// `Err("verification failed: ...")` unless `condition` holds.
+pub fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(format!("verification failed: {}", what())) }
+}
+
 /// Raises the soft open-file limit to the hard one, and the hard one to 65,536 where allowed.
 pub fn raise_nofile() -> Result<(), String> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

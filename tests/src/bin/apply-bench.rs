@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux_tests::bench::run;
+use libraflux_tests::bench::{check, run, sorted_lines};
 
 const USAGE: &str = "usage: apply-bench vm|config --libraflux [LABEL=]BIN... [--services N] [--backends M] \
                      [--runs R] [--work-dir DIR]";
@@ -174,16 +174,6 @@ fn stage_line(line: &str) -> Option<(String, f64)> {
     let name = rest.split_once("stage=")?.1.split_whitespace().next()?.trim_matches('"');
     let seconds = rest.split_once("seconds=")?.1.split_whitespace().next()?.parse().ok()?;
     Some((name.to_owned(), seconds))
-}
-
-fn sorted_lines(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines.sort_unstable();
-    lines
-}
-
-fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if condition { Ok(()) } else { Err(format!("verification failed: {}", what())) }
 }
 
 /// This process (and its children) in a fresh network namespace with `lo` up, an empty IPVS

@@ -18,6 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use libraflux_tests::bench::{check, sorted_lines};
+
 use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
     model::{DestKey, Destination, Forwarding, Protocol, Service, ServiceKey},
@@ -220,16 +222,6 @@ fn save_sorted(work_dir: &str, name: &str) -> Result<Vec<String>, String> {
     timed_command("ipvsadm-save", &["-n"], None, Some(&path))?;
     let text = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
     Ok(sorted_lines(&text))
-}
-
-fn sorted_lines(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines.sort_unstable();
-    lines
-}
-
-fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if condition { Ok(()) } else { Err(format!("verification failed: {}", what())) }
 }
 
 /// Programs the whole table with our client in one apply; the figure, or the first failure.
