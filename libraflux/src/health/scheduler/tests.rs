@@ -10,6 +10,7 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
+use tokio::time::Instant;
 
 use super::*;
 use crate::{
