@@ -75,6 +75,8 @@ const PROGRAMS: &[&str] = &[
     // The fleet test's BGP speakers (BIRD 2) and their client.
     "/usr/sbin/bird",
     "/usr/sbin/birdc",
+    // The health benchmark compares keepalived's TCP_CHECK, which needs IPVS, with ours.
+    "/usr/sbin/keepalived",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.

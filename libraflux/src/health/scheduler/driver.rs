@@ -11,10 +11,11 @@ use std::{
     collections::{BinaryHeap, HashMap},
     net::SocketAddr,
     sync::Arc,
+    task::Poll,
     time::Duration,
 };
 
-use futures_util::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+use futures_util::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -118,9 +119,16 @@ impl Driver {
             while let Ok(command) = commands.try_recv() {
                 self.apply(command);
             }
-            while let Some(Some(result)) = self.in_flight.next().now_or_never() {
-                done.push(result);
-            }
+            // Polled with this task's own waker (not `now_or_never`'s no-op one), so that a
+            // probe that becomes ready later still wakes the driver.
+            let in_flight = &mut self.in_flight;
+            std::future::poll_fn(|cx| {
+                while let Poll::Ready(Some(result)) = in_flight.poll_next_unpin(cx) {
+                    done.push(result);
+                }
+                Poll::Ready(())
+            })
+            .await;
             if !done.is_empty() {
                 self.finish(&mut done).await;
             }
