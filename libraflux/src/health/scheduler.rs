@@ -1,7 +1,6 @@
-//! Runs the checks: every checked (service, backend) is probed every `interval` with jitter, each
-//! probe bounded by `timeout`, at most `max_in_flight` probes at once, all by one task ([`driver`]).
-//! Publishes a [`HealthTable`] (a watch channel) and one [`HealthEvent`] per probe (an mpsc
-//! channel).
+//! Runs the checks: one task per checked (service, backend), probing every `interval` with
+//! jitter, each probe bounded by `timeout`, at most `max_in_flight` probes at once. Publishes a
+//! [`HealthTable`] (a watch channel) and one [`HealthEvent`] per probe (an mpsc channel).
 
 use std::{
     collections::BTreeMap,
@@ -12,23 +11,21 @@ use std::{
 };
 
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Semaphore, mpsc, watch},
     task::JoinHandle,
+    time::Instant,
 };
 
-use self::driver::{Command, Driver, Outputs, Probe};
 use super::{
-    checker::{CheckFailure, Checker, ProbeOutcome, Unsupported, checker_for},
+    checker::{CheckFailure, Checker, ProbeOutcome, Unsupported, checker_for, probe_bounded},
     state::{BackendState, InitialState, Transition},
-    table::{BackendStatus, HealthTable},
+    table::{BackendStatus, HealthTable, LastProbe},
     type_name,
 };
 use crate::{
     config::{Check, DesiredState, Health, ServiceSettings},
     model::{DestKey, ServiceKey},
 };
-
-mod driver;
 
 /// Makes the checker for a check; [`checker_for`] in the daemon, fakes in tests.
 pub type CheckerFactory = Arc<dyn Fn(&Check) -> Result<Option<Arc<dyn Checker>>, Unsupported> + Send + Sync>;
@@ -46,7 +43,7 @@ pub struct SchedulerOptions {
     pub initial: InitialState,
     /// Seeds the jitter, for reproducible schedules in tests; `None` seeds it at random.
     pub seed: Option<u64>,
-    /// Capacity of the event channel. When it is full, probing waits for the reader.
+    /// Capacity of the event channel. When it is full, probe tasks wait for the reader.
     pub event_capacity: usize,
 }
 
@@ -92,7 +89,7 @@ pub struct UpdateSummary {
     pub kept: usize,
 }
 
-/// What one backend's probe does; a probe whose spec is unchanged survives a reload.
+/// What one backend's probe task does; a task whose spec is unchanged survives a reload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ProbeSpec {
     health: Health,
@@ -102,19 +99,22 @@ struct ProbeSpec {
 #[derive(Debug)]
 struct Running {
     spec: ProbeSpec,
-    generation: u64,
+    task: JoinHandle<()>,
 }
 
-/// The health-check engine. Its driver task stops when it is dropped.
+/// What the probe tasks share with the scheduler.
+#[derive(Clone, Debug)]
+struct Shared {
+    table: Arc<watch::Sender<HealthTable>>,
+    events: mpsc::Sender<HealthEvent>,
+    permits: Arc<Semaphore>,
+}
+
+/// The health-check engine. Its tasks stop when it is dropped.
 pub struct Scheduler {
     probes: BTreeMap<(ServiceKey, DestKey), Running>,
     unsupported: BTreeMap<ServiceKey, Unsupported>,
-    table: Arc<watch::Sender<HealthTable>>,
-    commands: mpsc::UnboundedSender<Command>,
-    /// The driver, until the first [`Scheduler::update`] spawns it (so that `new` needs no runtime).
-    idle: Option<Driver>,
-    receiver: Option<mpsc::UnboundedReceiver<Command>>,
-    driver: Option<JoinHandle<()>>,
+    shared: Shared,
     checkers: CheckerFactory,
     initial: InitialState,
     seed: u64,
@@ -142,17 +142,15 @@ impl Scheduler {
         checkers: CheckerFactory,
     ) -> (Self, mpsc::Receiver<HealthEvent>) {
         let (events, receiver) = mpsc::channel(options.event_capacity.max(1));
-        let table = Arc::new(watch::Sender::new(HealthTable::default()));
-        let (commands, command_receiver) = mpsc::unbounded_channel();
-        let driver = Driver::new(Outputs { table: Arc::clone(&table), events }, options.max_in_flight);
+        let shared = Shared {
+            table: Arc::new(watch::Sender::new(HealthTable::default())),
+            events,
+            permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+        };
         let scheduler = Self {
             probes: BTreeMap::new(),
             unsupported: BTreeMap::new(),
-            table,
-            commands,
-            idle: Some(driver),
-            receiver: Some(command_receiver),
-            driver: None,
+            shared,
             checkers,
             initial: options.initial,
             seed: options.seed.unwrap_or_else(|| fastrand::u64(..)),
@@ -163,18 +161,18 @@ impl Scheduler {
 
     /// The health table, as a watch channel that changes after every probe.
     pub fn table(&self) -> watch::Receiver<HealthTable> {
-        self.table.subscribe()
+        self.shared.table.subscribe()
     }
 
     /// A copy of the health table now.
     pub fn snapshot(&self) -> HealthTable {
-        self.table.borrow().clone()
+        self.shared.table.borrow().clone()
     }
 
     /// Whether `backend` of `service` passes its check now (unchecked ones do), without copying
     /// the table as [`Scheduler::snapshot`] does.
     pub fn is_healthy(&self, service: &ServiceKey, backend: &DestKey) -> bool {
-        self.table.borrow().is_healthy(service, backend)
+        self.shared.table.borrow().is_healthy(service, backend)
     }
 
     /// Services whose check type is not supported yet: their backends are not checked.
@@ -194,12 +192,10 @@ impl Scheduler {
         let wanted = self.wanted(desired, settings);
         let mut summary = UpdateSummary::default();
         let mut removed = Vec::new();
-        let commands = &self.commands;
         self.probes.retain(|key, running| {
             let keep = wanted.get(key).is_some_and(|want| want.spec == running.spec);
             if !keep {
-                // The driver lives as long as the scheduler: sending cannot fail.
-                let _ = commands.send(Command::Stop { generation: running.generation });
+                running.task.abort();
                 if !wanted.contains_key(key) {
                     removed.push(*key);
                 }
@@ -225,7 +221,7 @@ impl Scheduler {
             starting.push((key, want, healthy, self.generation));
         }
 
-        self.table.send_modify(|table| {
+        self.shared.table.send_modify(|table| {
             for (service, backend) in &removed {
                 table.remove(service, backend);
             }
@@ -238,29 +234,21 @@ impl Scheduler {
             }
         });
         for ((service, backend), want, healthy, generation) in starting {
-            let probe = Probe {
+            let task = ProbeTask {
                 service,
                 backend,
-                target: want.spec.target,
-                health: want.spec.health.clone(),
-                interval: want.spec.health.interval.max(MIN_INTERVAL),
+                spec: want.spec.clone(),
                 checker: want.checker,
                 check_type: want.check_type,
                 state: BackendState { healthy, consecutive_successes: 0, consecutive_failures: 0 },
+                generation,
                 rng: fastrand::Rng::with_seed(self.seed ^ key_hash(&service, &backend)),
+                shared: self.shared.clone(),
             };
-            let _ = self.commands.send(Command::Start { generation, probe: Box::new(probe) });
-            self.probes.insert((service, backend), Running { spec: want.spec, generation });
+            let running = Running { spec: want.spec, task: tokio::spawn(task.run()) };
+            self.probes.insert((service, backend), running);
         }
-        self.spawn_driver();
         summary
-    }
-
-    /// Spawns the driver on the first update, in the caller's runtime.
-    fn spawn_driver(&mut self) {
-        if let (Some(driver), Some(receiver)) = (self.idle.take(), self.receiver.take()) {
-            self.driver = Some(tokio::spawn(driver.run(receiver)));
-        }
     }
 
     /// Every (service, backend) that has a supported check, with what its probe needs.
@@ -297,8 +285,8 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        if let Some(driver) = &self.driver {
-            driver.abort();
+        for running in self.probes.values() {
+            running.task.abort();
         }
     }
 }
@@ -307,6 +295,76 @@ struct Wanted {
     spec: ProbeSpec,
     checker: Arc<dyn Checker>,
     check_type: &'static str,
+}
+
+/// One backend's probe loop.
+struct ProbeTask {
+    service: ServiceKey,
+    backend: DestKey,
+    spec: ProbeSpec,
+    checker: Arc<dyn Checker>,
+    check_type: &'static str,
+    state: BackendState,
+    generation: u64,
+    rng: fastrand::Rng,
+    shared: Shared,
+}
+
+impl ProbeTask {
+    async fn run(mut self) {
+        let interval = self.spec.health.interval.max(MIN_INTERVAL);
+        let mut next = Instant::now() + first_delay(interval, self.rng.f64());
+        loop {
+            tokio::time::sleep_until(next).await;
+            let round = Instant::now();
+            next = round + round_delay(interval, self.rng.f64());
+            let outcome = {
+                let Ok(_permit) = self.shared.permits.acquire().await else { return };
+                probe_bounded(self.checker.as_ref(), self.spec.target, self.spec.health.timeout).await
+            };
+            let transition =
+                self.state.record(outcome.result.is_ok(), self.spec.health.rise, self.spec.health.fall);
+            if !self.publish(&outcome) {
+                return;
+            }
+            let reason = match transition {
+                Some(transition) => describe(transition, &outcome.result),
+                None => outcome
+                    .result
+                    .as_ref()
+                    .map_or_else(ToString::to_string, |()| "probe succeeded".to_owned()),
+            };
+            let event = HealthEvent {
+                service: self.service,
+                backend: self.backend,
+                check_type: self.check_type,
+                result: outcome.result,
+                latency: outcome.latency,
+                healthy: self.state.healthy,
+                transition,
+                reason,
+            };
+            // A dropped receiver is a daemon shutting down; the table still serves until then.
+            let _ = self.shared.events.send(event).await;
+        }
+    }
+
+    /// Writes this backend's state into the table; false when a reload has replaced or removed
+    /// this task (its entry now belongs to another generation, or is gone).
+    fn publish(&self, outcome: &ProbeOutcome) -> bool {
+        let mut current = false;
+        self.shared.table.send_if_modified(|table| match table.get_mut(&self.service, &self.backend) {
+            Some(status) if status.generation == self.generation => {
+                status.state = self.state;
+                status.last_probe =
+                    Some(LastProbe { failure: outcome.result.clone().err(), latency: outcome.latency });
+                current = true;
+                true
+            }
+            _ => false,
+        });
+        current
+    }
 }
 
 fn describe(transition: Transition, last: &Result<(), CheckFailure>) -> String {

@@ -10,7 +10,6 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
-use tokio::time::Instant;
 
 use super::*;
 use crate::{
