@@ -27,7 +27,8 @@ enum Bench {
     /// Program N services x M backends, dump and delete them: ours against `ipvsadm`.
     Ipvs(IpvsArgs),
     /// 5,000 TCP backends checked every second: CPU and memory of the health engine natively
-    /// on the host, and of the real daemon in the VM.
+    /// on the host; in one VM boot, the same engine and keepalived's TCP_CHECK (which needs
+    /// IPVS) on the same backends, then the real daemon.
     Health(HealthArgs),
     /// The eBPF counter: veth pps with and without it (host), and reading its maps against an
     /// IPVS stats dump (VM, and the map read on the host too).
@@ -111,9 +112,22 @@ struct HealthArgs {
     /// Backends per service (each a distinct TCP port).
     #[arg(long, default_value_t = 10)]
     backends: u32,
+    /// Backends of one more service that nothing listens on: they must be found down.
+    #[arg(long, default_value_t = 50)]
+    down: u32,
     /// Seconds over which CPU is sampled, after every backend has passed a check.
     #[arg(long, default_value_t = 60)]
     window: u32,
+    /// Skip keepalived in the VM.
+    #[arg(long)]
+    no_keepalived: bool,
+    /// Services (of `--backends` each) for the comparison with keepalived in the VM: one
+    /// emulated vCPU cannot probe 5,000 backends a second, whoever probes them.
+    #[arg(long, default_value_t = 20)]
+    compare_services: u32,
+    /// Down backends in the comparison with keepalived.
+    #[arg(long, default_value_t = 10)]
+    compare_down: u32,
     /// Skip the VM run (the daemon); run the native engine only.
     #[arg(long)]
     host_only: bool,
@@ -247,6 +261,8 @@ fn health(args: &HealthArgs) -> anyhow::Result<()> {
         args.services.to_string(),
         "--backends".to_owned(),
         args.backends.to_string(),
+        "--down".to_owned(),
+        args.down.to_string(),
         "--window".to_owned(),
         args.window.to_string(),
     ];
@@ -258,9 +274,33 @@ fn health(args: &HealthArgs) -> anyhow::Result<()> {
     if !args.host_only {
         checked(cargo().args(["build", "--release", "-p", "libraflux", "--bin", "libraflux"]))?;
         let libraflux = workspace_root().join("target/release/libraflux").to_string_lossy().into_owned();
-        let mut command = vec![bench, "daemon".to_owned(), "--libraflux".to_owned(), libraflux];
-        command.extend(common);
-        let script = command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ");
+        let line = |mode: &[String], common: &[String]| {
+            let mut command = vec![bench.clone()];
+            command.extend(mode.iter().cloned());
+            command.extend(common.iter().cloned());
+            command.iter().map(|arg| shell_quote(arg)).collect::<Vec<_>>().join(" ")
+        };
+        let compare = [
+            "--services".to_owned(),
+            args.compare_services.to_string(),
+            "--backends".to_owned(),
+            args.backends.to_string(),
+            "--down".to_owned(),
+            args.compare_down.to_string(),
+            "--window".to_owned(),
+            args.window.to_string(),
+        ];
+        // The native engine and keepalived on the same backends in one boot, each in a fresh
+        // namespace, for a ratio measured under the same conditions; then the whole daemon.
+        let mut script = String::from("set -e\n");
+        if !args.no_keepalived {
+            script.push_str(&format!(
+                "{}\n{}\n",
+                line(&["native".to_owned()], &compare),
+                line(&["keepalived".to_owned()], &compare)
+            ));
+        }
+        script.push_str(&line(&["daemon".to_owned(), "--libraflux".to_owned(), libraflux], &common));
         vm_run(args.memory, &script, "health")?;
     }
     Ok(())

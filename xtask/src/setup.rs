@@ -12,7 +12,8 @@ use crate::util::{checked, output};
 /// dependencies unpack to some 300 MB on disk), and dnsmasq, sipp (`sip-tester`) and chrony as the
 /// real servers of the UDP health check tests (run in the tests' namespaces, never as services),
 /// ethtool and wireguard-tools (`wg`) for the eBPF link-type tests (VLAN offloads, WireGuard),
-/// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started),
+/// keepalived, whose own `--config-test` checks the VRRP example in docs/ha.md (never started
+/// on the host; `cargo xtask bench health` runs its checker in the VM, against LibraFlux's),
 /// and nginx with its stream module plus openssl (a throwaway certificate), for the host test that
 /// checks the `convert nginx` corpus with the real `nginx -t` in a namespace of its own: nginx
 /// never runs as a service for the tests (see [`services_stopped`]); dpkg-dev

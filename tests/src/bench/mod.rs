@@ -5,6 +5,7 @@
 //! Errors are strings: a driver prints them and exits 1.
 
 pub mod genl_trace;
+pub mod keepalived;
 pub mod listener;
 pub mod requests;
 
@@ -64,16 +65,68 @@ pub fn fresh_namespace(address: Ipv4Addr) -> Result<(), String> {
 
 /// utime + stime of a process in seconds, from /proc/PID/stat.
 pub fn cpu_seconds(pid: &str) -> Result<f64, String> {
+    cpu_split(pid).map(|cpu| cpu.total())
+}
+
+/// CPU time spent in user space and in the kernel, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cpu {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl Cpu {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self { user: self.user - earlier.user, system: self.system - earlier.system }
+    }
+}
+
+/// utime and stime of a process, from /proc/PID/stat.
+pub fn cpu_split(pid: &str) -> Result<Cpu, String> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
     let after = stat.rsplit_once(')').ok_or("bad stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the command: state is field 3, utime 14, stime 15 (1-based) -> indexes 11 and 12.
-    let ticks: u64 = fields[11].parse::<u64>().map_err(|e| e.to_string())?
-        + fields[12].parse::<u64>().map_err(|e| e.to_string())?;
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok()).ok_or("bad stat");
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
+    Ok(Cpu { user: ticks(11)? as f64 / hz, system: ticks(12)? as f64 / hz })
+}
+
+/// This process's own CPU time (all its threads, not its children), from getrusage.
+pub fn own_cpu() -> Cpu {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Cpu { user: seconds(usage.ru_utime), system: seconds(usage.ru_stime) }
+}
+
+/// TCP connections this network namespace has opened actively (`TcpActiveOpens` of
+/// /proc/net/snmp): every connect, whoever in the namespace made it.
+pub fn tcp_active_opens() -> Result<u64, String> {
+    let snmp =
+        std::fs::read_to_string("/proc/self/net/snmp").map_err(|err| format!("/proc/net/snmp: {err}"))?;
+    let mut tcp = snmp.lines().filter(|line| line.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().ok_or("no Tcp: header")?, tcp.next().ok_or("no Tcp: values")?);
+    let index = names.split_whitespace().position(|name| name == "ActiveOpens").ok_or("no ActiveOpens")?;
+    values
+        .split_whitespace()
+        .nth(index)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "bad ActiveOpens".to_owned())
 }
 
 /// VmRSS and VmHWM in KiB.

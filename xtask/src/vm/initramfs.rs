@@ -77,6 +77,8 @@ const PROGRAMS: &[&str] = &[
     "/usr/sbin/birdc",
     // The etcd fleet test's store (Debian's etcd-server); the test speaks to it with libraflux.
     "/usr/bin/etcd",
+    // The health benchmark compares keepalived's TCP_CHECK, which needs IPVS, with ours.
+    "/usr/sbin/keepalived",
 ];
 
 /// Libraries host-built Rust test binaries load beyond those of the programs above.

@@ -286,10 +286,12 @@ async fn probes_in_flight_never_exceed_the_bound() {
     let (mut scheduler, mut events) = Scheduler::with_checkers(options, script.factory());
     let (desired, settings) = config(&[(WEB, health(1, 1, 2, 3), backends(20))]);
     scheduler.update(&desired, &settings);
+    let mut probed = std::collections::BTreeSet::new();
     for _ in 0..60 {
-        next(&mut events).await;
+        probed.insert(next(&mut events).await.backend);
     }
     assert_eq!(script.max_in_flight.load(Ordering::SeqCst), 3);
+    assert_eq!(probed.len(), 20, "probes waiting for a slot take turns: none is left out");
 }
 
 #[tokio::test(start_paused = true)]
@@ -365,4 +367,20 @@ fn jitter_bounds() {
     assert_eq!(round_delay(interval, 0.0), Duration::from_secs(9));
     assert_eq!(round_delay(interval, 0.5), Duration::from_secs(10));
     assert_eq!(round_delay(interval, 1.0), Duration::from_secs(11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_slows_probing_down_for_every_backend_alike() {
+    let script = Script::new(Duration::from_millis(2));
+    let options = SchedulerOptions { event_capacity: 1, ..options(1) };
+    let (mut scheduler, mut events) = Scheduler::with_checkers(options, script.factory());
+    let (desired, settings) = config(&[(WEB, health(1, 1, 2, 3), backends(20))]);
+    scheduler.update(&desired, &settings);
+    let mut probed = BTreeMap::new();
+    for _ in 0..100 {
+        *probed.entry(next(&mut events).await.backend).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(probed.len(), 20, "{probed:?}");
+    assert!(probed.values().all(|&n| (3..=7).contains(&n)), "{probed:?}");
 }
