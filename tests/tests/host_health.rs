@@ -63,8 +63,9 @@ fn a_port_with_nothing_listening_is_refused_at_once() {
             probe_from(&pair.left, check.clone(), "10.200.0.2:7002", Duration::from_secs(5));
         assert_eq!(outcome.result, Err(CheckFailure::Refused), "{check:?}");
         assert_eq!(outcome.outcome(), "refused");
+        // Well under the 5 s timeout: a refusal, not a timeout (1 s was missed once at load 10).
         assert!(
-            took < Duration::from_secs(1),
+            took < Duration::from_secs(3),
             "{check:?}: refused fails at once, not after a timeout: {took:?}"
         );
     }
