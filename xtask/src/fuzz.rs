@@ -96,7 +96,7 @@ const RUSTFLAGS: &[&str] = &[
 const TIMEOUT_SECONDS: u64 = 10;
 
 /// How long the CI runs each target: enough to run every seed and mutate them for a while.
-pub const CI_SECONDS: u64 = 10;
+pub const CI_SECONDS: u64 = 5;
 
 /// How a run is bounded.
 #[derive(Clone, Copy, Debug)]
@@ -120,7 +120,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
     fuzz(&targets, budget, if args.quick { Profile::Quick } else { Profile::Release })
 }
 
-/// What the CI runs, `cargo xtask fuzz --quick --seconds 10`: every target for [`CI_SECONDS`],
+/// What the CI runs, `cargo xtask fuzz --quick --seconds 5`: every target for [`CI_SECONDS`],
 /// so that a panic on a seed (or one found within seconds of it) fails the build.
 pub fn ci() -> anyhow::Result<()> {
     fuzz(&TARGETS.iter().collect::<Vec<_>>(), Budget::Seconds(CI_SECONDS), Profile::Quick)
