@@ -57,8 +57,9 @@ impl TableWatch {
             Ok(watch) => self.watch = Some(watch),
             Err(err) => {
                 tracing::warn!(
-                    "the IPVS write watch cannot start ({}); the table is read every reconcile interval",
-                    super::observer::render(&err)
+                    "the IPVS write watch cannot start ({}){}; the table is read every reconcile interval",
+                    super::observer::render(&err),
+                    paranoid_hint()
                 );
                 metrics.set_write_watch(false);
                 return;
@@ -155,5 +156,20 @@ impl TableWatch {
         self.verified = None;
         self.writes.send_replace(None);
         metrics.set_write_watch(false);
+    }
+}
+
+/// Debian's kernels keep perf_event_open(2), which attaching a kprobe needs, to CAP_SYS_ADMIN
+/// while `kernel.perf_event_paranoid` is above 2 (Debian's default is 3); the unit grants
+/// CAP_PERFMON, which suffices at 2.
+fn paranoid_hint() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|text| text.trim().parse::<i32>())
+    {
+        Ok(Ok(level)) if level > 2 => format!(
+            "; kernel.perf_event_paranoid is {level}, which on Debian's kernels keeps kprobes to CAP_SYS_ADMIN: \
+             sysctl kernel.perf_event_paranoid=2 lets the unit's CAP_PERFMON attach them"
+        ),
+        _ => String::new(),
     }
 }

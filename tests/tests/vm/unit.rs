@@ -407,10 +407,18 @@ fn the_daemon_run_as_its_unit_runs_it_does_all_it_is_asked() {
     lab.restore_refused(&daemon);
     lab.owners_of_the_files();
 
-    // Nothing along the way needed more than the unit grants.
+    // Nothing along the way needed more than the unit grants, but for one thing the unit does not
+    // grant on purpose: Debian's kernels keep kprobes to CAP_SYS_ADMIN above perf_event_paranoid 2
+    // (their default is 3), so the IPVS write watch is off there and the table is read every
+    // interval, as the warning says (docs/observer.md).
     let log = daemon.log();
+    let paranoid: i32 =
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap().trim().parse().unwrap();
+    let watch_refused = "the IPVS write watch cannot start (attaching a kprobe to ip_vs_genl_set_cmd";
+    assert_eq!(log.contains(watch_refused), paranoid > 2, "perf_event_paranoid {paranoid}:\n{log}");
     for refusal in ["Permission denied", "Operation not permitted", "os error 1)", "os error 13)"] {
-        assert!(!log.contains(refusal), "the daemon was refused something ({refusal}):\n{log}");
+        let refused = log.lines().any(|line| line.contains(refusal) && !line.contains(watch_refused));
+        assert!(!refused, "the daemon was refused something ({refusal}):\n{log}");
     }
     daemon.signal(libc::SIGTERM);
     let exit = daemon.child.wait().unwrap();
