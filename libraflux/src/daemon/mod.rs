@@ -384,10 +384,11 @@ impl Daemon {
                 planned_drained = Some(pending.drained);
                 Ok(reconcile::Turn { outcome, leaving: pending.leaving, rest })
             }
-            _ => match self
-                .table_watch
-                .unchanged(&desired, &self.metrics)
-                .filter(|_| trigger == Trigger::Interval)
+            // Only the interval may skip its read: every other trigger reads, so it need not
+            // compare the desired state with the last read's.
+            _ => match (trigger == Trigger::Interval)
+                .then(|| self.table_watch.unchanged(&desired, &self.metrics))
+                .flatten()
             {
                 // Nobody else wrote to the table and nothing here changed since it was last read
                 // and found as wanted: what that read found stands.
