@@ -38,8 +38,8 @@
 //! comes from the kernel's coarse clock and is read once per tick, and a UDP datagram from the
 //! same source as the last one needs no flow lookup.
 //!
-//! One more program is not a TC program: a kprobe that counts who writes to the IPVS table
-//! (`writes.rs`), so that the daemon reads the table only when someone else changed it.
+//! Two more programs are not TC programs: fentry programs that count who writes to the IPVS
+//! table (`writes.rs`), so that the daemon reads the table only when someone else changed it.
 #![no_std]
 #![no_main]
 
