@@ -47,6 +47,7 @@ mod connect;
 mod count;
 mod headers;
 mod icmp;
+mod measure;
 mod shield;
 mod writes;
 
