@@ -47,7 +47,6 @@ mod connect;
 mod count;
 mod headers;
 mod icmp;
-mod measure;
 mod shield;
 mod writes;
 

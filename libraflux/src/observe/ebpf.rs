@@ -101,13 +101,6 @@ impl Programs {
     }
 }
 
-/// Measurement only (removed by the next commit): an eBPF object file named by
-/// `LIBRAFLUX_MEASURE_OBJECT` replaces the embedded one, so that a changed program can be
-/// measured without relinking the bench.
-fn measurement_object() -> Option<Vec<u8>> {
-    std::fs::read(std::env::var_os("LIBRAFLUX_MEASURE_OBJECT")?).ok()
-}
-
 /// The per-destination counter program, loaded and possibly attached.
 ///
 /// Dropping it detaches every attachment it made (failures are logged).
@@ -133,12 +126,6 @@ impl FlowCounter {
         Self::load_programs(Limits { max_pending_syns: 1, ..Limits::destinations(1) }, Programs::REFERENCE)
     }
 
-    /// Measurement only (docs/benchmarks.md, issue 22 item 2; removed by the next commit): loads
-    /// the classifier `name` of the object in place of the counter, with the counter's maps.
-    pub fn load_measurement(name: &'static str) -> Result<Self, ObserveError> {
-        Self::load_programs(Limits::destinations(16), Programs { ethernet: name, l3: name })
-    }
-
     fn load_programs(limits: Limits, programs: Programs) -> Result<Self, ObserveError> {
         let destinations = limits.max_destinations.max(1);
         let mut loader = EbpfLoader::new();
@@ -157,7 +144,7 @@ impl FlowCounter {
             .map_max_entries(UDP_FLOWS_V6_MAP, limits.max_udp_flows.max(1))
             .map_max_entries(SYN_PENDING_V4_MAP, limits.max_pending_syns.max(1))
             .map_max_entries(SYN_PENDING_V6_MAP, limits.max_pending_syns.max(1))
-            .load(&measurement_object().unwrap_or_else(|| EBPF_OBJECT.to_vec()))
+            .load(EBPF_OBJECT)
             .map_err(ObserveError::Load)?;
         for name in [programs.ethernet, programs.l3] {
             let program = classifier(&mut ebpf, name)?;

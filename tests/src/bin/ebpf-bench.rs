@@ -29,7 +29,7 @@ use libraflux::{
     ipvs::{IpvsClient, OnFailure, Op},
     model::{DestKey as IpvsDest, Destination, Forwarding, Protocol, Service, ServiceKey},
     observe::{
-        ConnectSide, DestKey, Direction, FlowCounter, Framing, IPPROTO_TCP, IPPROTO_UDP, Limits, RunStats,
+        ConnectSide, DestKey, Direction, FlowCounter, IPPROTO_TCP, IPPROTO_UDP, Limits, RunStats,
         enable_run_time_stats,
     },
 };
@@ -426,119 +426,6 @@ fn ipvs(options: &Options) -> Result<(), String> {
     })
 }
 
-/// Measurement only (docs/benchmarks.md, issue 22 item 2; removed by the next commit): the
-/// reference, the measurement programs (`libraflux-ebpf/src/measure.rs`) and the counter, each
-/// in its own object instance watching the bench's destination, attached in turn in the mirrored
-/// order A B C D E E D C B A per cycle (`--rounds` cycles, no "off" rounds). Prints, per program,
-/// its share of rx pps over the reference: the mean over cycles of each cycle's share (each
-/// program's two rounds against the reference's two), with the standard deviation and range over
-/// cycles; then a round each in the same mirrored order with the kernel's run-time statistics.
-fn variants(options: &Options) -> Result<(), String> {
-    const NAMES: [&str; 5] =
-        ["libraflux_noop", "measure_parse", "measure_array", "measure_hash", "libraflux_count"];
-    let pair = VethPair::new();
-    enter(pair.right.name())?;
-    let receiver = UdpSocket::bind((VethPair::RIGHT_V4.parse::<Ipv4Addr>().expect("v4"), PORT))
-        .map_err(|err| format!("bind: {err}"))?;
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    let size: libc::c_int = 8 << 20;
-    // SAFETY: setsockopt reads an int from a valid pointer.
-    unsafe {
-        libc::setsockopt(
-            receiver.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    let receiver = Arc::new(receiver);
-    let key = DestKey::ipv4(VethPair::RIGHT_V4.parse::<Ipv4Addr>().expect("v4").octets(), PORT, IPPROTO_UDP);
-    let mut programs = Vec::new();
-    for name in NAMES {
-        let mut program = if name == "libraflux_count" {
-            FlowCounter::load(Limits::destinations(16))
-        } else {
-            FlowCounter::load_measurement(name)
-        }
-        .map_err(|e| format!("{name}: {e:#?}"))?;
-        program.watch(key).map_err(|e| e.to_string())?;
-        let id = program.program_id(Framing::Ethernet).map_err(|e| e.to_string())?;
-        let info = aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .find(|info| info.id() == id)
-            .ok_or("program info")?;
-        println!(
-            "EBPF_PROG name={name} tag={:016x} xlated_bytes={} xlated_insns={} jited_bytes={}",
-            info.tag(),
-            info.size_translated().unwrap_or(0),
-            info.size_translated().unwrap_or(0) / 8,
-            info.size_jitted()
-        );
-        programs.push(program);
-    }
-    let order: Vec<usize> = (0..NAMES.len()).chain((0..NAMES.len()).rev()).collect();
-    println!(
-        "variants: {} cycles of {} rounds of {} s, {}-byte UDP payloads",
-        options.rounds,
-        order.len(),
-        options.seconds,
-        options.payload
-    );
-    // shares[program] = one share per cycle.
-    let mut shares = vec![Vec::new(); NAMES.len()];
-    let mut all_rates = vec![Vec::new(); NAMES.len()];
-    for cycle in 0..options.rounds {
-        let mut rates = vec![0.0f64; NAMES.len()];
-        for &index in &order {
-            programs[index].attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
-            let (sent, received) = round(&pair, &receiver, options.seconds, options.payload)?;
-            programs[index].detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
-            let rate = received as f64 / options.seconds as f64;
-            rates[index] += rate / 2.0;
-            all_rates[index].push(rate);
-            let drop = 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64;
-            println!(
-                "cycle {cycle:<3} {:<16} {sent:>10} {received:>10} {rate:>10.0} {drop:>6.2}",
-                NAMES[index]
-            );
-        }
-        for (index, rate) in rates.iter().enumerate() {
-            shares[index].push(100.0 * (rates[0] - rate) / rates[0]);
-        }
-    }
-    for (index, name) in NAMES.iter().enumerate() {
-        let s = &shares[index];
-        let n = s.len() as f64;
-        let mean = s.iter().sum::<f64>() / n;
-        let sd = (s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
-        let min = s.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let pps = all_rates[index].iter().sum::<f64>() / all_rates[index].len() as f64;
-        println!(
-            "EBPF_VARIANT name={name} mean_pps={pps:.0} share_pct={mean:.2} sd={sd:.2} min={min:.2} max={max:.2} cycles={}",
-            s.len()
-        );
-    }
-    let _stats = enable_run_time_stats().map_err(|e| format!("{e:#?}"))?;
-    let mut ns = vec![Vec::new(); NAMES.len()];
-    for &index in &order {
-        let program = &mut programs[index];
-        program.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
-        let before = program.run_stats().map_err(|e| e.to_string())?;
-        round(&pair, &receiver, options.seconds, options.payload)?;
-        let after = program.run_stats().map_err(|e| e.to_string())?;
-        program.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
-        ns[index].push(per_run_ns(before, after));
-    }
-    for (index, name) in NAMES.iter().enumerate() {
-        println!("EBPF_VARIANT_NS name={name} ns={:.1} {:.1}", ns[index][0], ns[index][1]);
-    }
-    let counted = programs[4].counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
-    println!("counter counted {counted} packets");
-    Ok(())
-}
-
 fn main() {
     let options = parse_options().unwrap_or_else(|err| {
         eprintln!("{err}");
@@ -549,7 +436,6 @@ fn main() {
         "run" => run(&options),
         "maps" => maps(&options),
         "ipvs" => ipvs(&options),
-        "variants" => variants(&options),
         other => Err(format!("unknown mode {other:?}\n{USAGE}")),
     };
     if let Err(err) = result {
