@@ -39,8 +39,8 @@
 //! same source as the last one needs no flow lookup, and an untagged IPv4 UDP datagram on an
 //! Ethernet link is counted by a short straight-line path (`fast.rs`) ahead of the general one.
 //!
-//! Two more programs are not TC programs: fentry programs that count who writes to the IPVS
-//! table (`writes.rs`), so that the daemon reads the table only when someone else changed it.
+//! One more program is not a TC program: a kprobe that counts who writes to the IPVS table
+//! (`writes.rs`), so that the daemon reads the table only when someone else changed it.
 #![no_std]
 #![no_main]
 

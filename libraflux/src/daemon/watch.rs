@@ -1,7 +1,7 @@
 //! Reading the table only when it may have changed. The interval reconcile exists to find and
 //! repair what someone else did to IPVS (drift); on a large node its read of the whole table is
-//! most of what the daemon does at rest. With the write watch (`observe::WriteWatch`, fentry
-//! programs where the kernel takes requests that change the table) the daemon knows whether anyone else
+//! most of what the daemon does at rest. With the write watch (`observe::WriteWatch`, a kprobe
+//! on the kernel's entry points for changes to the table) the daemon knows whether anyone else
 //! wrote since its last read, and skips the read when nobody did and what it wants is unchanged.
 //!
 //! The watch is trusted only while it is seen to work: at start it must count a write of the
@@ -58,13 +58,13 @@ impl TableWatch {
     /// Starts the watch (on the blocking pool: loading takes a while) and checks that it sees
     /// the daemon's own writes; without it the daemon reads every interval (said once, here).
     pub(super) async fn start(&mut self, ipvs: &mut IpvsClient, metrics: &Metrics) {
-        let family = ipvs.family_id();
-        match super::blocking(move || WriteWatch::start(family)).await {
+        match super::blocking(WriteWatch::start).await {
             Ok(watch) => self.watch = Some(watch),
             Err(err) => {
                 tracing::warn!(
-                    "the IPVS write watch cannot start ({}); the table is read every reconcile interval",
+                    "the IPVS write watch cannot start ({}){}; the table is read every reconcile interval",
                     super::observer::render(&err),
+                    paranoid_hint()
                 );
                 metrics.set_write_watch(false);
                 return;
@@ -209,6 +209,21 @@ impl Hasher for Bytes {
 
     fn finish(&self) -> u64 {
         unreachable!("only collects bytes")
+    }
+}
+
+/// Debian's kernels keep perf_event_open(2), which attaching a kprobe needs, to CAP_SYS_ADMIN
+/// while `kernel.perf_event_paranoid` is above 2 (Debian's default is 3); the unit grants
+/// CAP_PERFMON, which suffices at 2.
+fn paranoid_hint() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|text| text.trim().parse::<i32>())
+    {
+        Ok(Ok(level)) if level > 2 => format!(
+            "; kernel.perf_event_paranoid is {level}, which on Debian's kernels keeps kprobes to CAP_SYS_ADMIN: \
+             sysctl kernel.perf_event_paranoid=2 lets the unit's CAP_PERFMON attach them"
+        ),
+        _ => String::new(),
     }
 }
 

@@ -22,7 +22,7 @@ impl WatchMetrics {
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "libraflux_write_watch_attached",
-            "1 while the daemon counts every write to the IPVS table (eBPF) and reads the table on its \
+            "1 while the daemon counts every write to the IPVS table (a kprobe) and reads the table on its \
              interval only after someone else wrote; 0 while it reads the table every interval",
             self.attached.clone(),
         );

@@ -43,11 +43,9 @@ pub enum ObserveError {
     Cpus { path: &'static str, source: std::io::Error },
     #[error("enabling the kernel's run-time statistics for eBPF programs")]
     EnableStats(#[source] aya::sys::SyscallError),
-    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux), which fentry programs need")]
-    KernelBtf(#[source] aya::BtfError),
     #[error(
-        "attaching an fentry program to {function}{}",
-        if *present { "" } else { " (the kernel has no such function)" }
+        "attaching a kprobe to {function}{}",
+        if *present { "" } else { " (the kernel has no such function: is the ip_vs module loaded?)" }
     )]
     Probe { function: &'static str, present: bool, source: ProgramError },
     #[error("test-running program {name} (BPF_PROG_TEST_RUN)")]

@@ -407,22 +407,17 @@ fn the_daemon_run_as_its_unit_runs_it_does_all_it_is_asked() {
     lab.restore_refused(&daemon);
     lab.owners_of_the_files();
 
-    // Nothing along the way needed more than the unit grants, the IPVS write watch included: it
-    // attaches through bpf(2) alone (fentry), so Debian's perf_event_paranoid of 3, which keeps
-    // kprobes to CAP_SYS_ADMIN, does not turn it off (docs/observer.md).
+    // Nothing along the way needed more than the unit grants, but for one thing the unit does not
+    // grant on purpose: Debian's kernels keep kprobes to CAP_SYS_ADMIN above perf_event_paranoid 2
+    // (their default is 3), so the IPVS write watch is off there and the table is read every
+    // interval, as the warning says (docs/observer.md).
     let log = daemon.log();
     let paranoid: i32 =
         std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap().trim().parse().unwrap();
-    assert!(
-        paranoid > 2,
-        "perf_event_paranoid is {paranoid}, not Debian's default of 3: the test proves nothing"
-    );
-    assert!(log.contains("IPVS write watch attached"), "perf_event_paranoid {paranoid}:\n{log}");
-    for off in ["the IPVS write watch cannot start", "the IPVS write watch is not used"] {
-        assert!(!log.contains(off), "{log}");
-    }
+    let watch_refused = "the IPVS write watch cannot start (attaching a kprobe to ip_vs_genl_set_cmd";
+    assert_eq!(log.contains(watch_refused), paranoid > 2, "perf_event_paranoid {paranoid}:\n{log}");
     for refusal in ["Permission denied", "Operation not permitted", "os error 1)", "os error 13)"] {
-        let refused = log.lines().any(|line| line.contains(refusal));
+        let refused = log.lines().any(|line| line.contains(refusal) && !line.contains(watch_refused));
         assert!(!refused, "the daemon was refused something ({refusal}):\n{log}");
     }
     daemon.signal(libc::SIGTERM);
