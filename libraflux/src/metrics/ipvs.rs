@@ -110,12 +110,12 @@ impl MonotonicCounter {
     }
 }
 
-/// What one backend exports. The service label is formatted once, when the service is first
-/// seen, and shared by its backends; the backend label is formatted at scrape time, for exported
-/// backends only (at most `max_series` / [`SERIES_PER_BACKEND`] of them).
+/// What one backend exports, with its label values formatted once, when it is first seen (the
+/// service's shared by its backends).
 #[derive(Clone, Debug)]
 struct BackendSeries {
     service: Arc<str>,
+    backend: String,
     active: u32,
     inactive: u32,
     connections: MonotonicCounter,
@@ -126,9 +126,10 @@ struct BackendSeries {
 }
 
 impl BackendSeries {
-    fn new(service: Arc<str>) -> Self {
+    fn new(service: Arc<str>, backend: DestKey) -> Self {
         Self {
             service,
+            backend: backend.to_string(),
             active: 0,
             inactive: 0,
             connections: MonotonicCounter::default(),
@@ -212,7 +213,7 @@ impl IpvsCollector {
                             text
                         }
                     };
-                    BackendSeries::new(service)
+                    BackendSeries::new(service, *dest)
                 });
                 series.observe(destination);
             }
@@ -241,13 +242,16 @@ impl IpvsCollector {
         &self,
         encoder: &mut DescriptorEncoder<'_>,
         family: Family,
-        backends: &[(String, &BackendSeries)],
+        backends: &[&BackendSeries],
     ) -> Result<(), fmt::Error> {
         let mut metric =
             encoder.encode_descriptor(family.name(), family.help(), None, family.metric_type())?;
-        for (backend, series) in backends {
-            let labels =
-                [("node", self.node.as_str()), ("service", &*series.service), ("backend", backend.as_str())];
+        for series in backends {
+            let labels = [
+                ("node", self.node.as_str()),
+                ("service", &*series.service),
+                ("backend", series.backend.as_str()),
+            ];
             let value = series.counter(family);
             let sample = metric.encode_family(&labels)?;
             match family.metric_type() {
@@ -263,12 +267,7 @@ impl Collector for IpvsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let state = self.lock();
         let exported = self.exported_backends(state.backends.len()) as usize;
-        let backends: Vec<(String, &BackendSeries)> = state
-            .backends
-            .iter()
-            .take(exported)
-            .map(|((_, backend), series)| (backend.to_string(), series))
-            .collect();
+        let backends: Vec<&BackendSeries> = state.backends.values().take(exported).collect();
         if !backends.is_empty() {
             for family in FAMILIES {
                 self.encode_family(&mut encoder, family, &backends)?;
