@@ -9,10 +9,12 @@
 //! of which one held a connection or a persistence template at the last read (a timer ends
 //! those, without a packet). The others cannot have moved: IPVS counts every packet and
 //! connection of a destination in its service too. A whole read still happens every
-//! [`FULL_READ_EVERY`].
+//! [`FULL_READ_EVERY`]. The collector keeps only what the next collection compares with (each
+//! service's counters, and whether one of its destinations held anything), not the table: the
+//! metrics keep the backends of the services not read again as they were.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     future::Future,
     time::{Duration, Instant},
 };
@@ -24,7 +26,7 @@ use tokio::{
 
 use super::Metrics;
 use crate::{
-    ipvs::{Ipvs, IpvsError, ServiceStatus},
+    ipvs::{Ipvs, IpvsError, ServiceStatus, Stats64},
     model::ServiceKey,
 };
 
@@ -51,9 +53,9 @@ pub async fn collect_ipvs<I: Ipvs>(
         }
         let seen = *writes.borrow_and_update();
         match read(ipvs, last.as_ref(), seen).await {
-            Ok(collected) => {
-                metrics.set_ipvs_snapshot(&collected.services);
-                last = Some(collected);
+            Ok(Collected { services, kept, seen }) => {
+                metrics.update_ipvs_snapshot(&services, &kept);
+                last = Some(seen);
             }
             Err(err) => {
                 tracing::warn!("metrics: reading the IPVS table failed, keeping the last snapshot: {err}")
@@ -62,55 +64,84 @@ pub async fn collect_ipvs<I: Ipvs>(
     }
 }
 
-/// One collection: the table, the writes counted when it was read, and when every destination
-/// was last read.
+/// One collection: the services read, with the destinations of all but those in `kept`, whose
+/// destinations were not read again (the metrics keep them as they were); and what the next
+/// collection needs to know of this one.
 #[derive(Debug)]
 struct Collected {
     services: Vec<ServiceStatus>,
+    kept: BTreeSet<ServiceKey>,
+    seen: Seen,
+}
+
+/// What a collection found, all the next one compares with: each service's counters and whether
+/// one of its destinations held a connection or a persistence template; the writes counted when
+/// it read; and when every destination was last read.
+#[derive(Debug)]
+struct Seen {
+    services: BTreeMap<ServiceKey, ServiceSeen>,
     writes: Option<u64>,
     whole_at: Instant,
 }
 
+#[derive(Debug, PartialEq, Eq)]
+struct ServiceSeen {
+    stats: Stats64,
+    held: bool,
+}
+
+impl ServiceSeen {
+    fn of(status: &ServiceStatus) -> Self {
+        let held = status.destinations.values().any(|dest| {
+            dest.active_connections > 0 || dest.inactive_connections > 0 || dest.persistent_connections > 0
+        });
+        Self { stats: status.stats, held }
+    }
+}
+
 async fn read<I: Ipvs>(
     ipvs: &mut I,
-    last: Option<&Collected>,
+    last: Option<&Seen>,
     writes: Option<u64>,
 ) -> Result<Collected, IpvsError> {
     let unwritten = last.filter(|last| {
         writes.is_some() && last.writes == writes && last.whole_at.elapsed() < FULL_READ_EVERY
     });
     let Some(last) = unwritten else {
-        return Ok(Collected { services: ipvs.services().await?, writes, whole_at: Instant::now() });
+        let services = ipvs.services().await?;
+        let seen = services.iter().map(|status| (status.service.key, ServiceSeen::of(status))).collect();
+        let seen = Seen { services: seen, writes, whole_at: Instant::now() };
+        return Ok(Collected { services, kept: BTreeSet::new(), seen });
     };
-    let before: BTreeMap<ServiceKey, &ServiceStatus> =
-        last.services.iter().map(|status| (status.service.key, status)).collect();
     let mut services = ipvs.services_alone().await?;
     let stale: Vec<ServiceKey> = services
         .iter()
-        .filter(|now| before.get(&now.service.key).is_none_or(|then| may_read_differently(then, now)))
+        .filter(|now| last.services.get(&now.service.key).is_none_or(|then| may_read_differently(then, now)))
         .map(|now| now.service.key)
         .collect();
     let mut fresh: BTreeMap<ServiceKey, _> = ipvs.destinations_of(&stale).await?.into_iter().collect();
+    let (mut kept, mut seen) = (BTreeSet::new(), BTreeMap::new());
     for status in &mut services {
         let key = status.service.key;
-        let dests = match fresh.remove(&key) {
-            Some(dests) => dests,
-            None => {
-                before.get(&key).map(|then| then.destinations.values().cloned().collect()).unwrap_or_default()
-            }
-        };
-        dests.into_iter().for_each(|dest| status.insert_destination(dest));
+        if let Some(dests) = fresh.remove(&key) {
+            dests.into_iter().for_each(|dest| status.insert_destination(dest));
+            seen.insert(key, ServiceSeen::of(status));
+        } else if let Some(then) = last.services.get(&key) {
+            // Not read again: its destinations stay as last read, and so does what was seen of
+            // them.
+            kept.insert(key);
+            seen.insert(key, ServiceSeen { stats: status.stats, held: then.held });
+        }
+        // Neither (it went between the two reads, and a write will say so): the next collection
+        // reads it again.
     }
-    Ok(Collected { services, writes, whole_at: last.whole_at })
+    Ok(Collected { services, kept, seen: Seen { services: seen, writes, whole_at: last.whole_at } })
 }
 
 /// Whether a service's destinations may read differently than at the last read: its counters
 /// moved, or one of them held a connection or a persistence template.
-fn may_read_differently(then: &ServiceStatus, now: &ServiceStatus) -> bool {
-    then.stats != now.stats
-        || then.destinations.values().any(|dest| {
-            dest.active_connections > 0 || dest.inactive_connections > 0 || dest.persistent_connections > 0
-        })
+fn may_read_differently(then: &ServiceSeen, now: &ServiceStatus) -> bool {
+    then.stats != now.stats || then.held
 }
 
 #[cfg(test)]
@@ -184,34 +215,104 @@ mod tests {
     async fn without_a_watch_every_read_is_whole() {
         let (mut ipvs, _) = three_services();
         let first = super::read(&mut ipvs, None, None).await.unwrap();
-        let second = super::read(&mut ipvs, Some(&first), None).await.unwrap();
+        let second = super::read(&mut ipvs, Some(&first.seen), None).await.unwrap();
         assert_eq!(second.services, first.services);
+        assert!(second.kept.is_empty());
         assert_eq!((ipvs.reads().services, ipvs.reads().services_alone), (2, 0));
     }
 
+    /// The per-backend IPVS series of a scrape.
+    fn ipvs_series(metrics: &Metrics) -> Vec<String> {
+        let text = metrics.encode(Format::PrometheusText);
+        text.lines().filter(|line| line.starts_with("libraflux_ipvs_")).map(str::to_owned).collect()
+    }
+
     /// While nobody writes, only the destinations of a service whose counters moved, or that held
-    /// a connection, are read again; the rest are as read last time. A write reads everything.
+    /// a connection, are read again; the metrics keep the rest as they were, and say what a whole
+    /// read would. A write reads everything.
     #[tokio::test]
     async fn while_nobody_writes_only_what_may_have_moved_is_read_again() {
         let (mut ipvs, services) = three_services();
         let backend = |n: usize| *services[n].destinations.keys().next().unwrap();
         assert!(ipvs.set_connections(&services[2].key, &backend(2), 1, 0));
+        let (partly, wholly) = (Metrics::new("lb-a", 1000), Metrics::new("lb-a", 1000));
         let first = super::read(&mut ipvs, None, Some(7)).await.unwrap();
+        partly.update_ipvs_snapshot(&first.services, &first.kept);
         assert!(ipvs.count_packets(&services[0].key, &backend(0), 5));
-        let second = super::read(&mut ipvs, Some(&first), Some(7)).await.unwrap();
+        let second = super::read(&mut ipvs, Some(&first.seen), Some(7)).await.unwrap();
         let reads = ipvs.reads().clone();
         assert_eq!((reads.services, reads.services_alone), (1, 1));
         // Service 1 moved, service 3 held a connection; service 2 is as it was.
         assert_eq!(reads.destinations_of, vec![services[0].key, services[2].key]);
+        assert_eq!(second.kept, [services[1].key].into());
+        partly.update_ipvs_snapshot(&second.services, &second.kept);
         let whole = super::read(&mut ipvs, None, None).await.unwrap();
-        assert_eq!(second.services, whole.services, "the partial read is the table");
-        assert_eq!(second.services[0].destinations[&backend(0)].stats.packets_in, 5);
+        wholly.set_ipvs_snapshot(&whole.services);
+        assert_eq!(ipvs_series(&partly), ipvs_series(&wholly), "the partial read is the table");
+        let moved = r#"libraflux_ipvs_packets_in_total{node="lb-a",service="tcp:10.0.0.1:1",backend="10.0.1.1:80"} 5"#;
+        assert!(ipvs_series(&partly).iter().any(|line| line == moved), "{:?}", ipvs_series(&partly));
 
         // Someone wrote (the count moved): everything is read.
         assert!(ipvs.count_packets(&services[1].key, &backend(1), 2));
-        let third = super::read(&mut ipvs, Some(&second), Some(8)).await.unwrap();
+        let third = super::read(&mut ipvs, Some(&second.seen), Some(8)).await.unwrap();
         assert_eq!(ipvs.reads().services, 3);
+        assert!(third.kept.is_empty());
         assert_eq!(third.services[1].destinations[&backend(1)].stats.packets_in, 2);
+    }
+
+    /// Kept services keep their series; a service read again loses the backends it no longer
+    /// has; a service gone loses all of its series.
+    #[test]
+    fn an_update_keeps_what_was_not_read_and_forgets_what_is_gone() {
+        use crate::ipvs::{DestinationStatus, ServiceStatus};
+        let status = |service: &Service, backends: &[&Destination]| {
+            let mut status = ServiceStatus {
+                service: Service { destinations: BTreeMap::new(), ..service.clone() },
+                flags: 0,
+                persistence_engine: None,
+                stats: Default::default(),
+                destinations: BTreeMap::new(),
+            };
+            for backend in backends {
+                status.insert_destination(DestinationStatus {
+                    destination: **backend,
+                    active_connections: 1,
+                    inactive_connections: 0,
+                    persistent_connections: 0,
+                    stats: Default::default(),
+                });
+            }
+            status
+        };
+        let (_, services) = three_services();
+        let one = |n: usize| services[n].destinations.values().next().unwrap();
+        let extra = Destination { key: "10.0.2.1:80".parse().unwrap(), ..*one(0) };
+        let metrics = Metrics::new("lb-a", 1000);
+        metrics.set_ipvs_snapshot(&[
+            status(&services[0], &[one(0), &extra]),
+            status(&services[1], &[one(1)]),
+            status(&services[2], &[one(2)]),
+        ]);
+        let active = |metrics: &Metrics| -> Vec<String> {
+            ipvs_series(metrics)
+                .into_iter()
+                .filter(|line| line.starts_with("libraflux_ipvs_connections_active"))
+                .collect()
+        };
+        assert_eq!(active(&metrics).len(), 4);
+        // Service 1 read again without its extra backend, service 2 kept (read without its
+        // destinations), service 3 gone.
+        metrics.update_ipvs_snapshot(
+            &[status(&services[0], &[one(0)]), status(&services[1], &[])],
+            &[services[1].key].into(),
+        );
+        assert_eq!(
+            active(&metrics),
+            [
+                r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:10.0.0.1:1",backend="10.0.1.1:80"} 1"#,
+                r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:10.0.0.1:2",backend="10.0.1.2:80"} 1"#,
+            ]
+        );
     }
 
     #[tokio::test]
@@ -219,8 +320,8 @@ mod tests {
         use crate::ipvs::Ipvs as _;
         let (mut ipvs, _) = three_services();
         let mut status = ipvs.services().await.unwrap().remove(0);
-        assert!(!super::may_read_differently(&status, &status));
+        assert!(!super::may_read_differently(&super::ServiceSeen::of(&status), &status));
         status.destinations.values_mut().for_each(|dest| dest.persistent_connections = 1);
-        assert!(super::may_read_differently(&status, &status));
+        assert!(super::may_read_differently(&super::ServiceSeen::of(&status), &status));
     }
 }

@@ -13,9 +13,9 @@
 //! `libraflux_metrics_series_dropped`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use prometheus_client::{
@@ -110,10 +110,11 @@ impl MonotonicCounter {
     }
 }
 
-/// What one backend exports, with its label values formatted once per snapshot.
+/// What one backend exports, with its label values formatted once, when it is first seen (the
+/// service's shared by its backends).
 #[derive(Clone, Debug)]
 struct BackendSeries {
-    service: String,
+    service: Arc<str>,
     backend: String,
     active: u32,
     inactive: u32,
@@ -125,9 +126,9 @@ struct BackendSeries {
 }
 
 impl BackendSeries {
-    fn new(service: ServiceKey, backend: DestKey) -> Self {
+    fn new(service: Arc<str>, backend: DestKey) -> Self {
         Self {
-            service: service.to_string(),
+            service,
             backend: backend.to_string(),
             active: 0,
             inactive: 0,
@@ -186,19 +187,35 @@ impl IpvsCollector {
         }
     }
 
-    /// Replaces the cached table. Backends missing from `services` are forgotten: their series
-    /// go stale, and a backend that comes back later starts again from the kernel's value.
-    /// Returns the number of series dropped by the cardinality limit, before and now.
-    pub(super) fn set_snapshot(&self, services: &[ServiceStatus]) -> (u64, u64) {
+    /// Replaces the cached table with `services`, but for the backends of the services in `kept`,
+    /// which stay as they were (their counters were not read again: they cannot have moved).
+    /// Backends missing from `services` are forgotten: their series go stale, and a backend that
+    /// comes back later starts again from the kernel's value. Updated in place, so that a
+    /// collection that read little costs little. Returns the number of series dropped by the
+    /// cardinality limit, before and now.
+    pub(super) fn set_snapshot(&self, services: &[ServiceStatus], kept: &BTreeSet<ServiceKey>) -> (u64, u64) {
+        let read: BTreeMap<ServiceKey, &ServiceStatus> =
+            services.iter().map(|status| (status.service.key, status)).collect();
         let mut state = self.lock();
-        let mut previous = std::mem::take(&mut state.backends);
-        for service in services {
-            for (dest, status) in &service.destinations {
-                let key = (service.service.key, *dest);
-                let mut series =
-                    previous.remove(&key).unwrap_or_else(|| BackendSeries::new(service.service.key, *dest));
-                series.observe(status);
-                state.backends.insert(key, series);
+        state.backends.retain(|(service, backend), _| {
+            read.get(service)
+                .is_some_and(|status| kept.contains(service) || status.destinations.contains_key(backend))
+        });
+        let mut label: Option<(ServiceKey, Arc<str>)> = None;
+        for (key, status) in read.iter().filter(|(key, _)| !kept.contains(key)) {
+            for (dest, destination) in &status.destinations {
+                let series = state.backends.entry((*key, *dest)).or_insert_with(|| {
+                    let service = match &label {
+                        Some((labelled, text)) if labelled == key => Arc::clone(text),
+                        _ => {
+                            let text: Arc<str> = key.to_string().into();
+                            label = Some((*key, Arc::clone(&text)));
+                            text
+                        }
+                    };
+                    BackendSeries::new(service, *dest)
+                });
+                series.observe(destination);
             }
         }
         let exported = self.exported_backends(state.backends.len());
@@ -232,7 +249,7 @@ impl IpvsCollector {
         for series in backends {
             let labels = [
                 ("node", self.node.as_str()),
-                ("service", series.service.as_str()),
+                ("service", &*series.service),
                 ("backend", series.backend.as_str()),
             ];
             let value = series.counter(family);

@@ -6,6 +6,7 @@
 //! LibraFlux prints.
 
 use std::{
+    collections::BTreeSet,
     sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
     time::{Duration, Instant, SystemTime},
 };
@@ -281,8 +282,7 @@ impl Metrics {
     /// (ejections from 0), every other backend's go.
     pub fn set_circuits(&self, circuits: impl Iterator<Item = (ServiceKey, DestKey, bool)>) {
         let circuits: Vec<(ServiceKey, DestKey, bool)> = circuits.collect();
-        let known: std::collections::BTreeSet<(ServiceKey, DestKey)> =
-            circuits.iter().map(|(s, b, _)| (*s, *b)).collect();
+        let known: BTreeSet<(ServiceKey, DestKey)> = circuits.iter().map(|(s, b, _)| (*s, *b)).collect();
         let keep = |labels: &BackendLabels| known.contains(&(labels.service, labels.backend));
         self.circuit_open.retain(keep);
         self.circuit_ejections.retain(keep);
@@ -295,8 +295,7 @@ impl Metrics {
     /// Every drain the daemon keeps, and whether it still runs: their series are set, every other
     /// backend's go.
     pub fn set_drains(&self, drains: &[(ServiceKey, DestKey, bool)]) {
-        let known: std::collections::BTreeSet<(ServiceKey, DestKey)> =
-            drains.iter().map(|(s, b, _)| (*s, *b)).collect();
+        let known: BTreeSet<(ServiceKey, DestKey)> = drains.iter().map(|(s, b, _)| (*s, *b)).collect();
         self.backend_draining.retain(|labels| known.contains(&(labels.service, labels.backend)));
         for (service, backend, running) in drains {
             self.backend_draining.with(BackendLabels { service: *service, backend: *backend }, |gauge| {
@@ -349,8 +348,14 @@ impl Metrics {
 
     /// Caches the IPVS table read by the collection task; scrapes encode this copy.
     pub fn set_ipvs_snapshot(&self, services: &[ServiceStatus]) {
+        self.update_ipvs_snapshot(services, &BTreeSet::new());
+    }
+
+    /// The table as read, but for the backends of the services in `kept`, which were not read
+    /// again and stay as the last snapshot had them.
+    pub fn update_ipvs_snapshot(&self, services: &[ServiceStatus], kept: &BTreeSet<ServiceKey>) {
         // Logged when the number changes, not on every collection.
-        match self.ipvs.set_snapshot(services) {
+        match self.ipvs.set_snapshot(services, kept) {
             (before, now) if now == before => {}
             (_, 0) => tracing::info!("metrics.max_series: every per-backend IPVS series is exported again"),
             (_, dropped) => tracing::warn!(
