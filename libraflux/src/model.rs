@@ -215,7 +215,7 @@ impl fmt::Display for Forwarding {
 }
 
 /// A virtual service as IPVS holds it, with its destinations ordered by key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Service {
     pub key: ServiceKey,
     /// Scheduler name as the kernel knows it (`rr`, `wrr`, `mh`, ...).
@@ -228,7 +228,7 @@ pub struct Service {
 }
 
 /// A destination (backend) of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Destination {
     pub key: DestKey,
     pub weight: u32,

@@ -11,7 +11,10 @@
 //! whatever the watch says. The count of writes goes to the statistics collector too, which
 //! reads only what may have changed while nobody writes (`metrics::collect_ipvs`).
 
-use std::time::{Duration, Instant};
+use std::{
+    hash::{BuildHasher as _, DefaultHasher, Hash as _, Hasher, RandomState},
+    time::{Duration, Instant},
+};
 
 use crate::{
     config::DesiredState,
@@ -31,14 +34,16 @@ pub const FULL_READ_EVERY: Duration = Duration::from_secs(15 * 60);
 pub(super) struct TableWatch {
     watch: Option<WriteWatch>,
     verified: Option<Verified>,
+    fingerprints: Fingerprints,
     /// Every write counted (ours and others'), for the collector; `None` without a watch.
     writes: tokio::sync::watch::Sender<Option<u64>>,
 }
 
-/// A table that held what `desired` asks for, read when others had written `others` times.
+/// A table that held what the desired state of fingerprint `desired` asks for, read when others
+/// had written `others` times.
 #[derive(Debug)]
 struct Verified {
-    desired: DesiredState,
+    desired: Fingerprint,
     leaving: Leaving,
     others: u64,
     at: Instant,
@@ -47,7 +52,7 @@ struct Verified {
 impl TableWatch {
     /// No watch yet: every interval reads the table.
     pub(super) fn new(writes: tokio::sync::watch::Sender<Option<u64>>) -> Self {
-        Self { watch: None, verified: None, writes }
+        Self { watch: None, verified: None, fingerprints: Fingerprints::new(), writes }
     }
 
     /// Starts the watch (on the blocking pool: loading takes a while) and checks that it sees
@@ -94,7 +99,7 @@ impl TableWatch {
         let verified = self.verified.as_ref()?;
         let unchanged = verified.others == writes.others
             && verified.at.elapsed() < FULL_READ_EVERY
-            && verified.desired == *desired;
+            && verified.desired == self.fingerprints.of(desired);
         unchanged.then(|| verified.leaving.clone())
     }
 
@@ -128,7 +133,7 @@ impl TableWatch {
             matches!(turn.outcome, Outcome::NoChanges | Outcome::Applied { .. }) && turn.rest.is_none();
         if complete {
             self.verified = Some(Verified {
-                desired: desired.clone(),
+                desired: self.fingerprints.of(desired),
                 leaving: turn.leaving.clone(),
                 others: before.others,
                 at: Instant::now(),
@@ -159,6 +164,41 @@ impl TableWatch {
     }
 }
 
+/// 128 bits that tell desired states apart: two SipHash hashes of the whole state, each keyed at
+/// random by this process (so nobody outside it can make two states collide). Kept instead of a
+/// copy of the state, which is 8 MiB at 100,000 backends; two different states share a
+/// fingerprint with a chance of about 2^-128.
+type Fingerprint = [u64; 2];
+
+#[derive(Debug)]
+struct Fingerprints([RandomState; 2]);
+
+impl Fingerprints {
+    fn new() -> Self {
+        Self([RandomState::new(), RandomState::new()])
+    }
+
+    fn of(&self, desired: &DesiredState) -> Fingerprint {
+        let mut both = Both(self.0[0].build_hasher(), self.0[1].build_hasher());
+        desired.hash(&mut both);
+        [both.0.finish(), both.1.finish()]
+    }
+}
+
+/// Feeds one walk of the state to both hashers.
+struct Both(DefaultHasher, DefaultHasher);
+
+impl Hasher for Both {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+        self.1.write(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish() ^ self.1.finish()
+    }
+}
+
 /// Debian's kernels keep perf_event_open(2), which attaching a kprobe needs, to CAP_SYS_ADMIN
 /// while `kernel.perf_event_paranoid` is above 2 (Debian's default is 3); the unit grants
 /// CAP_PERFMON, which suffices at 2.
@@ -171,5 +211,43 @@ fn paranoid_hint() -> String {
              sysctl kernel.perf_event_paranoid=2 lets the unit's CAP_PERFMON attach them"
         ),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fingerprints;
+    use crate::{
+        config::DesiredState,
+        model::{Destination, Forwarding, Service},
+    };
+
+    fn desired(weights: &[u32]) -> DesiredState {
+        let service = Service::new("tcp:10.0.0.1:80".parse().unwrap(), "wrr").with_destinations(
+            weights.iter().enumerate().map(|(n, weight)| {
+                Destination::new(format!("10.0.1.{}:80", n + 1).parse().unwrap(), *weight, Forwarding::Nat)
+            }),
+        );
+        DesiredState::from([(service.key, service)])
+    }
+
+    #[test]
+    fn a_fingerprint_tells_desired_states_apart() {
+        let fingerprints = Fingerprints::new();
+        let base = fingerprints.of(&desired(&[1, 2]));
+        assert_eq!(fingerprints.of(&desired(&[1, 2])), base, "the same state");
+        for other in
+            [desired(&[1, 3]), desired(&[2, 1]), desired(&[1]), desired(&[1, 2, 0]), DesiredState::new()]
+        {
+            assert_ne!(fingerprints.of(&other), base, "{other:?}");
+        }
+        let mut scheduler = desired(&[1, 2]);
+        scheduler.values_mut().for_each(|service| service.scheduler = "rr".to_owned());
+        assert_ne!(fingerprints.of(&scheduler), base);
+        let mut forwarding = desired(&[1, 2]);
+        forwarding.values_mut().flat_map(|service| service.destinations.values_mut()).for_each(|dest| {
+            dest.forwarding = Forwarding::Dr;
+        });
+        assert_ne!(fingerprints.of(&forwarding), base);
     }
 }

@@ -110,12 +110,12 @@ impl MonotonicCounter {
     }
 }
 
-/// What one backend exports, with its label values formatted once, when it is first seen (the
-/// service's shared by its backends).
+/// What one backend exports. The service label is formatted once, when the service is first
+/// seen, and shared by its backends; the backend label is formatted at scrape time, for exported
+/// backends only (at most `max_series` / [`SERIES_PER_BACKEND`] of them).
 #[derive(Clone, Debug)]
 struct BackendSeries {
     service: Arc<str>,
-    backend: String,
     active: u32,
     inactive: u32,
     connections: MonotonicCounter,
@@ -126,10 +126,9 @@ struct BackendSeries {
 }
 
 impl BackendSeries {
-    fn new(service: Arc<str>, backend: DestKey) -> Self {
+    fn new(service: Arc<str>) -> Self {
         Self {
             service,
-            backend: backend.to_string(),
             active: 0,
             inactive: 0,
             connections: MonotonicCounter::default(),
@@ -213,7 +212,7 @@ impl IpvsCollector {
                             text
                         }
                     };
-                    BackendSeries::new(service, *dest)
+                    BackendSeries::new(service)
                 });
                 series.observe(destination);
             }
@@ -242,16 +241,13 @@ impl IpvsCollector {
         &self,
         encoder: &mut DescriptorEncoder<'_>,
         family: Family,
-        backends: &[&BackendSeries],
+        backends: &[(String, &BackendSeries)],
     ) -> Result<(), fmt::Error> {
         let mut metric =
             encoder.encode_descriptor(family.name(), family.help(), None, family.metric_type())?;
-        for series in backends {
-            let labels = [
-                ("node", self.node.as_str()),
-                ("service", &*series.service),
-                ("backend", series.backend.as_str()),
-            ];
+        for (backend, series) in backends {
+            let labels =
+                [("node", self.node.as_str()), ("service", &*series.service), ("backend", backend.as_str())];
             let value = series.counter(family);
             let sample = metric.encode_family(&labels)?;
             match family.metric_type() {
@@ -267,7 +263,12 @@ impl Collector for IpvsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let state = self.lock();
         let exported = self.exported_backends(state.backends.len()) as usize;
-        let backends: Vec<&BackendSeries> = state.backends.values().take(exported).collect();
+        let backends: Vec<(String, &BackendSeries)> = state
+            .backends
+            .iter()
+            .take(exported)
+            .map(|((_, backend), series)| (backend.to_string(), series))
+            .collect();
         if !backends.is_empty() {
             for family in FAMILIES {
                 self.encode_family(&mut encoder, family, &backends)?;
