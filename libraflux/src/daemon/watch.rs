@@ -12,7 +12,7 @@
 //! reads only what may have changed while nobody writes (`metrics::collect_ipvs`).
 
 use std::{
-    hash::{BuildHasher as _, DefaultHasher, Hash as _, Hasher, RandomState},
+    hash::{BuildHasher as _, Hash as _, Hasher, RandomState},
     time::{Duration, Instant},
 };
 
@@ -164,10 +164,10 @@ impl TableWatch {
     }
 }
 
-/// 128 bits that tell desired states apart: two SipHash hashes of the whole state, each keyed at
-/// random by this process (so nobody outside it can make two states collide). Kept instead of a
-/// copy of the state, which is 8 MiB at 100,000 backends; two different states share a
-/// fingerprint with a chance of about 2^-128.
+/// 128 bits that tell desired states apart: two SipHash hashes of the whole state, keyed at
+/// random by this process (std's `RandomState`, so nobody outside it can make two states
+/// collide). Kept instead of a copy of the state, which is 8 MiB at 100,000 backends; two
+/// different states share a fingerprint with a chance of about 2^-128.
 type Fingerprint = [u64; 2];
 
 #[derive(Debug)]
@@ -178,24 +178,37 @@ impl Fingerprints {
         Self([RandomState::new(), RandomState::new()])
     }
 
+    /// Each service is written out first (its derived `Hash`, which is unambiguous: lengths
+    /// before contents) and hashed in one piece: a hasher call per field would cost several
+    /// times more on a large table.
     fn of(&self, desired: &DesiredState) -> Fingerprint {
-        let mut both = Both(self.0[0].build_hasher(), self.0[1].build_hasher());
-        desired.hash(&mut both);
-        [both.0.finish(), both.1.finish()]
+        let mut hashers = self.0.each_ref().map(RandomState::build_hasher);
+        let mut service_bytes = Bytes(Vec::with_capacity(1024));
+        for hasher in &mut hashers {
+            hasher.write_usize(desired.len());
+        }
+        for service in desired.values() {
+            service_bytes.0.clear();
+            service.hash(&mut service_bytes);
+            for hasher in &mut hashers {
+                hasher.write_usize(service_bytes.0.len());
+                hasher.write(&service_bytes.0);
+            }
+        }
+        hashers.map(|hasher| hasher.finish())
     }
 }
 
-/// Feeds one walk of the state to both hashers.
-struct Both(DefaultHasher, DefaultHasher);
+/// Collects what a value's `Hash` writes.
+struct Bytes(Vec<u8>);
 
-impl Hasher for Both {
+impl Hasher for Bytes {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-        self.1.write(bytes);
+        self.0.extend_from_slice(bytes);
     }
 
     fn finish(&self) -> u64 {
-        self.0.finish() ^ self.1.finish()
+        unreachable!("only collects bytes")
     }
 }
 
