@@ -47,30 +47,39 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     // SAFETY: a per-CPU map value: only this CPU uses it while the program runs, and nothing
     // else here borrows it.
     let entry = unsafe { &mut *entry };
-    let now = packet_time(entry);
-    let new_flow = if proto == IPPROTO_TCP {
-        let attempt = is_connection_attempt(ctx, l4)?;
-        if attempt && entry.track_syn_timeouts == 1 {
-            connect::syn_v4(ctx, L2, l4.offset(), dest)?;
-        }
-        attempt
-    } else {
+    if proto == IPPROTO_UDP {
         // Read only here: most packets are not to a watched UDP destination.
         let src_addr: [u8; 4] = headers.read(ctx, L2 + IPV4_SRC)?;
-        let src_port = l4.port(ctx, L4_SRC_PORT)?;
-        let [a, b, c, d, ..] = entry.last_src_addr;
-        if entry.last_src_valid == 1 && [a, b, c, d] == src_addr && entry.last_src_port == src_port {
-            false
-        } else {
-            let flow = Flow4 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
-            let slot = recent_flow_slot(flow.src_addr, flow.src_port);
-            let new = first_sighting(&UDP_RECENT_V4, &UDP_FLOWS_V4, slot, &flow, now);
-            remember_source(entry, ipv4_bytes(src_addr), src_port);
-            new
-        }
+        udp_v4(ctx, entry, dest, src_addr, l4.port(ctx, L4_SRC_PORT)?);
+        return Ok(());
+    }
+    packet_time(entry);
+    let attempt = is_connection_attempt(ctx, l4)?;
+    if attempt && entry.track_syn_timeouts == 1 {
+        connect::syn_v4(ctx, L2, l4.offset(), dest)?;
+    }
+    record(ctx, entry, attempt);
+    Ok(())
+}
+
+/// Counts an IPv4 UDP datagram from `src_addr:src_port` to the watched destination `dest`,
+/// whose entry on this CPU is `entry`. A new flow unless it comes from the entry's last source
+/// or the flow tables know it.
+#[inline(always)]
+pub(crate) fn udp_v4(ctx: &TcContext, entry: &mut DestEntry, dest: Dest4, src_addr: [u8; 4], src_port: u16) {
+    let now = packet_time(entry);
+    let [a, b, c, d, ..] = entry.last_src_addr;
+    let new_flow = if entry.last_src_valid == 1 && [a, b, c, d] == src_addr && entry.last_src_port == src_port
+    {
+        false
+    } else {
+        let flow = Flow4 { src_addr, dst_addr: dest.addr, src_port, dst_port: dest.port };
+        let slot = recent_flow_slot(flow.src_addr, flow.src_port);
+        let new = first_sighting(&UDP_RECENT_V4, &UDP_FLOWS_V4, slot, &flow, now);
+        remember_source(entry, ipv4_bytes(src_addr), src_port);
+        new
     };
     record(ctx, entry, new_flow);
-    Ok(())
 }
 
 /// Counts an IPv6 TCP or UDP packet (without extension headers) to a watched destination.

@@ -35,8 +35,9 @@
 //! Every packet on the interface runs this program, so its cost is kept down (docs/benchmarks.md
 //! measures it): header fields are read straight from the packet when they are in the linear
 //! area, each family has its own maps so an IPv4 lookup hashes an 8- or 12-byte key, the time
-//! comes from the kernel's coarse clock and is read once per tick, and a UDP datagram from the
-//! same source as the last one needs no flow lookup.
+//! comes from the kernel's coarse clock and is read once per tick, a UDP datagram from the
+//! same source as the last one needs no flow lookup, and an untagged IPv4 UDP datagram on an
+//! Ethernet link is counted by a short straight-line path (`fast.rs`) ahead of the general one.
 //!
 //! One more program is not a TC program: a kprobe that counts who writes to the IPVS table
 //! (`writes.rs`), so that the daemon reads the table only when someone else changed it.
@@ -45,6 +46,7 @@
 
 mod connect;
 mod count;
+mod fast;
 mod headers;
 mod icmp;
 mod shield;
@@ -152,9 +154,15 @@ const DROP: i32 = TC_ACT_SHOT;
 /// inlines only while it is small; once the body outgrew its threshold every packet paid a
 /// BPF-to-BPF call (about 10 ns in `ebpf-bench run`, docs/benchmarks.md). Hence
 /// `inline(always)`, which the macro keeps on the inner function.
+///
+/// The commonest packet takes the straight-line path first ([`fast::ethernet_ipv4_udp`]); any
+/// other costs that path's bounds check and first few loads (docs/benchmarks.md).
 #[classifier]
 #[inline(always)]
 pub fn libraflux_count(ctx: TcContext) -> i32 {
+    if fast::ethernet_ipv4_udp(&ctx) {
+        return VERDICT;
+    }
     verdict(&ctx, try_ethernet(&ctx))
 }
 

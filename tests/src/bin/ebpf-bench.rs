@@ -38,7 +38,7 @@ use libraflux_tests::{
     frames::{self, TCP_ACK, TCP_SYN, arp, frame, tcp, udp},
 };
 
-const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] | run [--repeat N] | maps [--destinations N] [--iterations K] \
+const USAGE: &str = "usage: ebpf-bench pps [--rounds R] [--seconds S] [--payload BYTES] [--pin 1] | run [--repeat N] | maps [--destinations N] [--iterations K] \
                      | ipvs [--services N] [--iterations K]";
 const PORT: u16 = 9000;
 const PAYLOAD: [u8; 18] = *b"libraflux-bench-18";
@@ -53,13 +53,23 @@ struct Options {
     iterations: u32,
     /// pps: UDP payload bytes.
     payload: usize,
+    /// pps: the sender on CPU 0 and the receiver on CPU 1 (`--pin 1`), instead of where the
+    /// scheduler puts them.
+    pin: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or(USAGE)?;
-    let mut options =
-        Options { mode, rounds: 6, seconds: 5, count: 10_000, iterations: 10, payload: PAYLOAD.len() };
+    let mut options = Options {
+        mode,
+        rounds: 6,
+        seconds: 5,
+        count: 10_000,
+        iterations: 10,
+        payload: PAYLOAD.len(),
+        pin: false,
+    };
     while let Some(arg) = args.next() {
         let text = args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
         let number = text.parse::<u32>().map_err(|_| format!("{arg}: {text:?} is not a number"))?;
@@ -70,6 +80,7 @@ fn parse_options() -> Result<Options, String> {
             "--iterations" => options.iterations = number.clamp(1, 1000),
             "--repeat" => options.count = number.clamp(1, 100_000_000),
             "--payload" => options.payload = number.clamp(1, MAX_PAYLOAD) as usize,
+            "--pin" => options.pin = number != 0,
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}")),
         }
     }
@@ -86,17 +97,39 @@ fn enter(netns: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One round: the sender floods for `seconds`; returns (sent, received).
+/// Binds the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> Result<(), String> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; sched_setaffinity
+    // with pid 0 changes only the calling thread and reads `set`.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(format!("sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// One round: the sender floods for `seconds`; returns (sent, received). With `pin`, the
+/// sender runs on CPU 0 and the receiver on CPU 1: left to the scheduler on a host with other
+/// busy processes, both sometimes share one CPU, which made single rounds differ by up to 20 %
+/// (docs/benchmarks.md, issue 22 item 2).
 fn round(
     pair: &VethPair,
     receiver: &Arc<UdpSocket>,
     seconds: u64,
     payload: usize,
+    pin: bool,
 ) -> Result<(u64, u64), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let counting = {
         let (receiver, stop) = (Arc::clone(receiver), Arc::clone(&stop));
         std::thread::spawn(move || {
+            if pin {
+                pin_to(1)?;
+            }
             let mut buf = [0u8; 2048];
             let mut received = 0u64;
             // Reads until the sender has stopped and the socket has been quiet for 200 ms.
@@ -107,11 +140,14 @@ fn round(
                     Err(_) => {}
                 }
             }
-            received
+            Ok::<_, String>(received)
         })
     };
     let datagram: Vec<u8> = PAYLOAD.iter().copied().cycle().take(payload).collect();
     let sender = pair.left.spawn(move || {
+        if pin {
+            pin_to(0)?;
+        }
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
         socket.connect((VethPair::RIGHT_V4, PORT)).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -129,7 +165,7 @@ fn round(
     let sent = sender.join().map_err(|_| "sender panicked")??;
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
-    let received = counting.join().map_err(|_| "receiver panicked")?;
+    let received = counting.join().map_err(|_| "receiver panicked")??;
     Ok((sent, received))
 }
 
@@ -186,12 +222,13 @@ fn pps(options: &Options) -> Result<(), String> {
     counter.watch(key).map_err(|e| e.to_string())?;
     let mut reference = FlowCounter::load_reference().map_err(|e| format!("{e:#?}"))?;
     println!(
-        "pps: {} rounds of {} s, {}-byte UDP payloads, veth {} -> {}",
+        "pps: {} rounds of {} s, {}-byte UDP payloads, veth {} -> {}{}",
         options.rounds * 3,
         options.seconds,
         options.payload,
         VethPair::LEFT_IF,
-        VethPair::RIGHT_IF
+        VethPair::RIGHT_IF,
+        if options.pin { ", sender on CPU 0, receiver on CPU 1" } else { "" }
     );
     println!(
         "{:<6} {:<9} {:>12} {:>12} {:>12} {:>8}",
@@ -212,7 +249,7 @@ fn pps(options: &Options) -> Result<(), String> {
             program.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
         }
         let before = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
-        let (sent, received) = round(&pair, &receiver, options.seconds, options.payload)?;
+        let (sent, received) = round(&pair, &receiver, options.seconds, options.payload, options.pin)?;
         let after = counter.counters().map_err(|e| e.to_string())?.get(&key).map_or(0, |c| c.packets);
         if state == Attached::Counter {
             counted_total += after - before;
@@ -252,7 +289,7 @@ fn pps(options: &Options) -> Result<(), String> {
     let timed = |program: &mut FlowCounter| -> Result<f64, String> {
         program.attach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| format!("{e:#?}"))?;
         let before = program.run_stats().map_err(|e| e.to_string())?;
-        round(&pair, &receiver, options.seconds, options.payload)?;
+        round(&pair, &receiver, options.seconds, options.payload, options.pin)?;
         let after = program.run_stats().map_err(|e| e.to_string())?;
         program.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
         Ok(per_run_ns(before, after))
