@@ -200,19 +200,12 @@ impl IpvsCollector {
             read.get(service)
                 .is_some_and(|status| kept.contains(service) || status.destinations.contains_key(backend))
         });
-        let mut label: Option<(ServiceKey, Arc<str>)> = None;
         for (key, status) in read.iter().filter(|(key, _)| !kept.contains(key)) {
+            // Formatted only if one of its backends is new, and then once for all of them.
+            let mut label: Option<Arc<str>> = None;
             for (dest, destination) in &status.destinations {
                 let series = state.backends.entry((*key, *dest)).or_insert_with(|| {
-                    let service = match &label {
-                        Some((labelled, text)) if labelled == key => Arc::clone(text),
-                        _ => {
-                            let text: Arc<str> = key.to_string().into();
-                            label = Some((*key, Arc::clone(&text)));
-                            text
-                        }
-                    };
-                    BackendSeries::new(service)
+                    BackendSeries::new(Arc::clone(label.get_or_insert_with(|| key.to_string().into())))
                 });
                 series.observe(destination);
             }
