@@ -110,7 +110,11 @@ fn vm(kernels: &[String], test_args: &[String]) -> anyhow::Result<()> {
         let binary = shell_quote(&binary.to_string_lossy());
         let extra: Vec<String> = test_args.iter().map(|arg| shell_quote(arg)).collect();
         let extra = extra.join(" ");
-        script.push_str(&format!("echo \"==> {binary}\"\n{binary} --test-threads=1 {extra} || failed=1\n"));
+        // --report-time (unstable in libtest, enabled by RUSTC_BOOTSTRAP) puts each test's duration
+        // in the log, so a run that nears the VM's time limit shows which tests took the time.
+        script.push_str(&format!(
+            "echo \"==> {binary}\"\nRUSTC_BOOTSTRAP=1 {binary} --test-threads=1 -Z unstable-options --report-time {extra} || failed=1\n"
+        ));
     }
     script.push_str("exit $failed\n");
     let label = |series: Series| (kernels.len() > 1).then(|| format!("[{}] ", series.name));

@@ -14,6 +14,7 @@ mod control;
 mod drains;
 mod etcd;
 mod health_events;
+mod loading;
 mod observer;
 mod persist;
 pub mod reconcile;
@@ -193,10 +194,12 @@ pub async fn run(mut options: Options, config: Config, mut ipvs: IpvsClient) -> 
     let (etcd_reports, mut from_etcd) = tokio::sync::mpsc::channel(4);
     let etcd_started = options.etcd.take();
     let announcing = announce::Announcing::start(config.announce.as_ref()).await;
+    let (loader, mut loads) = loading::channel();
+    let observer = Observer::start(&config, loader.clone()).await;
     let mut daemon = Daemon {
         options,
         background,
-        observer: Observer::start(&config),
+        observer,
         drain_writer: persist::DrainWriter::drains(drains),
         canary_writer: persist::CanaryWriter::canaries(canary_store),
         canaries,
@@ -241,9 +244,9 @@ pub async fn run(mut options: Options, config: Config, mut ipvs: IpvsClient) -> 
     // Ready either way: a daemon whose first reconcile failed still serves health checks, drains
     // and metrics, and retries every interval; systemd's status line says it is degraded.
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&daemon.status_line())]);
-    // After READY: loading eBPF takes seconds on a slow machine, and until the watch works every
-    // interval reads the table, as without it.
-    daemon.table_watch.start(&mut daemon.ipvs, &daemon.metrics).await;
+    // After READY, and the loop goes on while it loads (seconds on a slow machine): until the
+    // watch works every interval reads the table, as without it.
+    daemon.table_watch.start(&loader);
     tracing::info!(
         services = daemon.config.desired.len(),
         interval = ?daemon.options.reconcile_interval,
@@ -281,6 +284,7 @@ pub async fn run(mut options: Options, config: Config, mut ipvs: IpvsClient) -> 
             Some(incoming) = replicated.recv() => daemon.replicated(incoming).await,
             Some(report) = from_etcd.recv() => daemon.etcd_report(report).await,
             Some(event) = health_events.recv() => daemon.health_event(event),
+            Some(loaded) = loads.recv() => daemon.loaded(loaded).await,
             () = sleep_until(daemon.health_due), if daemon.health_due.is_some() => {
                 daemon.reconcile(Trigger::HealthChange).await;
             }
@@ -342,11 +346,13 @@ impl Daemon {
     async fn reconcile(&mut self, trigger: Trigger) {
         let started = Instant::now();
         // This reconcile reads the health as it is now: transitions waiting to be coalesced are in.
-        self.health_due = None;
-        // The interval's run while a larger plan is under way is that plan's next turn, not drift.
+        let health_waiting = self.health_due.take().is_some();
+        // The interval's run while a larger plan is under way is that plan's next turn, not drift;
+        // one that takes in waiting health transitions makes their changes, not drift's either.
         let continued = self.continue_with.take();
         let trigger = match continued {
             Some(continued) if trigger == Trigger::Interval => continued,
+            _ if trigger == Trigger::Interval && health_waiting => Trigger::HealthChange,
             _ => trigger,
         };
         let pending = self.pending.take().filter(|_| continued == Some(trigger));
@@ -356,9 +362,7 @@ impl Daemon {
         self.canary_weights = crate::canary::apply_to(&mut desired, &self.canaries);
         self.set_fail_open(fail_open);
         let serving = self.weigh_vips(&desired, &self.fail_open, &health);
-        if self.observer.retry_if_due(&self.config) {
-            self.metrics.set_ebpf_attached(true);
-        }
+        self.observer.retry_if_due(&self.config);
         self.observer.sync(&self.config);
         let config = &self.config;
         let shield = self.observer.refusal_shield();
@@ -460,6 +464,19 @@ impl Daemon {
     /// the services that fail open, and the health it was made from. Drains first, then health:
     /// a service whose drains and unhealthy backends leave nothing serving fails open rather than
     /// going dark.
+    /// What a load on the blocking pool gave (`loading`).
+    async fn loaded(&mut self, loaded: loading::Loaded) {
+        match loaded {
+            loading::Loaded::Observer(result) => {
+                self.observer.loaded(result, &self.config);
+                self.metrics.set_ebpf_attached(self.observer.attached());
+            }
+            loading::Loaded::WriteWatch(result) => {
+                self.table_watch.loaded(result, &mut self.ipvs, &self.metrics).await;
+            }
+        }
+    }
+
     fn effective(&self) -> (config::DesiredState, Vec<health::FailOpen>, health::HealthTable) {
         let mut drained = self.config.desired.clone();
         drain::apply_to(&mut drained, &self.drain_entries);

@@ -12,6 +12,10 @@
 //! Both also count how connection attempts to the NAT backends end (docs/observer.md,
 //! "Connection outcomes"): the ingress counter sees the backends' replies, the egress one the
 //! SYNs to them; [`Observer::connect_outcomes`] sums the two.
+//!
+//! Loading happens on the blocking pool (`loading`): the daemon waits for it at start, before it
+//! says it is ready, but not after: a retry or a start after a reload comes back to the loop when
+//! it is done.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +24,7 @@ use std::{
 
 use serde_json::{Value, json};
 
+use super::loading::{Loaded, Loader};
 use crate::{
     config::Config,
     model::{Forwarding, Service, ServiceKey},
@@ -43,10 +48,14 @@ pub struct Observer {
     counters: Option<Counters>,
     /// When a failed start is tried again, and the wait after that.
     retry: Option<(Instant, Duration)>,
+    /// A load under way on the blocking pool, and the wait before the next try if it fails.
+    loading: Option<Duration>,
+    loader: Loader,
 }
 
+/// Both counters, loaded and attached.
 #[derive(Debug)]
-struct Counters {
+pub(super) struct Counters {
     /// At ingress of every `node.interface`, watching the VIPs.
     vips: FlowCounter,
     /// At egress of every `node.interface`, watching the NAT backends.
@@ -56,22 +65,51 @@ struct Counters {
 }
 
 impl Observer {
-    /// Loads and attaches both counters to every `node.interface`. When that fails, the daemon
-    /// goes on without them and [`Observer::retry_if_due`] tries again, with backoff.
-    pub fn start(config: &Config) -> Self {
-        let mut observer = Self { counters: None, retry: None };
-        observer.try_start(config, RETRY_FIRST);
+    /// Loads and attaches both counters to every `node.interface`, on the blocking pool; the
+    /// daemon's other tasks go on meanwhile. When that fails, the daemon goes on without them and
+    /// [`Observer::retry_if_due`] tries again, with backoff.
+    pub async fn start(config: &Config, loader: Loader) -> Self {
+        let mut observer = Self { counters: None, retry: None, loading: None, loader };
+        if config.node.interfaces.is_empty() {
+            tracing::info!("no node.interface configured: the eBPF observer is off");
+            return observer;
+        }
+        let request = Request::of(config);
+        observer.loading = Some(RETRY_FIRST);
+        let loaded = super::blocking(move || attach(request)).await;
+        observer.loaded(loaded, config);
         observer
     }
 
+    /// Starts a load on the blocking pool, unless one is under way or no interface is configured;
+    /// [`Observer::loaded`] takes its result.
     fn try_start(&mut self, config: &Config, backoff: Duration) {
         self.retry = None;
+        if self.loading.is_some() {
+            return;
+        }
         if config.node.interfaces.is_empty() {
             tracing::info!("no node.interface configured: the eBPF observer is off");
             return;
         }
-        match attach(config) {
-            Ok(counters) => self.counters = Some(counters),
+        let request = Request::of(config);
+        self.loading = Some(backoff);
+        self.loader.spawn(move || Loaded::Observer(attach(request)));
+    }
+
+    /// What a load gave: the counters are made to fit `config` as it is now (a reload may have
+    /// come while they loaded) and attached; a failure is tried again after its backoff.
+    pub fn loaded(&mut self, result: Result<Box<Counters>, ObserveError>, config: &Config) {
+        let backoff = self.loading.take().unwrap_or(RETRY_FIRST);
+        match result {
+            Ok(_) if config.node.interfaces.is_empty() => {
+                tracing::info!("node.interface became empty while the eBPF observer loaded: it is off");
+            }
+            Ok(counters) => {
+                self.counters = Some(*counters);
+                self.reconfigure(config);
+                self.sync(config);
+            }
             Err(err) => {
                 tracing::warn!(
                     error = %render(&err),
@@ -83,14 +121,13 @@ impl Observer {
         }
     }
 
-    /// Tries a failed start again once its backoff has passed; true if the observer started.
-    pub fn retry_if_due(&mut self, config: &Config) -> bool {
-        match self.retry {
-            Some((at, next)) if Instant::now() >= at => {
-                self.try_start(config, next);
-                self.counters.is_some()
-            }
-            _ => false,
+    /// Starts a failed start again once its backoff has passed (its result comes back to the
+    /// loop, see [`Observer::loaded`]).
+    pub fn retry_if_due(&mut self, config: &Config) {
+        if let Some((at, next)) = self.retry
+            && Instant::now() >= at
+        {
+            self.try_start(config, next);
         }
     }
 
@@ -262,20 +299,39 @@ impl Counters {
     }
 }
 
-fn attach(config: &Config) -> Result<Counters, ObserveError> {
-    let wanted = watched(config);
+/// What a load needs of the config: where to attach, and how many destinations to make room for.
+struct Request {
+    interfaces: Vec<String>,
+    vips: usize,
+    backends: usize,
+}
+
+impl Request {
+    fn of(config: &Config) -> Self {
+        let wanted = watched(config);
+        Self {
+            interfaces: config.node.interfaces.clone(),
+            vips: wanted.vips.len(),
+            backends: wanted.backends.len(),
+        }
+    }
+}
+
+/// Loads both counters and attaches them to every interface of `request` (blocking: the verifier
+/// runs in the kernel as each program loads).
+fn attach(request: Request) -> Result<Box<Counters>, ObserveError> {
     // The ingress counter tracks no SYNs (they are seen at egress): no pending-SYN table.
-    let vips = Limits { max_pending_syns: 1, ..limits(wanted.vips.len().max(wanted.backends.len())) };
+    let vips = Limits { max_pending_syns: 1, ..limits(request.vips.max(request.backends)) };
     let counters = Counters {
-        vips: attach_at(config, Direction::Ingress, vips)?,
-        backends: attach_at(config, Direction::Egress, limits(wanted.backends.len()))?,
-        interfaces: config.node.interfaces.clone(),
+        vips: attach_at(&request.interfaces, Direction::Ingress, vips)?,
+        backends: attach_at(&request.interfaces, Direction::Egress, limits(request.backends))?,
+        interfaces: request.interfaces,
     };
     tracing::info!(
-        interfaces = ?config.node.interfaces,
+        interfaces = ?counters.interfaces,
         "eBPF observer attached (VIPs at ingress, NAT backends at egress)"
     );
-    Ok(counters)
+    Ok(Box::new(counters))
 }
 
 /// Room for twice `wanted` destinations (and as many tracked backends).
@@ -284,10 +340,14 @@ fn limits(wanted: usize) -> Limits {
     Limits::destinations(wanted.saturating_mul(2).max(MIN_DESTINATIONS))
 }
 
-/// A counter sized by `limits`, attached at `direction` of every `node.interface`.
-fn attach_at(config: &Config, direction: Direction, limits: Limits) -> Result<FlowCounter, ObserveError> {
+/// A counter sized by `limits`, attached at `direction` of every one of `interfaces`.
+fn attach_at(
+    interfaces: &[String],
+    direction: Direction,
+    limits: Limits,
+) -> Result<FlowCounter, ObserveError> {
     let mut counter = FlowCounter::load(limits)?;
-    for interface in &config.node.interfaces {
+    for interface in interfaces {
         counter.attach(interface, direction)?;
     }
     Ok(counter)

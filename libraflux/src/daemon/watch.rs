@@ -20,11 +20,14 @@ use crate::{
     config::DesiredState,
     ipvs::{IpvsClient, IpvsError, Timeouts},
     metrics::Metrics,
-    observe::{WriteWatch, Writes},
+    observe::{ObserveError, WriteWatch, Writes},
     plan::Leaving,
 };
 
-use super::reconcile::{Outcome, Turn};
+use super::{
+    loading::{Loaded, Loader},
+    reconcile::{Outcome, Turn},
+};
 
 /// The longest the daemon goes without reading the table, watch or not.
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -55,10 +58,21 @@ impl TableWatch {
         Self { watch: None, verified: None, fingerprints: Fingerprints::new(), writes }
     }
 
-    /// Starts the watch (on the blocking pool: loading takes a while) and checks that it sees
-    /// the daemon's own writes; without it the daemon reads every interval (said once, here).
-    pub(super) async fn start(&mut self, ipvs: &mut IpvsClient, metrics: &Metrics) {
-        match super::blocking(WriteWatch::start).await {
+    /// Starts loading the watch on the blocking pool; until [`TableWatch::loaded`] has it, every
+    /// interval reads the table.
+    pub(super) fn start(&self, loader: &Loader) {
+        loader.spawn(|| Loaded::WriteWatch(WriteWatch::start()));
+    }
+
+    /// Takes the loaded watch if it sees the daemon's own writes; without it the daemon reads
+    /// every interval (said once, here).
+    pub(super) async fn loaded(
+        &mut self,
+        loaded: Result<WriteWatch, ObserveError>,
+        ipvs: &mut IpvsClient,
+        metrics: &Metrics,
+    ) {
+        match loaded {
             Ok(watch) => self.watch = Some(watch),
             Err(err) => {
                 tracing::warn!(

@@ -15,7 +15,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use libraflux_tests::{
@@ -411,10 +411,23 @@ fn the_daemon_run_as_its_unit_runs_it_does_all_it_is_asked() {
     // grant on purpose: Debian's kernels keep kprobes to CAP_SYS_ADMIN above perf_event_paranoid 2
     // (their default is 3), so the IPVS write watch is off there and the table is read every
     // interval, as the warning says (docs/observer.md).
+    // The watch loads beside the daemon's loop, after READY: wait for its outcome.
+    let watch_refused = "the IPVS write watch cannot start (attaching a kprobe to ip_vs_genl_set_cmd";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ![
+        "IPVS write watch attached",
+        "the IPVS write watch cannot start",
+        "the IPVS write watch is not used",
+    ]
+    .iter()
+    .any(|outcome| daemon.log().contains(outcome))
+    {
+        assert!(Instant::now() < deadline, "the write watch never loaded:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let log = daemon.log();
     let paranoid: i32 =
         std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap().trim().parse().unwrap();
-    let watch_refused = "the IPVS write watch cannot start (attaching a kprobe to ip_vs_genl_set_cmd";
     assert_eq!(log.contains(watch_refused), paranoid > 2, "perf_event_paranoid {paranoid}:\n{log}");
     for refusal in ["Permission denied", "Operation not permitted", "os error 1)", "os error 13)"] {
         let refused = log.lines().any(|line| line.contains(refusal) && !line.contains(watch_refused));
