@@ -7,7 +7,7 @@
 
 use tokio::sync::mpsc;
 
-use super::observer::Counters;
+use super::{Daemon, observer::Counters};
 use crate::observe::{ObserveError, WriteWatch};
 
 /// What a load on the blocking pool gave.
@@ -35,5 +35,20 @@ impl Loader {
         tokio::task::spawn_blocking(move || {
             let _ = sender.send(load());
         });
+    }
+}
+
+impl Daemon {
+    /// Takes in what a load gave.
+    pub(super) async fn loaded(&mut self, loaded: Loaded) {
+        match loaded {
+            Loaded::Observer(result) => {
+                self.observer.loaded(result, &self.config);
+                self.metrics.set_ebpf_attached(self.observer.attached());
+            }
+            Loaded::WriteWatch(result) => {
+                self.table_watch.loaded(result, &mut self.ipvs, &self.metrics).await;
+            }
+        }
     }
 }

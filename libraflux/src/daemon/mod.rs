@@ -464,19 +464,6 @@ impl Daemon {
     /// the services that fail open, and the health it was made from. Drains first, then health:
     /// a service whose drains and unhealthy backends leave nothing serving fails open rather than
     /// going dark.
-    /// What a load on the blocking pool gave (`loading`).
-    async fn loaded(&mut self, loaded: loading::Loaded) {
-        match loaded {
-            loading::Loaded::Observer(result) => {
-                self.observer.loaded(result, &self.config);
-                self.metrics.set_ebpf_attached(self.observer.attached());
-            }
-            loading::Loaded::WriteWatch(result) => {
-                self.table_watch.loaded(result, &mut self.ipvs, &self.metrics).await;
-            }
-        }
-    }
-
     fn effective(&self) -> (config::DesiredState, Vec<health::FailOpen>, health::HealthTable) {
         let mut drained = self.config.desired.clone();
         drain::apply_to(&mut drained, &self.drain_entries);
