@@ -97,7 +97,7 @@ fn vm(kernels: &[String], test_args: &[String]) -> anyhow::Result<()> {
         kernels.iter().map(|name| Series::named(name)).collect::<anyhow::Result<_>>()?
     };
     // The binary under test is the release build: under the VM's emulated CPU the debug build
-    // made the tier 2-3 times slower (9 apply, snapshot and daemon tests: 147 s against 52 s,
+    // made the tests 2-2.7 times slower (9 apply, snapshot and daemon tests: 147 s against 63 s,
     // docs/development.md), for about 6 minutes of compiling from scratch on two cores.
     checked(cargo().args(["build", "--release", "-p", "libraflux"]))?;
     let binaries = test_binaries()?;

@@ -70,31 +70,34 @@ impl Observer {
     /// [`Observer::retry_if_due`] tries again, with backoff.
     pub async fn start(config: &Config, loader: Loader) -> Self {
         let mut observer = Self { counters: None, retry: None, loading: None, loader };
-        if config.node.interfaces.is_empty() {
-            tracing::info!("no node.interface configured: the eBPF observer is off");
-            return observer;
+        if let Some(request) = observer.begin_load(config, RETRY_FIRST) {
+            let loaded = super::blocking(move || attach(request)).await;
+            observer.loaded(loaded, config);
         }
-        let request = Request::of(config);
-        observer.loading = Some(RETRY_FIRST);
-        let loaded = super::blocking(move || attach(request)).await;
-        observer.loaded(loaded, config);
         observer
     }
 
     /// Starts a load on the blocking pool, unless one is under way or no interface is configured;
     /// [`Observer::loaded`] takes its result.
     fn try_start(&mut self, config: &Config, backoff: Duration) {
+        if let Some(request) = self.begin_load(config, backoff) {
+            self.loader.spawn(move || Loaded::Observer(attach(request)));
+        }
+    }
+
+    /// What to load, and the load marked as under way (`backoff` is the wait if it fails); `None`
+    /// while a load is under way or when no interface is configured.
+    fn begin_load(&mut self, config: &Config, backoff: Duration) -> Option<Request> {
         self.retry = None;
         if self.loading.is_some() {
-            return;
+            return None;
         }
         if config.node.interfaces.is_empty() {
             tracing::info!("no node.interface configured: the eBPF observer is off");
-            return;
+            return None;
         }
-        let request = Request::of(config);
         self.loading = Some(backoff);
-        self.loader.spawn(move || Loaded::Observer(attach(request)));
+        Some(Request::of(config))
     }
 
     /// What a load gave: the counters are made to fit `config` as it is now (a reload may have

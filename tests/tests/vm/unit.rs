@@ -15,7 +15,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use libraflux_tests::{
@@ -413,18 +413,15 @@ fn the_daemon_run_as_its_unit_runs_it_does_all_it_is_asked() {
     // interval, as the warning says (docs/observer.md).
     // The watch loads beside the daemon's loop, after READY: wait for its outcome.
     let watch_refused = "the IPVS write watch cannot start (attaching a kprobe to ip_vs_genl_set_cmd";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ![
+    let outcomes = [
         "IPVS write watch attached",
         "the IPVS write watch cannot start",
         "the IPVS write watch is not used",
-    ]
-    .iter()
-    .any(|outcome| daemon.log().contains(outcome))
-    {
-        assert!(Instant::now() < deadline, "the write watch never loaded:\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ];
+    wait_for(Duration::from_secs(60), "the write watch's outcome", &daemon, || {
+        let log = daemon.log();
+        outcomes.iter().any(|outcome| log.contains(outcome)).then_some(())
+    });
     let log = daemon.log();
     let paranoid: i32 =
         std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap().trim().parse().unwrap();
