@@ -602,6 +602,10 @@ impl Ipvs for IpvsClient {
         self.dests_of(services)
     }
 
+    fn totals(&mut self) -> impl Future<Output = Option<super::Totals>> + Send {
+        std::future::ready(super::totals::read(std::path::Path::new(super::totals::PATH)))
+    }
+
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send {
         self.apply_ops(ops, on_failure)
     }

@@ -51,6 +51,8 @@ pub struct MemoryIpvs {
     /// The interfaces a sync daemon may use; `None`: any.
     interfaces: Option<BTreeSet<String>>,
     reads: Reads,
+    /// Every packet [`Self::count_packets`] counted, as the kernel's totals count it.
+    totals: super::Totals,
 }
 
 /// What was read from the table so far, for tests of who reads what.
@@ -84,6 +86,7 @@ impl MemoryIpvs {
             sync_daemons: BTreeMap::new(),
             interfaces: None,
             reads: Reads::default(),
+            totals: super::Totals::default(),
         }
     }
 
@@ -92,8 +95,8 @@ impl MemoryIpvs {
         &self.reads
     }
 
-    /// Counts `packets` of one byte each to `dest`, in its stats and its service's, as traffic
-    /// would; false if it does not exist.
+    /// Counts `packets` of one byte each to `dest`, in its stats, its service's and the totals, as
+    /// traffic would; false if it does not exist.
     pub fn count_packets(&mut self, service: &ServiceKey, key: &DestKey, packets: u64) -> bool {
         let Some(status) = self.services.get_mut(service) else { return false };
         let Some(dest) = status.destinations.get_mut(key) else { return false };
@@ -101,6 +104,8 @@ impl MemoryIpvs {
             stats.packets_in += packets;
             stats.bytes_in += packets;
         }
+        self.totals.packets_in += packets;
+        self.totals.bytes_in += packets;
         true
     }
 
@@ -336,6 +341,10 @@ impl Ipvs for MemoryIpvs {
             (*key, dests.unwrap_or_default())
         });
         std::future::ready(Ok(answers.collect()))
+    }
+
+    fn totals(&mut self) -> impl Future<Output = Option<super::Totals>> + Send {
+        std::future::ready(Some(self.totals))
     }
 
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send {

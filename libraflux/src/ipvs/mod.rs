@@ -12,6 +12,7 @@ pub mod packet;
 mod socket;
 mod status;
 pub mod sync;
+pub mod totals;
 
 pub use client::{BatchLimits, IpvsClient};
 pub use error::IpvsError;
@@ -19,6 +20,7 @@ pub use memory::{MemoryIpvs, Reads};
 pub use op::{ApplyReport, OnFailure, Op, OpOutcome, Operation};
 pub use status::{DestinationStatus, Info, ServiceStatus, Stats64, Timeouts};
 pub use sync::{IfName, RoleChange, SyncChange, SyncDaemon, SyncState};
+pub use totals::Totals;
 
 /// What LibraFlux needs from IPVS: read the table, change it in batches, the global settings
 /// and the connection sync daemons. Both implementations report errors with the kernel's errno
@@ -37,6 +39,10 @@ pub trait Ipvs {
         &mut self,
         services: &[crate::model::ServiceKey],
     ) -> impl Future<Output = Result<Vec<(crate::model::ServiceKey, Vec<DestinationStatus>)>, IpvsError>> + Send;
+
+    /// The namespace's running totals ([`totals`]), which move whenever any service's counters
+    /// move; `None` when they cannot be read.
+    fn totals(&mut self) -> impl Future<Output = Option<Totals>> + Send;
 
     /// Applies `ops` in order and reports the outcome of each; see [`OnFailure`].
     fn apply(&mut self, ops: &[Op], on_failure: OnFailure) -> impl Future<Output = ApplyReport> + Send;

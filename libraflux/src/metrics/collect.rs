@@ -12,6 +12,14 @@
 //! [`FULL_READ_EVERY`]. The collector keeps only what the next collection compares with (each
 //! service's counters, and whether one of its destinations held anything), not the table: the
 //! metrics keep the backends of the services not read again as they were.
+//!
+//! At rest it reads nothing: IPVS also counts every packet and connection in the namespace's
+//! totals ([`crate::ipvs::totals`], one small file), so while nobody writes, no destination holds
+//! anything, and the totals stay where they were when the counters last read as settled, no
+//! counter can have moved. Settled: every read over at least [`SETTLED_AFTER`] found the same
+//! totals and every service's counters the same; the kernel's estimator sums each counter every
+//! 2 s on its own tick, so by the last of them every service has counted what the totals had at
+//! the first.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,12 +34,39 @@ use tokio::{
 
 use super::Metrics;
 use crate::{
-    ipvs::{Ipvs, IpvsError, ServiceStatus, Stats64},
+    ipvs::{Ipvs, IpvsError, ServiceStatus, Stats64, Totals},
     model::ServiceKey,
 };
 
 /// The longest the collector goes without reading every destination.
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// How long reads must find the same totals and counters for the last of them to have every
+/// packet the first one's totals counted: two of the estimator's 2 s periods.
+pub const SETTLED_AFTER: Duration = Duration::from_secs(4);
+
+/// What a collection read, as `libraflux_stats_collections_total{read}` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Every service and every destination.
+    Table,
+    /// Every service, and the destinations that may read differently.
+    Services,
+    /// Nothing: the totals had not moved since the counters settled.
+    Nothing,
+}
+
+impl Read {
+    pub const ALL: [Self; 3] = [Self::Table, Self::Services, Self::Nothing];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Services => "services",
+            Self::Nothing => "none",
+        }
+    }
+}
 
 /// Reads `ipvs` now and then every `interval` until `shutdown` completes. A failed read is
 /// logged and leaves the previous snapshot in place.
@@ -52,9 +87,11 @@ pub async fn collect_ipvs<I: Ipvs>(
             _ = ticks.tick() => {}
         }
         let seen = *writes.borrow_and_update();
-        match read(ipvs, last.as_ref(), seen).await {
-            Ok(Collected { services, kept, seen }) => {
+        match read(ipvs, last.as_ref(), seen, Instant::now()).await {
+            Ok(None) => metrics.record_collection(Read::Nothing),
+            Ok(Some(Collected { services, kept, seen, read })) => {
                 metrics.update_ipvs_snapshot(&services, &kept);
+                metrics.record_collection(read);
                 last = Some(seen);
             }
             Err(err) => {
@@ -72,16 +109,43 @@ struct Collected {
     services: Vec<ServiceStatus>,
     kept: BTreeSet<ServiceKey>,
     seen: Seen,
+    read: Read,
 }
 
 /// What a collection found, all the next one compares with: each service's counters and whether
 /// one of its destinations held a connection or a persistence template; the writes counted when
-/// it read; and when every destination was last read.
+/// it read; when every destination was last read; the totals just before it read; since when the
+/// reads have found these totals and counters; and whether that is long enough for them to be
+/// settled.
 #[derive(Debug)]
 struct Seen {
     services: BTreeMap<ServiceKey, ServiceSeen>,
     writes: Option<u64>,
     whole_at: Instant,
+    totals: Option<Totals>,
+    since: Instant,
+    settled: bool,
+}
+
+impl Seen {
+    /// What a read at `now` found, after `last`.
+    fn new(
+        services: BTreeMap<ServiceKey, ServiceSeen>,
+        writes: Option<u64>,
+        whole_at: Instant,
+        totals: Option<Totals>,
+        last: Option<&Self>,
+        now: Instant,
+    ) -> Self {
+        let same = last.filter(|last| totals.is_some() && last.totals == totals && last.services == services);
+        let since = same.map_or(now, |last| last.since);
+        let settled = same.is_some() && now.duration_since(since) >= SETTLED_AFTER;
+        Self { services, writes, whole_at, totals, since, settled }
+    }
+
+    fn held(&self) -> bool {
+        self.services.values().any(|service| service.held)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -99,20 +163,27 @@ impl ServiceSeen {
     }
 }
 
+/// One collection at `now`; `None` when it read nothing (the metrics stay as they are).
 async fn read<I: Ipvs>(
     ipvs: &mut I,
     last: Option<&Seen>,
     writes: Option<u64>,
-) -> Result<Collected, IpvsError> {
+    now: Instant,
+) -> Result<Option<Collected>, IpvsError> {
     let unwritten = last.filter(|last| {
-        writes.is_some() && last.writes == writes && last.whole_at.elapsed() < FULL_READ_EVERY
+        writes.is_some() && last.writes == writes && now.duration_since(last.whole_at) < FULL_READ_EVERY
     });
+    // Before anything else: what the reads below find includes at least what these count.
+    let totals = ipvs.totals().await;
     let Some(last) = unwritten else {
         let services = ipvs.services().await?;
         let seen = services.iter().map(|status| (status.service.key, ServiceSeen::of(status))).collect();
-        let seen = Seen { services: seen, writes, whole_at: Instant::now() };
-        return Ok(Collected { services, kept: BTreeSet::new(), seen });
+        let seen = Seen::new(seen, writes, now, totals, last, now);
+        return Ok(Some(Collected { services, kept: BTreeSet::new(), seen, read: Read::Table }));
     };
+    if last.settled && totals.is_some() && last.totals == totals && !last.held() {
+        return Ok(None);
+    }
     let mut services = ipvs.services_alone().await?;
     let stale: Vec<ServiceKey> = services
         .iter()
@@ -135,7 +206,8 @@ async fn read<I: Ipvs>(
         // Neither (it went between the two reads, and a write will say so): the next collection
         // reads it again.
     }
-    Ok(Collected { services, kept, seen: Seen { services: seen, writes, whole_at: last.whole_at } })
+    let seen = Seen::new(seen, writes, last.whole_at, totals, Some(last), now);
+    Ok(Some(Collected { services, kept, seen, read: Read::Services }))
 }
 
 /// Whether a service's destinations may read differently than at the last read: its counters
@@ -146,7 +218,10 @@ fn may_read_differently(then: &ServiceSeen, now: &ServiceStatus) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, time::Duration};
+    use std::{
+        collections::BTreeMap,
+        time::{Duration, Instant},
+    };
 
     use super::collect_ipvs;
     use crate::{
@@ -214,8 +289,8 @@ mod tests {
     #[tokio::test]
     async fn without_a_watch_every_read_is_whole() {
         let (mut ipvs, _) = three_services();
-        let first = super::read(&mut ipvs, None, None).await.unwrap();
-        let second = super::read(&mut ipvs, Some(&first.seen), None).await.unwrap();
+        let first = super::read(&mut ipvs, None, None, Instant::now()).await.unwrap().unwrap();
+        let second = super::read(&mut ipvs, Some(&first.seen), None, Instant::now()).await.unwrap().unwrap();
         assert_eq!(second.services, first.services);
         assert!(second.kept.is_empty());
         assert_eq!((ipvs.reads().services, ipvs.reads().services_alone), (2, 0));
@@ -236,17 +311,18 @@ mod tests {
         let backend = |n: usize| *services[n].destinations.keys().next().unwrap();
         assert!(ipvs.set_connections(&services[2].key, &backend(2), 1, 0));
         let (partly, wholly) = (Metrics::new("lb-a", 1000), Metrics::new("lb-a", 1000));
-        let first = super::read(&mut ipvs, None, Some(7)).await.unwrap();
+        let first = super::read(&mut ipvs, None, Some(7), Instant::now()).await.unwrap().unwrap();
         partly.update_ipvs_snapshot(&first.services, &first.kept);
         assert!(ipvs.count_packets(&services[0].key, &backend(0), 5));
-        let second = super::read(&mut ipvs, Some(&first.seen), Some(7)).await.unwrap();
+        let second =
+            super::read(&mut ipvs, Some(&first.seen), Some(7), Instant::now()).await.unwrap().unwrap();
         let reads = ipvs.reads().clone();
         assert_eq!((reads.services, reads.services_alone), (1, 1));
         // Service 1 moved, service 3 held a connection; service 2 is as it was.
         assert_eq!(reads.destinations_of, vec![services[0].key, services[2].key]);
         assert_eq!(second.kept, [services[1].key].into());
         partly.update_ipvs_snapshot(&second.services, &second.kept);
-        let whole = super::read(&mut ipvs, None, None).await.unwrap();
+        let whole = super::read(&mut ipvs, None, None, Instant::now()).await.unwrap().unwrap();
         wholly.set_ipvs_snapshot(&whole.services);
         assert_eq!(ipvs_series(&partly), ipvs_series(&wholly), "the partial read is the table");
         let moved = r#"libraflux_ipvs_packets_in_total{node="lb-a",service="tcp:10.0.0.1:1",backend="10.0.1.1:80"} 5"#;
@@ -254,7 +330,8 @@ mod tests {
 
         // Someone wrote (the count moved): everything is read.
         assert!(ipvs.count_packets(&services[1].key, &backend(1), 2));
-        let third = super::read(&mut ipvs, Some(&second.seen), Some(8)).await.unwrap();
+        let third =
+            super::read(&mut ipvs, Some(&second.seen), Some(8), Instant::now()).await.unwrap().unwrap();
         assert_eq!(ipvs.reads().services, 3);
         assert!(third.kept.is_empty());
         assert_eq!(third.services[1].destinations[&backend(1)].stats.packets_in, 2);
@@ -313,6 +390,57 @@ mod tests {
                 r#"libraflux_ipvs_connections_active{node="lb-a",service="tcp:10.0.0.1:2",backend="10.0.1.2:80"} 1"#,
             ]
         );
+    }
+
+    /// At rest nothing is read: once two reads far enough apart found the same totals and the same
+    /// counters, the collections that find the totals where they were read nothing. A packet
+    /// moves the totals, and what it moved is read; a connection held, or a write, reads again.
+    #[tokio::test]
+    async fn at_rest_nothing_is_read_until_the_totals_move() {
+        let (mut ipvs, services) = three_services();
+        let backend = |n: usize| *services[n].destinations.keys().next().unwrap();
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let collect = async |ipvs: &mut MemoryIpvs, last: &super::Seen, writes: u64, seconds: u64| {
+            super::read(ipvs, Some(last), Some(writes), at(seconds)).await.unwrap()
+        };
+        let first = super::read(&mut ipvs, None, Some(7), at(0)).await.unwrap().unwrap();
+        assert_eq!(first.read, super::Read::Table);
+        // Too soon after the first read for the estimator to have summed every counter: read.
+        let second = collect(&mut ipvs, &first.seen, 7, 2).await.unwrap();
+        assert_eq!((second.read, second.seen.settled), (super::Read::Services, false));
+        // The same as the reads since the first, far enough from it: settled, but read all the
+        // same.
+        let third = collect(&mut ipvs, &second.seen, 7, 4).await.unwrap();
+        assert_eq!((third.read, third.seen.settled), (super::Read::Services, true));
+        let reads = ipvs.reads().clone();
+        assert!(collect(&mut ipvs, &third.seen, 7, 36).await.is_none(), "at rest");
+        assert!(collect(&mut ipvs, &third.seen, 7, 66).await.is_none(), "still at rest");
+        assert_eq!(ipvs.reads(), &reads, "nothing was read at rest");
+
+        // A packet moves the totals: the service it went to is read again, and settles anew.
+        assert!(ipvs.count_packets(&services[1].key, &backend(1), 1));
+        let moved = collect(&mut ipvs, &third.seen, 7, 96).await.unwrap();
+        assert_eq!((moved.read, moved.seen.settled), (super::Read::Services, false));
+        assert_eq!(ipvs.reads().destinations_of[reads.destinations_of.len()..], [services[1].key]);
+        assert_eq!(moved.services[1].destinations[&backend(1)].stats.packets_in, 1);
+        let settled = collect(&mut ipvs, &moved.seen, 7, 126).await.unwrap();
+        assert!(settled.seen.settled);
+        assert!(collect(&mut ipvs, &settled.seen, 7, 156).await.is_none());
+
+        // A connection held: read every time, whatever the totals say.
+        assert!(ipvs.set_connections(&services[0].key, &backend(0), 1, 0));
+        let unsettled = Instant::now();
+        let read = super::read(&mut ipvs, None, Some(7), unsettled).await.unwrap().unwrap();
+        let again = super::read(&mut ipvs, Some(&read.seen), Some(7), unsettled + Duration::from_secs(30));
+        let again = again.await.unwrap().unwrap();
+        assert!(again.seen.settled, "settled, but held");
+        let later = super::read(&mut ipvs, Some(&again.seen), Some(7), unsettled + Duration::from_secs(60));
+        assert!(later.await.unwrap().is_some(), "a held connection ends on a timer, without a packet");
+
+        // A write reads the whole table.
+        let written = collect(&mut ipvs, &settled.seen, 8, 186).await.unwrap();
+        assert_eq!(written.read, super::Read::Table);
     }
 
     #[tokio::test]

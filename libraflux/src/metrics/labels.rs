@@ -51,6 +51,7 @@ label_set!(ReasonLabels { reason: &'static str });
 label_set!(SyncLabels { state: SyncState });
 label_set!(VipLabels { vip: std::net::IpAddr });
 label_set!(ResultLabels { result: &'static str });
+label_set!(ReadLabels { read: &'static str });
 
 /// How one health check ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,19 +1,21 @@
 //! The IPVS write watch's metrics (docs/observer.md, "Who writes to IPVS"): whether the daemon
 //! sees every write to the table, how many came from other processes, and how many interval
-//! reconciles it could therefore answer without reading the table.
+//! reconciles it could therefore answer without reading the table; and what each of the
+//! statistics collector's collections read, which the watch lets it narrow.
 
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
 
-use super::Metrics;
+use super::{Metrics, SortedFamily, collect::Read, labels::ReadLabels};
 
 #[derive(Debug, Default)]
 pub(super) struct WatchMetrics {
     attached: Gauge,
     foreign_writes: Counter,
     reads_skipped: Counter,
+    collections: SortedFamily<ReadLabels, Counter>,
     /// The probe's count of others' writes when last exported, so the counter adds differences.
     foreign_seen: std::sync::atomic::AtomicU64,
 }
@@ -38,6 +40,17 @@ impl WatchMetrics {
              configuration, health and drains were as at the last read (counted as no_changes runs too)",
             self.reads_skipped.clone(),
         );
+        for read in Read::ALL {
+            self.collections.with(ReadLabels { read: read.label() }, |_| {});
+        }
+        registry.register(
+            "libraflux_stats_collections",
+            "Collections of the IPVS statistics by what they read: table (every service and backend), \
+             services (every service, and the backends of those whose counters moved or that held a \
+             connection), none (nobody wrote, nothing held a connection, and the kernel's totals had not \
+             moved)",
+            self.collections.clone(),
+        );
     }
 }
 
@@ -54,5 +67,11 @@ impl Metrics {
 
     pub fn record_read_skipped(&self) {
         self.watch.reads_skipped.inc();
+    }
+
+    pub fn record_collection(&self, read: Read) {
+        self.watch.collections.with(ReadLabels { read: read.label() }, |counter| {
+            counter.inc();
+        });
     }
 }

@@ -352,6 +352,20 @@ fn the_daemon_counts_a_dr_vip_once_and_each_refusal_of_a_nat_backend() {
         ),
     );
     let daemon = super::daemon::Daemon::start(&topology.node, &config);
+    let scrape = |name: &str, labels: &[&str]| {
+        super::daemon_reload::metric(&topology.node.http_get(LISTEN, "/metrics"), name, labels)
+    };
+    // At rest, once the write watch works, the statistics collector reads nothing but the
+    // kernel's totals (docs/metrics.md, Collection).
+    super::daemon_reload::wait_for(Duration::from_secs(60), "the write watch", &daemon, || {
+        (scrape("libraflux_write_watch_attached", &[]) == Some(1.0)).then_some(())
+    });
+    let resting =
+        super::daemon_reload::wait_for(Duration::from_secs(20), "collections at rest", &daemon, || {
+            scrape("libraflux_stats_collections_total", &["read=\"none\""]).filter(|none| *none >= 2.0)
+        });
+    let backend_in = ["service=\"udp:10.220.0.10:53\"", "backend=\"10.200.0.2:53\""];
+    assert_eq!(scrape("libraflux_ipvs_packets_in_total", &backend_in), Some(0.0));
     topology.client.enter(|| {
         let socket = UdpSocket::bind("10.201.0.2:0").unwrap();
         for _ in 0..DATAGRAMS {
@@ -392,6 +406,20 @@ fn the_daemon_counts_a_dr_vip_once_and_each_refusal_of_a_nat_backend() {
         "a DR backend is not watched: {}",
         status["traffic"]
     );
+    // The datagrams moved the totals: the collector read again, and the backend's figures are
+    // IPVS's.
+    let read_in = super::daemon_reload::wait_for(
+        Duration::from_secs(15),
+        "the datagrams in the metrics",
+        &daemon,
+        || {
+            scrape("libraflux_ipvs_packets_in_total", &backend_in)
+                .filter(|packets| *packets >= DATAGRAMS as f64)
+        },
+    );
+    assert_eq!(read_in, DATAGRAMS as f64, "{}", daemon.log());
+    let services = scrape("libraflux_stats_collections_total", &["read=\"services\""]).unwrap_or(0.0);
+    assert!(services >= 1.0, "no collection read the services after {resting} at rest");
 
     let failures = |kind: &str| {
         let kind = format!("kind=\"{kind}\"");
