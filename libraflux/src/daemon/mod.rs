@@ -468,7 +468,7 @@ impl Daemon {
         let mut drained = self.config.desired.clone();
         drain::apply_to(&mut drained, &self.drain_entries);
         let health = self.health.snapshot();
-        let (mut desired, fail_open) = health::effective(&drained, &self.config.settings, &health);
+        let (mut desired, fail_open) = health::effective(drained, &self.config.settings, &health);
         self.breakers.apply_to(&mut desired);
         (desired, fail_open, health)
     }

@@ -12,7 +12,8 @@
 //! reads only what may have changed while nobody writes (`metrics::collect_ipvs`).
 
 use std::{
-    hash::{BuildHasher as _, Hash as _, Hasher, RandomState},
+    hash::{BuildHasher as _, Hasher, RandomState},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -20,6 +21,7 @@ use crate::{
     config::DesiredState,
     ipvs::{IpvsClient, IpvsError, Timeouts},
     metrics::Metrics,
+    model::{DestKey, Destination, Service, ServiceKey},
     observe::{ObserveError, WriteWatch, Writes},
     plan::Leaving,
 };
@@ -192,37 +194,93 @@ impl Fingerprints {
         Self([RandomState::new(), RandomState::new()])
     }
 
-    /// Each service is written out first (its derived `Hash`, which is unambiguous: lengths
-    /// before contents) and hashed in one piece: a hasher call per field would cost several
-    /// times more on a large table.
+    /// Each service is written out first ([`encode`]) and hashed in one piece: a hasher call per
+    /// field would cost several times more on a large table.
     fn of(&self, desired: &DesiredState) -> Fingerprint {
         let mut hashers = self.0.each_ref().map(RandomState::build_hasher);
-        let mut service_bytes = Bytes(Vec::with_capacity(1024));
+        let mut service_bytes = Vec::with_capacity(1024);
         for hasher in &mut hashers {
             hasher.write_usize(desired.len());
         }
         for service in desired.values() {
-            service_bytes.0.clear();
-            service.hash(&mut service_bytes);
+            service_bytes.clear();
+            encode(service, &mut service_bytes);
             for hasher in &mut hashers {
-                hasher.write_usize(service_bytes.0.len());
-                hasher.write(&service_bytes.0);
+                hasher.write(&service_bytes);
             }
         }
         hashers.map(|hasher| hasher.finish())
     }
 }
 
-/// Collects what a value's `Hash` writes.
-struct Bytes(Vec<u8>);
-
-impl Hasher for Bytes {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+/// Writes out all of `service`, unambiguously (one service's bytes end where the next's begin):
+/// fixed sizes, lengths before contents, a tag before what varies. A derived `Hash` would say the same in about twice the bytes (a `usize` for every
+/// length and tag), which is what hashing costs. Destructured whole, so a field added to the model
+/// does not compile until it is written here too.
+fn encode(service: &Service, out: &mut Vec<u8>) {
+    let Service { key, scheduler, persistence, persistence_netmask, destinations } = service;
+    match *key {
+        ServiceKey::Addr { protocol, addr, port } => {
+            out.push(0);
+            out.push(protocol as u8);
+            encode_addr(addr, out);
+            out.extend_from_slice(&port.to_le_bytes());
+        }
+        ServiceKey::Fwmark { mark, family } => {
+            out.push(1);
+            out.push(family as u8);
+            out.extend_from_slice(&mark.to_le_bytes());
+        }
     }
+    out.extend_from_slice(&(scheduler.len() as u32).to_le_bytes());
+    out.extend_from_slice(scheduler.as_bytes());
+    match persistence {
+        Some(timeout) => {
+            out.push(1);
+            out.extend_from_slice(&timeout.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    match persistence_netmask {
+        Some(bits) => out.extend_from_slice(&[1, *bits]),
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(destinations.len() as u32).to_le_bytes());
+    out.reserve(destinations.len() * DESTINATION_BYTES);
+    for destination in destinations.values() {
+        let Destination { key: DestKey { addr, port }, weight, forwarding, upper_threshold, lower_threshold } =
+            *destination;
+        // One record of a fixed size, written at once.
+        let mut record = [0; DESTINATION_BYTES];
+        let (family, octets) = match addr {
+            IpAddr::V4(v4) => (4, v4.to_ipv6_mapped().octets()),
+            IpAddr::V6(v6) => (6, v6.octets()),
+        };
+        record[0] = family;
+        record[1..17].copy_from_slice(&octets);
+        record[17..19].copy_from_slice(&port.to_le_bytes());
+        record[19..23].copy_from_slice(&weight.to_le_bytes());
+        record[23] = forwarding as u8;
+        record[24..28].copy_from_slice(&upper_threshold.to_le_bytes());
+        record[28..32].copy_from_slice(&lower_threshold.to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+}
 
-    fn finish(&self) -> u64 {
-        unreachable!("only collects bytes")
+/// A destination's record: the address family, the address (IPv4 as IPv4-mapped IPv6, told apart
+/// by the family), the port, the weight, the forwarding method and both thresholds.
+const DESTINATION_BYTES: usize = 32;
+
+fn encode_addr(addr: IpAddr, out: &mut Vec<u8>) {
+    match addr {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
     }
 }
 
@@ -276,5 +334,24 @@ mod tests {
             dest.forwarding = Forwarding::Dr;
         });
         assert_ne!(fingerprints.of(&forwarding), base);
+        let changed = |change: fn(&mut Service)| {
+            let mut state = desired(&[1, 2]);
+            state.values_mut().for_each(change);
+            fingerprints.of(&state)
+        };
+        let changes: [fn(&mut Service); 6] = [
+            |service| service.persistence = Some(300),
+            |service| service.persistence_netmask = Some(24),
+            |service| service.key = "udp:10.0.0.1:80".parse().unwrap(),
+            |service| service.scheduler = "wrr ".to_owned(),
+            |service| service.destinations.values_mut().for_each(|dest| dest.upper_threshold = 1),
+            |service| service.destinations.values_mut().for_each(|dest| dest.lower_threshold = 1),
+        ];
+        let mut seen = vec![base];
+        for change in changes {
+            let fingerprint = changed(change);
+            assert!(!seen.contains(&fingerprint), "{seen:?}");
+            seen.push(fingerprint);
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     model::{DestKey, Service, ServiceKey},
 };
 
-use super::HealthTable;
+use super::{BackendStatus, HealthTable};
 
 /// A service whose every traffic-carrying backend is unhealthy, left as configured so it keeps
 /// serving what it can. The daemon logs it at error level and exports it: it is an outage of the
@@ -27,43 +27,38 @@ pub struct FailOpen {
 /// weight above 0 (a backend the operator set to weight 0 carries no traffic, so it cannot take
 /// over). Then all its backends stay exactly as configured: quiescing every backend would turn a
 /// partial outage, or a broken check, into a total one. A service without settings counts as
-/// `quiesce`.
+/// `quiesce`. Takes the state and changes it in place: on a large table a copy costs more than
+/// everything else here.
 pub fn effective(
-    desired: &DesiredState,
+    mut desired: DesiredState,
     settings: &BTreeMap<ServiceKey, ServiceSettings>,
     health: &HealthTable,
 ) -> (DesiredState, Vec<FailOpen>) {
     let mut fail_open = Vec::new();
-    let effective = desired
-        .iter()
-        .map(|(key, service)| {
-            let on_unhealthy = settings.get(key).map_or(OnUnhealthy::default(), |s| s.on_unhealthy);
-            let (service, failed_open) = effective_service(service, on_unhealthy, health);
-            fail_open.extend(failed_open);
-            (*key, service)
-        })
-        .collect();
-    (effective, fail_open)
+    for (key, service) in &mut desired {
+        // A service none of whose backends is checked has nothing to change.
+        let Some(checked) = health.service(key) else { continue };
+        let on_unhealthy = settings.get(key).map_or(OnUnhealthy::default(), |s| s.on_unhealthy);
+        fail_open.extend(effective_service(service, on_unhealthy, checked));
+    }
+    (desired, fail_open)
 }
 
 fn effective_service(
-    service: &Service,
+    service: &mut Service,
     on_unhealthy: OnUnhealthy,
-    health: &HealthTable,
-) -> (Service, Option<FailOpen>) {
+    checked: &BTreeMap<DestKey, BackendStatus>,
+) -> Option<FailOpen> {
+    let healthy = |dest: &DestKey| checked.get(dest).is_none_or(BackendStatus::healthy);
     let unhealthy: Vec<DestKey> =
-        service.destinations.keys().filter(|dest| !health.is_healthy(&service.key, dest)).copied().collect();
+        service.destinations.keys().filter(|dest| !healthy(dest)).copied().collect();
     if unhealthy.is_empty() {
-        return (service.clone(), None);
+        return None;
     }
-    let serving = service
-        .destinations
-        .values()
-        .any(|dest| dest.weight > 0 && health.is_healthy(&service.key, &dest.key));
+    let serving = service.destinations.values().any(|dest| dest.weight > 0 && healthy(&dest.key));
     if !serving {
-        return (service.clone(), Some(FailOpen { service: service.key, unhealthy }));
+        return Some(FailOpen { service: service.key, unhealthy });
     }
-    let mut service = service.clone();
     for dest in &unhealthy {
         match on_unhealthy {
             OnUnhealthy::Quiesce => {
@@ -76,7 +71,7 @@ fn effective_service(
             }
         }
     }
-    (service, None)
+    None
 }
 
 #[cfg(test)]
@@ -157,7 +152,7 @@ mod tests {
     fn all_healthy_or_unchecked_is_the_configured_state() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", true)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(effective, desired);
         assert!(fail_open.is_empty());
     }
@@ -166,7 +161,7 @@ mod tests {
     fn quiesce_sets_unhealthy_backends_to_weight_zero() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", false), (WEB, "10.0.0.2:80", true)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(
             weights(&effective, WEB),
             [("10.0.0.1:80".into(), 0), ("10.0.0.2:80".into(), 50), ("10.0.0.3:80".into(), 1)]
@@ -178,7 +173,7 @@ mod tests {
     fn remove_drops_unhealthy_backends() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", false), (WEB, "10.0.0.3:80", false)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Remove), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Remove), &health);
         assert_eq!(weights(&effective, WEB), [("10.0.0.2:80".into(), 50)]);
         assert!(fail_open.is_empty());
     }
@@ -192,7 +187,7 @@ mod tests {
                 (WEB, "10.0.0.2:80", false),
                 (WEB, "10.0.0.3:80", false),
             ]);
-            let (effective, fail_open) = effective(&desired, &settings(on_unhealthy), &health);
+            let (effective, fail_open) = effective(desired.clone(), &settings(on_unhealthy), &health);
             assert_eq!(effective, desired, "{on_unhealthy:?}: kept as configured");
             let unhealthy =
                 ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|d| d.parse().unwrap()).to_vec();
@@ -204,7 +199,7 @@ mod tests {
     fn healthy_backends_at_configured_weight_zero_do_not_prevent_fail_open() {
         let desired = desired(&[service(WEB, &[("10.0.0.1:80", 100), ("10.0.0.2:80", 0)])]);
         let health = table(&[(WEB, "10.0.0.1:80", false)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(effective, desired);
         assert_eq!(fail_open.len(), 1);
     }
@@ -215,7 +210,7 @@ mod tests {
         let desired = desired(&[web(), dns]);
         let health =
             table(&[(WEB, "10.0.0.1:80", false), (DNS, "10.0.1.1:53", false), (DNS, "10.0.1.2:53", false)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(weights(&effective, WEB)[0], ("10.0.0.1:80".into(), 0));
         assert_eq!(weights(&effective, DNS), weights(&desired, DNS));
         assert_eq!(fail_open.iter().map(|f| f.service.to_string()).collect::<Vec<_>>(), [DNS]);
@@ -226,7 +221,7 @@ mod tests {
         let empty = service(DNS, &[]);
         let desired = desired(&[web(), empty]);
         let health = table(&[(WEB, "10.0.0.2:80", false)]);
-        let (effective, fail_open) = effective(&desired, &BTreeMap::new(), &health);
+        let (effective, fail_open) = effective(desired.clone(), &BTreeMap::new(), &health);
         assert_eq!(weights(&effective, WEB)[1], ("10.0.0.2:80".into(), 0));
         assert!(weights(&effective, DNS).is_empty());
         assert!(fail_open.is_empty());
@@ -236,7 +231,7 @@ mod tests {
     fn health_of_backends_no_longer_configured_is_ignored() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.9:80", false)]);
-        let (effective, fail_open) = effective(&desired, &settings(OnUnhealthy::Remove), &health);
+        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Remove), &health);
         assert_eq!(effective, desired);
         assert!(fail_open.is_empty());
     }
