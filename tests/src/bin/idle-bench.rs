@@ -130,6 +130,12 @@ struct Window {
     reconciles: f64,
     reconcile_seconds: f64,
     cpu: f64,
+    user: f64,
+    system: f64,
+    /// Collections of the statistics that read nothing from netlink (the kernel's totals had not
+    /// moved), and all collections; both from the daemon's metrics (0 for a daemon without them).
+    collections_at_rest: f64,
+    collections: f64,
 }
 
 fn run(o: &Options) -> Result<(), String> {
@@ -231,13 +237,13 @@ fn saved_table() -> Result<(usize, usize), String> {
 fn measure(o: &Options, trace: &GenlTrace, daemon: &Daemon) -> Result<Window, String> {
     let pid = daemon.pid();
     let before = bench::scrape(METRICS)?;
-    let cpu0 = bench::cpu_seconds(&pid)?;
+    let cpu0 = bench::cpu_split(&pid)?;
     let profile = trace.start()?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(o.window));
     let counts = trace.stop(&profile)?;
     let elapsed = t0.elapsed();
-    let cpu1 = bench::cpu_seconds(&pid)?;
+    let cpu = bench::cpu_split(&pid)? - cpu0;
     let ports = netlink_ports(&pid)?;
     let after = bench::scrape(METRICS)?;
     let delta = |metric: &str| bench::metric_sum(&after, metric) - bench::metric_sum(&before, metric);
@@ -250,7 +256,11 @@ fn measure(o: &Options, trace: &GenlTrace, daemon: &Daemon) -> Result<Window, St
         requests,
         reconciles: delta("libraflux_reconcile_runs_total"),
         reconcile_seconds: delta("libraflux_reconcile_duration_seconds_sum"),
-        cpu: cpu1 - cpu0,
+        cpu: cpu.total(),
+        user: cpu.user,
+        system: cpu.system,
+        collections_at_rest: delta(r#"libraflux_stats_collections_total{read="none"}"#),
+        collections: delta("libraflux_stats_collections_total"),
     })
 }
 
@@ -282,18 +292,27 @@ fn report(o: &Options, w: &Window, ipvs_family: u16, (rss_kib, hwm_kib): (u64, u
         total.as_secs_f64()
     );
     println!(
-        "IDLE_BENCH label={} services={} backends={} window_s={seconds:.1} cpu_s={:.2} cpu_share={:.4} vmrss_kib={rss_kib} \
-         vmhwm_kib={hwm_kib} requests={} requests_per_min={:.0} table_reads={reads} get_dest_dumps={} reconciles={:.0} \
-         reconcile_mean_ms={mean_ms:.0} dropped={}",
+        "  daemon CPU user {:.2} s, system {:.2} s; statistics collections {:.0}, of which {:.0} read nothing",
+        w.user, w.system, w.collections, w.collections_at_rest
+    );
+    println!(
+        "IDLE_BENCH label={} services={} backends={} window_s={seconds:.1} cpu_s={:.2} user_s={:.2} system_s={:.2} \
+         cpu_share={:.4} vmrss_kib={rss_kib} vmhwm_kib={hwm_kib} requests={} requests_per_min={:.0} table_reads={reads} \
+         get_dest_dumps={} reconciles={:.0} reconcile_mean_ms={mean_ms:.0} collections={:.0} collections_at_rest={:.0} \
+         dropped={}",
         o.label,
         o.services,
         o.backends,
         w.cpu,
+        w.user,
+        w.system,
         w.cpu / seconds,
         w.requests,
         w.requests as f64 / minutes,
         kind("GET_DEST dump"),
         w.reconciles,
+        w.collections,
+        w.collections_at_rest,
         w.counts.dropped
     );
 }
