@@ -297,7 +297,8 @@ pub async fn run(mut options: Options, config: Config, mut ipvs: IpvsClient) -> 
                 let trigger = daemon.continue_with.unwrap_or(Trigger::Interval);
                 daemon.reconcile(trigger).await;
             }
-            _ = drain_tick.tick() => {
+            // Only while there is something to evaluate: at rest the daemon sleeps.
+            _ = drain_tick.tick(), if daemon.ticks_wanted() => {
                 daemon.drain_tick().await;
                 daemon.canary_tick().await;
                 daemon.breaker_tick();
@@ -458,6 +459,15 @@ impl Daemon {
             notify(&[sd_notify::NotifyState::Status(&self.status_line())]);
         }
         self.publish_status();
+    }
+
+    /// Whether the drain, canary and breaker tick has anything to evaluate: a drain or a canary
+    /// running, a circuit breaker configured, or a drain's packet watch to forget.
+    fn ticks_wanted(&self) -> bool {
+        drain::running(&self.drain_entries).next().is_some()
+            || self.canaries.iter().any(crate::canary::CanaryEntry::is_running)
+            || self.breakers.iter().next().is_some()
+            || !self.drain_packets.is_empty()
     }
 
     /// The configuration with drains, health and circuit breakers applied (canaries not yet),

@@ -69,6 +69,11 @@ pub struct PacketWatch {
 }
 
 impl PacketWatch {
+    /// Whether it watches no backend (nothing to forget).
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
     /// Takes in the counters of `backends` at `now`; forgets every other backend.
     pub fn update(&mut self, backends: &[Backend], seen: &Seen, now: Instant) {
         let watched: HashSet<&Backend> = backends.iter().collect();
