@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                 config.desired.keys().eq(config.settings.keys()),
                 "every desired service has its settings and no more"
             );
-            for (key, service) in &config.desired {
+            for (key, service) in config.desired.iter() {
                 assert_eq!(*key, service.key, "services are filed under their own key");
             }
             for warning in &config.warnings {

@@ -73,7 +73,7 @@ pub struct Config {
     /// The VIPs this node announces over BGP through BIRD (docs/fleet.md); `None`: none.
     pub announce: Option<Announce>,
     /// The services as IPVS should hold them (forwarding copied to each backend).
-    pub desired: DesiredState,
+    pub desired: std::sync::Arc<DesiredState>,
     /// What the daemon needs beyond the kernel's view: name, health check, drain, by service key.
     pub settings: BTreeMap<ServiceKey, ServiceSettings>,
     /// Services the planner must never touch.

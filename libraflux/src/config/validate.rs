@@ -88,7 +88,7 @@ fn merge(files: &[(&Path, FileDecl)], hostname: &str, errors: &mut Vec<ConfigErr
         source,
         sync,
         announce: announce.map(|decl| decl.announce),
-        desired: BTreeMap::new(),
+        desired: Default::default(),
         settings: BTreeMap::new(),
         ignore: ignored.ignore(),
         warnings: Vec::new(),
@@ -236,7 +236,8 @@ fn services(
                 }
             }
             if let (true, Some((desired, settings))) = (unique, &service.built) {
-                config.desired.insert(desired.key, desired.clone());
+                // Unshared while the configuration is built: no copy.
+                std::sync::Arc::make_mut(&mut config.desired).insert(desired.key, desired.clone());
                 config.settings.insert(desired.key, settings.clone());
             }
         }

@@ -145,7 +145,7 @@ struct Daemon {
 /// (the configuration with health and drains applied, and the drains that ended) is unchanged,
 /// without reading the table again; planned again from the table otherwise.
 struct Pending {
-    desired: config::DesiredState,
+    desired: Arc<config::DesiredState>,
     drained: std::collections::BTreeSet<drain::Backend>,
     leaving: crate::plan::Leaving,
     rest: crate::plan::Phases,
@@ -360,7 +360,11 @@ impl Daemon {
         self.metrics.record_trigger(trigger);
         let (mut desired, fail_open, health) = self.effective();
         // Last: a canary's share is of the backends that are in service.
-        self.canary_weights = crate::canary::apply_to(&mut desired, &self.canaries);
+        self.canary_weights = if self.canaries.is_empty() {
+            Vec::new()
+        } else {
+            crate::canary::apply_to(Arc::make_mut(&mut desired), &self.canaries)
+        };
         self.set_fail_open(fail_open);
         let serving = self.weigh_vips(&desired, &self.fail_open, &health);
         self.observer.retry_if_due(&self.config);
@@ -474,12 +478,17 @@ impl Daemon {
     /// the services that fail open, and the health it was made from. Drains first, then health:
     /// a service whose drains and unhealthy backends leave nothing serving fails open rather than
     /// going dark.
-    fn effective(&self) -> (config::DesiredState, Vec<health::FailOpen>, health::HealthTable) {
-        let mut drained = self.config.desired.clone();
-        drain::apply_to(&mut drained, &self.drain_entries);
+    fn effective(&self) -> (Arc<config::DesiredState>, Vec<health::FailOpen>, health::HealthTable) {
+        // The configuration's own state, copied only by what changes it.
+        let mut desired = Arc::clone(&self.config.desired);
+        if !self.drain_entries.is_empty() {
+            drain::apply_to(Arc::make_mut(&mut desired), &self.drain_entries);
+        }
         let health = self.health.snapshot();
-        let (mut desired, fail_open) = health::effective(drained, &self.config.settings, &health);
-        self.breakers.apply_to(&mut desired);
+        let fail_open = health::effective(&mut desired, &self.config.settings, &health);
+        if self.breakers.iter().any(|(_, breaker)| breaker.is_open()) {
+            self.breakers.apply_to(Arc::make_mut(&mut desired));
+        }
         (desired, fail_open, health)
     }
 

@@ -143,7 +143,7 @@ impl Daemon {
     /// config has not. (Their IPVS series go when IPVS no longer lists them: a removed backend
     /// keeps its counters while it drains.)
     fn forget_series(&self, previous: &Config) {
-        for (key, service) in &previous.desired {
+        for (key, service) in previous.desired.iter() {
             let Some(now) = self.config.desired.get(key) else {
                 self.metrics.forget_service(*key);
                 continue;

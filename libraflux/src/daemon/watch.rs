@@ -14,6 +14,7 @@
 use std::{
     hash::{BuildHasher as _, Hasher, RandomState},
     net::IpAddr,
+    sync::{Arc, Weak},
     time::{Duration, Instant},
 };
 
@@ -109,13 +110,13 @@ impl TableWatch {
     /// The interval's reconcile may answer without reading: the watch works, nobody else wrote
     /// since the last full read, that read is recent, and `desired` is what it was then. The
     /// backends leaving the configuration, as that read found them.
-    pub(super) fn unchanged(&mut self, desired: &DesiredState, metrics: &Metrics) -> Option<Leaving> {
+    pub(super) fn unchanged(&mut self, desired: &Arc<DesiredState>, metrics: &Metrics) -> Option<Leaving> {
         let writes = self.writes()?;
         metrics.set_foreign_writes(writes.others);
         let verified = self.verified.as_ref()?;
         let unchanged = verified.others == writes.others
             && verified.at.elapsed() < FULL_READ_EVERY
-            && verified.desired == self.fingerprints.of(desired);
+            && verified.desired == self.fingerprints.of_shared(desired);
         unchanged.then(|| verified.leaving.clone())
     }
 
@@ -131,7 +132,7 @@ impl TableWatch {
     pub(super) fn after_read(
         &mut self,
         before: Option<Writes>,
-        desired: &DesiredState,
+        desired: &Arc<DesiredState>,
         turn: &Turn,
         metrics: &Metrics,
     ) {
@@ -149,7 +150,7 @@ impl TableWatch {
             matches!(turn.outcome, Outcome::NoChanges | Outcome::Applied { .. }) && turn.rest.is_none();
         if complete {
             self.verified = Some(Verified {
-                desired: self.fingerprints.of(desired),
+                desired: self.fingerprints.of_shared(desired),
                 leaving: turn.leaving.clone(),
                 others: before.others,
                 at: Instant::now(),
@@ -187,17 +188,36 @@ impl TableWatch {
 type Fingerprint = [u64; 2];
 
 #[derive(Debug)]
-struct Fingerprints([RandomState; 2]);
+struct Fingerprints {
+    keys: [RandomState; 2],
+    /// The state last fingerprinted, and its fingerprint. A `Weak` keeps the allocation, so no
+    /// other state can come to live at its address; and while it exists `Arc::make_mut` moves
+    /// the state out rather than change it there: the same address is the same state.
+    last: Option<(Weak<DesiredState>, Fingerprint)>,
+}
 
 impl Fingerprints {
     fn new() -> Self {
-        Self([RandomState::new(), RandomState::new()])
+        Self { keys: [RandomState::new(), RandomState::new()], last: None }
+    }
+
+    /// The fingerprint of `desired`, computed again only for a state not seen last time: at
+    /// rest the daemon's desired state is the configuration's own, unchanged between reloads.
+    fn of_shared(&mut self, desired: &Arc<DesiredState>) -> Fingerprint {
+        match &self.last {
+            Some((state, fingerprint)) if std::ptr::eq(state.as_ptr(), Arc::as_ptr(desired)) => *fingerprint,
+            _ => {
+                let fingerprint = self.of(desired);
+                self.last = Some((Arc::downgrade(desired), fingerprint));
+                fingerprint
+            }
+        }
     }
 
     /// Each service is written out first ([`encode`]) and hashed in one piece: a hasher call per
     /// field would cost several times more on a large table.
     fn of(&self, desired: &DesiredState) -> Fingerprint {
-        let mut hashers = self.0.each_ref().map(RandomState::build_hasher);
+        let mut hashers = self.keys.each_ref().map(RandomState::build_hasher);
         let mut service_bytes = Vec::with_capacity(1024);
         for hasher in &mut hashers {
             hasher.write_usize(desired.len());
@@ -301,6 +321,8 @@ fn paranoid_hint() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::Fingerprints;
     use crate::{
         config::DesiredState,
@@ -314,6 +336,24 @@ mod tests {
             }),
         );
         DesiredState::from([(service.key, service)])
+    }
+
+    /// The fingerprint of a shared state is kept while it is the same state: changed, even by its
+    /// only owner, or dropped and another made, it is computed again.
+    #[test]
+    fn a_shared_state_changed_since_is_fingerprinted_anew() {
+        let mut fingerprints = Fingerprints::new();
+        let mut state = Arc::new(desired(&[1, 2]));
+        let first = fingerprints.of_shared(&state);
+        assert_eq!(fingerprints.of_shared(&state), first);
+        Arc::make_mut(&mut state).values_mut().for_each(|service| service.scheduler = "rr".to_owned());
+        let changed = fingerprints.of_shared(&state);
+        assert_ne!(changed, first);
+        assert_eq!(changed, fingerprints.of(&state));
+        drop(state);
+        let other = Arc::new(desired(&[1, 3]));
+        assert_eq!(fingerprints.of_shared(&other), fingerprints.of(&other));
+        assert_ne!(fingerprints.of_shared(&other), changed);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What IPVS should hold once health is taken into account. Pure: the daemon plans against its
 //! result exactly as it would against the configured state.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     config::{DesiredState, OnUnhealthy, ServiceSettings},
@@ -27,39 +27,46 @@ pub struct FailOpen {
 /// weight above 0 (a backend the operator set to weight 0 carries no traffic, so it cannot take
 /// over). Then all its backends stay exactly as configured: quiescing every backend would turn a
 /// partial outage, or a broken check, into a total one. A service without settings counts as
-/// `quiesce`. Takes the state and changes it in place: on a large table a copy costs more than
-/// everything else here.
+/// `quiesce`. Changes `desired` in place, and only where health changes it: a state shared with
+/// the configuration is copied only then (on a large table a copy costs more than everything
+/// else here).
 pub fn effective(
-    mut desired: DesiredState,
+    desired: &mut Arc<DesiredState>,
     settings: &BTreeMap<ServiceKey, ServiceSettings>,
     health: &HealthTable,
-) -> (DesiredState, Vec<FailOpen>) {
+) -> Vec<FailOpen> {
     let mut fail_open = Vec::new();
-    for (key, service) in &mut desired {
+    let mut changes = Vec::new();
+    for (key, service) in desired.iter() {
         // A service none of whose backends is checked has nothing to change.
         let Some(checked) = health.service(key) else { continue };
-        let on_unhealthy = settings.get(key).map_or(OnUnhealthy::default(), |s| s.on_unhealthy);
-        fail_open.extend(effective_service(service, on_unhealthy, checked));
+        let healthy = |dest: &DestKey| checked.get(dest).is_none_or(BackendStatus::healthy);
+        let unhealthy: Vec<DestKey> =
+            service.destinations.keys().filter(|dest| !healthy(dest)).copied().collect();
+        if unhealthy.is_empty() {
+            continue;
+        }
+        let serving = service.destinations.values().any(|dest| dest.weight > 0 && healthy(&dest.key));
+        if serving {
+            let on_unhealthy = settings.get(key).map_or(OnUnhealthy::default(), |s| s.on_unhealthy);
+            changes.push((*key, on_unhealthy, unhealthy));
+        } else {
+            fail_open.push(FailOpen { service: *key, unhealthy });
+        }
     }
-    (desired, fail_open)
+    if !changes.is_empty() {
+        let desired = Arc::make_mut(desired);
+        for (key, on_unhealthy, unhealthy) in changes {
+            let Some(service) = desired.get_mut(&key) else { continue };
+            take_out(service, on_unhealthy, &unhealthy);
+        }
+    }
+    fail_open
 }
 
-fn effective_service(
-    service: &mut Service,
-    on_unhealthy: OnUnhealthy,
-    checked: &BTreeMap<DestKey, BackendStatus>,
-) -> Option<FailOpen> {
-    let healthy = |dest: &DestKey| checked.get(dest).is_none_or(BackendStatus::healthy);
-    let unhealthy: Vec<DestKey> =
-        service.destinations.keys().filter(|dest| !healthy(dest)).copied().collect();
-    if unhealthy.is_empty() {
-        return None;
-    }
-    let serving = service.destinations.values().any(|dest| dest.weight > 0 && healthy(&dest.key));
-    if !serving {
-        return Some(FailOpen { service: service.key, unhealthy });
-    }
-    for dest in &unhealthy {
+/// Quiesces or removes the `unhealthy` backends of `service`.
+fn take_out(service: &mut Service, on_unhealthy: OnUnhealthy, unhealthy: &[DestKey]) {
+    for dest in unhealthy {
         match on_unhealthy {
             OnUnhealthy::Quiesce => {
                 if let Some(destination) = service.destinations.get_mut(dest) {
@@ -71,7 +78,6 @@ fn effective_service(
             }
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -82,6 +88,17 @@ mod tests {
         health::{BackendState, BackendStatus, InitialState},
         model::{Destination, Forwarding},
     };
+
+    /// [`effective`] of a copy of `desired`, and what it made of it.
+    fn effective_of(
+        desired: &DesiredState,
+        settings: &BTreeMap<ServiceKey, ServiceSettings>,
+        health: &HealthTable,
+    ) -> (DesiredState, Vec<FailOpen>) {
+        let mut state = Arc::new(desired.clone());
+        let fail_open = effective(&mut state, settings, health);
+        (Arc::unwrap_or_clone(state), fail_open)
+    }
 
     const WEB: &str = "tcp:192.0.2.1:80";
     const DNS: &str = "udp:192.0.2.1:53";
@@ -152,7 +169,7 @@ mod tests {
     fn all_healthy_or_unchecked_is_the_configured_state() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", true)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(effective, desired);
         assert!(fail_open.is_empty());
     }
@@ -161,7 +178,7 @@ mod tests {
     fn quiesce_sets_unhealthy_backends_to_weight_zero() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", false), (WEB, "10.0.0.2:80", true)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(
             weights(&effective, WEB),
             [("10.0.0.1:80".into(), 0), ("10.0.0.2:80".into(), 50), ("10.0.0.3:80".into(), 1)]
@@ -173,7 +190,7 @@ mod tests {
     fn remove_drops_unhealthy_backends() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.1:80", false), (WEB, "10.0.0.3:80", false)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Remove), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Remove), &health);
         assert_eq!(weights(&effective, WEB), [("10.0.0.2:80".into(), 50)]);
         assert!(fail_open.is_empty());
     }
@@ -187,7 +204,7 @@ mod tests {
                 (WEB, "10.0.0.2:80", false),
                 (WEB, "10.0.0.3:80", false),
             ]);
-            let (effective, fail_open) = effective(desired.clone(), &settings(on_unhealthy), &health);
+            let (effective, fail_open) = effective_of(&desired, &settings(on_unhealthy), &health);
             assert_eq!(effective, desired, "{on_unhealthy:?}: kept as configured");
             let unhealthy =
                 ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|d| d.parse().unwrap()).to_vec();
@@ -199,7 +216,7 @@ mod tests {
     fn healthy_backends_at_configured_weight_zero_do_not_prevent_fail_open() {
         let desired = desired(&[service(WEB, &[("10.0.0.1:80", 100), ("10.0.0.2:80", 0)])]);
         let health = table(&[(WEB, "10.0.0.1:80", false)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(effective, desired);
         assert_eq!(fail_open.len(), 1);
     }
@@ -210,7 +227,7 @@ mod tests {
         let desired = desired(&[web(), dns]);
         let health =
             table(&[(WEB, "10.0.0.1:80", false), (DNS, "10.0.1.1:53", false), (DNS, "10.0.1.2:53", false)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Quiesce), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Quiesce), &health);
         assert_eq!(weights(&effective, WEB)[0], ("10.0.0.1:80".into(), 0));
         assert_eq!(weights(&effective, DNS), weights(&desired, DNS));
         assert_eq!(fail_open.iter().map(|f| f.service.to_string()).collect::<Vec<_>>(), [DNS]);
@@ -221,7 +238,7 @@ mod tests {
         let empty = service(DNS, &[]);
         let desired = desired(&[web(), empty]);
         let health = table(&[(WEB, "10.0.0.2:80", false)]);
-        let (effective, fail_open) = effective(desired.clone(), &BTreeMap::new(), &health);
+        let (effective, fail_open) = effective_of(&desired, &BTreeMap::new(), &health);
         assert_eq!(weights(&effective, WEB)[1], ("10.0.0.2:80".into(), 0));
         assert!(weights(&effective, DNS).is_empty());
         assert!(fail_open.is_empty());
@@ -231,7 +248,7 @@ mod tests {
     fn health_of_backends_no_longer_configured_is_ignored() {
         let desired = desired(&[web()]);
         let health = table(&[(WEB, "10.0.0.9:80", false)]);
-        let (effective, fail_open) = effective(desired.clone(), &settings(OnUnhealthy::Remove), &health);
+        let (effective, fail_open) = effective_of(&desired, &settings(OnUnhealthy::Remove), &health);
         assert_eq!(effective, desired);
         assert!(fail_open.is_empty());
     }
