@@ -392,8 +392,8 @@ mod tests {
         );
     }
 
-    /// At rest nothing is read: once two reads far enough apart found the same totals and the same
-    /// counters, the collections that find the totals where they were read nothing. A packet
+    /// At rest nothing is read: once every read over [`super::SETTLED_AFTER`] found the same totals
+    /// and the same counters, the collections that find the totals where they were read nothing. A packet
     /// moves the totals, and what it moved is read; a connection held, or a write, reads again.
     #[tokio::test]
     async fn at_rest_nothing_is_read_until_the_totals_move() {
