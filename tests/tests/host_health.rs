@@ -30,7 +30,7 @@ fn probe_from(netns: &NetNs, check: Check, target: &str, timeout: Duration) -> (
     let target: SocketAddr = target.parse().unwrap_or_else(|_| panic!("{target:?} is not an address"));
     netns.enter(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let checker = checker_for(&check).expect("supported").expect("a checker");
+        let checker = checker_for(&check, &std::sync::Arc::default()).expect("supported").expect("a checker");
         let started = Instant::now();
         let outcome = runtime.block_on(probe_bounded(checker.as_ref(), target, timeout));
         (outcome, started.elapsed())
@@ -271,7 +271,7 @@ fn the_scheduler_falls_and_rises_with_a_real_listener() {
                     .unwrap_or_else(|_| panic!("no fall and rise within 10 s; saw {transitions:?}"))
                     .expect("events");
                 if let Some(transition) = event.transition {
-                    transitions.push((transition, event.reason.clone()));
+                    transitions.push((transition, event.reason()));
                 }
                 match (transitions.len(), listener.is_some()) {
                     // Healthy and probed: take the backend down.

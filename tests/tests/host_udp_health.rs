@@ -27,7 +27,7 @@ fn probe_from(netns: &NetNs, check: &Check, target: &str, timeout: Duration) -> 
     let check = check.clone();
     netns.enter(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let checker = checker_for(&check).expect("supported").expect("a checker");
+        let checker = checker_for(&check, &std::sync::Arc::default()).expect("supported").expect("a checker");
         let started = Instant::now();
         let outcome = runtime.block_on(probe_bounded(checker.as_ref(), target, timeout));
         (outcome, started.elapsed())

@@ -40,7 +40,7 @@ impl Daemon {
         }
         if event.transition.is_some() {
             let state = if event.healthy { "healthy" } else { "unhealthy" };
-            tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason, "backend is now {state}");
+            tracing::warn!(service = %event.service, backend = %event.backend, reason = %event.reason(), "backend is now {state}");
             self.health_due.get_or_insert_with(|| tokio::time::Instant::now() + HEALTH_COALESCE);
         }
     }

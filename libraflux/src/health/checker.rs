@@ -7,7 +7,14 @@ use futures_util::future::BoxFuture;
 use humantime::format_duration;
 use tokio::time::Instant;
 
-use super::{dns::DnsCheck, echo::EchoCheck, http::HttpCheck, ntp::NtpCheck, sip::SipCheck, tcp::TcpCheck};
+use super::{
+    dns::DnsCheck,
+    echo::EchoCheck,
+    http::HttpCheck,
+    ntp::NtpCheck,
+    sip::SipCheck,
+    tcp::{IdleSockets, TcpCheck},
+};
 use crate::config::Check;
 
 /// One probe of one backend.
@@ -135,11 +142,12 @@ pub struct Unsupported {
     pub check_type: &'static str,
 }
 
-/// The checker for `check`: `None` for `type: none`.
-pub fn checker_for(check: &Check) -> Result<Option<Arc<dyn Checker>>, Unsupported> {
+/// The checker for `check`: `None` for `type: none`. TCP checks keep their sockets between probes
+/// in `tcp`, which one scheduler shares between all of them.
+pub fn checker_for(check: &Check, tcp: &Arc<IdleSockets>) -> Result<Option<Arc<dyn Checker>>, Unsupported> {
     match check {
         Check::None => Ok(None),
-        Check::Tcp => Ok(Some(Arc::new(TcpCheck))),
+        Check::Tcp => Ok(Some(Arc::new(TcpCheck::new(Arc::clone(tcp))))),
         Check::Http { path, expect_status } => Ok(Some(Arc::new(HttpCheck::new(path, *expect_status)))),
         Check::Dns { query, record_type, expect_rcode, expect_answer } => {
             Ok(Some(Arc::new(DnsCheck::new(query, record_type, expect_rcode, expect_answer.as_deref()))))
@@ -222,7 +230,8 @@ mod tests {
 
     #[test]
     fn every_type_has_a_checker_but_none() {
-        assert!(checker_for(&Check::None).unwrap().is_none());
+        let tcp = Arc::default();
+        assert!(checker_for(&Check::None, &tcp).unwrap().is_none());
         let dns = Check::Dns {
             query: "example.org".into(),
             record_type: "A".into(),
@@ -237,7 +246,7 @@ mod tests {
             Check::Ntp { max_offset: None },
             Check::Echo { payload: "ping".into(), expect: "pong".into() },
         ] {
-            assert!(checker_for(&check).unwrap().is_some(), "{check:?}");
+            assert!(checker_for(&check, &tcp).unwrap().is_some(), "{check:?}");
         }
     }
 

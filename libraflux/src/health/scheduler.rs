@@ -20,6 +20,7 @@ use super::{
     checker::{CheckFailure, Checker, ProbeOutcome, Unsupported, checker_for, probe_bounded},
     state::{BackendState, InitialState, Transition},
     table::{BackendStatus, HealthTable, LastProbe},
+    tcp::IdleSockets,
     type_name,
 };
 use crate::{
@@ -68,11 +69,18 @@ pub struct HealthEvent {
     pub healthy: bool,
     /// Set when this probe changed the verdict.
     pub transition: Option<Transition>,
-    /// For the log: the transition and its cause, or this probe's result.
-    pub reason: String,
 }
 
 impl HealthEvent {
+    /// For the log: the transition and its cause, or this probe's result. Made when asked for,
+    /// not per probe: the daemon logs transitions only.
+    pub fn reason(&self) -> String {
+        match self.transition {
+            Some(transition) => describe(transition, &self.result),
+            None => self.result.as_ref().map_or_else(ToString::to_string, |()| "probe succeeded".to_owned()),
+        }
+    }
+
     /// `success`, or the failure's label (`refused`, `timeout`, `bad_status`, ...).
     pub fn outcome(&self) -> &'static str {
         ProbeOutcome { result: self.result.clone(), latency: self.latency }.outcome()
@@ -134,7 +142,8 @@ impl std::fmt::Debug for Scheduler {
 impl Scheduler {
     /// A scheduler with the real checkers and no probes yet; [`Scheduler::update`] starts them.
     pub fn new(options: SchedulerOptions) -> (Self, mpsc::Receiver<HealthEvent>) {
-        Self::with_checkers(options, Arc::new(checker_for))
+        let tcp = Arc::new(IdleSockets::default());
+        Self::with_checkers(options, Arc::new(move |check: &Check| checker_for(check, &tcp)))
     }
 
     pub fn with_checkers(
@@ -159,7 +168,10 @@ impl Scheduler {
         (scheduler, receiver)
     }
 
-    /// The health table, as a watch channel that changes after every probe.
+    /// The health table, as a watch channel. It notifies when a backend's verdict changes (and when
+    /// [`Scheduler::update`] adds or removes backends); the details of each probe (its counts, the
+    /// last result and latency) are written after every probe without a notification, and read
+    /// with the next `borrow`.
     pub fn table(&self) -> watch::Receiver<HealthTable> {
         self.shared.table.subscribe()
     }
@@ -324,16 +336,9 @@ impl ProbeTask {
             };
             let transition =
                 self.state.record(outcome.result.is_ok(), self.spec.health.rise, self.spec.health.fall);
-            if !self.publish(&outcome) {
+            if !self.publish(&outcome, transition) {
                 return;
             }
-            let reason = match transition {
-                Some(transition) => describe(transition, &outcome.result),
-                None => outcome
-                    .result
-                    .as_ref()
-                    .map_or_else(ToString::to_string, |()| "probe succeeded".to_owned()),
-            };
             let event = HealthEvent {
                 service: self.service,
                 backend: self.backend,
@@ -342,7 +347,6 @@ impl ProbeTask {
                 latency: outcome.latency,
                 healthy: self.state.healthy,
                 transition,
-                reason,
             };
             // A dropped receiver is a daemon shutting down; the table still serves until then.
             let _ = self.shared.events.send(event).await;
@@ -350,8 +354,9 @@ impl ProbeTask {
     }
 
     /// Writes this backend's state into the table; false when a reload has replaced or removed
-    /// this task (its entry now belongs to another generation, or is gone).
-    fn publish(&self, outcome: &ProbeOutcome) -> bool {
+    /// this task (its entry now belongs to another generation, or is gone). The table's receivers
+    /// are notified only when the verdict changed: every probe's details are written silently.
+    fn publish(&self, outcome: &ProbeOutcome, transition: Option<Transition>) -> bool {
         let mut current = false;
         self.shared.table.send_if_modified(|table| match table.get_mut(&self.service, &self.backend) {
             Some(status) if status.generation == self.generation => {
@@ -359,7 +364,7 @@ impl ProbeTask {
                 status.last_probe =
                     Some(LastProbe { failure: outcome.result.clone().err(), latency: outcome.latency });
                 current = true;
-                true
+                transition.is_some()
             }
             _ => false,
         });

@@ -30,7 +30,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libraflux::health::Transition;
+use libraflux::{
+    health::Transition,
+    model::{DestKey, ServiceKey},
+};
 use libraflux_tests::bench::{
     self, Cpu, Daemon, cpu_seconds, cpu_split, fresh_namespace, keepalived, label,
     listener::{Backends, Listener},
@@ -175,7 +178,7 @@ impl Options {
 /// probes it first became unhealthy.
 #[derive(Clone, Debug, Default)]
 struct Backend {
-    outcomes: BTreeMap<String, u64>,
+    outcomes: BTreeMap<&'static str, u64>,
     healthy: bool,
     probes: u64,
     fell_after: Option<u64>,
@@ -187,7 +190,7 @@ impl Backend {
     }
 
     fn failures(&self) -> u64 {
-        self.outcomes.iter().filter(|(outcome, _)| *outcome != "success").map(|(_, n)| n).sum()
+        self.outcomes.iter().filter(|(outcome, _)| **outcome != "success").map(|(_, n)| n).sum()
     }
 }
 
@@ -250,7 +253,9 @@ fn scrape() -> Result<BTreeMap<String, Backend>, String> {
         if line.starts_with("libraflux_backend_healthy{") {
             backends.entry(key).or_default().healthy = value == 1.0;
         } else if line.starts_with("libraflux_health_checks_total{") {
-            let outcome = label(line, "outcome").unwrap_or_default();
+            // Only success or not matters here.
+            let outcome =
+                if label(line, "outcome").as_deref() == Some("success") { "success" } else { "failure" };
             *backends.entry(key).or_default().outcomes.entry(outcome).or_default() += value as u64;
         }
     }
@@ -385,26 +390,34 @@ fn native(options: &Options) -> Result<(), String> {
         let summary = scheduler.update(&config.desired, &config.settings);
         println!("native: scheduler started {} probes", summary.added);
         // The event reader, as the daemon has one: per backend, checks by outcome (and when it
-        // first became unhealthy, for the down backends).
-        let (tally_tx, tally_rx) = tokio::sync::watch::channel(BTreeMap::<String, Backend>::new());
-        let reader = tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                let key = format!("{} {}", event.service, event.backend);
-                tally_tx.send_modify(|tally| {
-                    let backend = tally.entry(key).or_default();
-                    *backend.outcomes.entry(event.outcome().to_owned()).or_default() += 1;
+        // first became unhealthy, for the down backends), keyed by the event's own keys so that
+        // counting costs a hash lookup, not a formatted string, per event.
+        type Tally = std::collections::HashMap<(ServiceKey, DestKey), Backend>;
+        let tally = std::sync::Arc::new(std::sync::Mutex::new(Tally::new()));
+        let reader = tokio::spawn({
+            let tally = std::sync::Arc::clone(&tally);
+            async move {
+                while let Some(event) = events.recv().await {
+                    let mut tally = tally.lock().expect("tally");
+                    let backend = tally.entry((event.service, event.backend)).or_default();
+                    *backend.outcomes.entry(event.outcome()).or_default() += 1;
                     backend.probes += 1;
                     if matches!(event.transition, Some(Transition::BecameUnhealthy { .. }))
                         && backend.fell_after.is_none()
                     {
                         backend.fell_after = Some(backend.probes);
                     }
-                });
+                }
             }
         });
         let view = |scheduler: &libraflux::health::Scheduler| {
             let table = scheduler.snapshot();
-            let mut view = tally_rx.borrow().clone();
+            let mut view: BTreeMap<String, Backend> = tally
+                .lock()
+                .expect("tally")
+                .iter()
+                .map(|((service, backend), tally)| (format!("{service} {backend}"), tally.clone()))
+                .collect();
             for (service, backends) in table.services() {
                 for (backend, status) in backends {
                     view.entry(format!("{service} {backend}")).or_default().healthy = status.healthy();

@@ -63,7 +63,7 @@ impl Script {
             // Stands for a type some factory declines: `checker_for` supports every type, and
             // the scheduler keeps the path (and the daemon its warning) for factories that do not.
             Check::Dns { .. } => Err(Unsupported { check_type: "udp_dns" }),
-            other => checker_for(other),
+            other => checker_for(other, &Arc::default()),
         })
     }
 }
@@ -230,7 +230,7 @@ async fn falls_and_rises_with_reasons_in_the_events_and_the_table() {
     for _ in 0..2 {
         let event = next(&mut events).await;
         assert_eq!(
-            (event.healthy, event.transition, event.reason.as_str()),
+            (event.healthy, event.transition, event.reason().as_str()),
             (true, None, "connection refused")
         );
         assert_eq!(event.outcome(), "refused");
@@ -238,7 +238,7 @@ async fn falls_and_rises_with_reasons_in_the_events_and_the_table() {
     let event = next(&mut events).await;
     assert_eq!(event.transition, Some(Transition::BecameUnhealthy { failures: 3 }));
     assert!(!event.healthy);
-    assert_eq!(event.reason, "unhealthy after 3 consecutive failed probes, last: connection refused");
+    assert_eq!(event.reason(), "unhealthy after 3 consecutive failed probes, last: connection refused");
     assert_eq!((event.service, event.backend, event.check_type), (web, dest, "tcp"));
     let status = scheduler.snapshot().get(&web, &dest).cloned().unwrap();
     assert!(!status.healthy());
@@ -250,7 +250,7 @@ async fn falls_and_rises_with_reasons_in_the_events_and_the_table() {
     assert_eq!(event.latency, Duration::from_millis(5));
     let event = next(&mut events).await;
     assert_eq!(event.transition, Some(Transition::BecameHealthy { successes: 2 }));
-    assert_eq!(event.reason, "healthy after 2 consecutive successful probes");
+    assert_eq!(event.reason(), "healthy after 2 consecutive successful probes");
     assert!(scheduler.table().borrow().is_healthy(&web, &dest));
 }
 
@@ -275,7 +275,7 @@ async fn a_hanging_backend_costs_one_timeout_per_round_and_never_stalls() {
         assert_eq!(event.result, Err(CheckFailure::TimedOut(Duration::from_secs(1))));
         assert_eq!(event.latency, Duration::from_secs(1));
     }
-    assert_eq!(hanging[1].reason, "unhealthy after 2 consecutive failed probes, last: timed out after 1s");
+    assert_eq!(hanging[1].reason(), "unhealthy after 2 consecutive failed probes, last: timed out after 1s");
     assert!(healthy_rounds >= 3, "the other backend kept its schedule: {healthy_rounds}");
 }
 
