@@ -59,15 +59,12 @@ pub struct IdleSockets {
 
 impl IdleSockets {
     /// Sockets kept now, both families.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         [&self.v4, &self.v6]
             .iter()
             .map(|idle| idle.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn family(&self, target: SocketAddr) -> &Mutex<Vec<AsyncFd<Socket>>> {

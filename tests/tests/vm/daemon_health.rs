@@ -289,8 +289,9 @@ fn a_burst_of_health_transitions_is_reconciled_a_few_times_not_once_each() {
     // 500 ms probe interval of each other: usually two or three windows and one tick, more when
     // the emulated CPU spreads them.
     let times = transition_times(&daemon.log());
-    let windows = coalescing_windows(&times[times.len() - usize::from(FAILING)..], 0.25);
-    let span = times.last().unwrap() - times[times.len() - usize::from(FAILING)] + 0.25;
+    let burst = &times[times.len() - usize::from(FAILING)..];
+    let windows = coalescing_windows(burst, 0.25);
+    let span = burst[burst.len() - 1] - burst[0] + 0.25;
     let ticks = span.floor() as u64 + 1;
     println!(
         "the transitions span {span:.3} s: {windows} windows of 250 ms, at most {ticks} interval tick(s)"
