@@ -7,6 +7,12 @@
 
 use core::net::IpAddr;
 
+mod slots;
+pub use slots::{
+    SLOT_PARAMS_MAP, SLOT_PARAMS_V4, SLOT_PARAMS_V6, Slot4, Slot6, SlotParams, candidate_slots, dest4_hash,
+    dest6_hash,
+};
+
 /// Address family values used in [`DestKey::family`].
 pub const FAMILY_INET: u8 = 4;
 pub const FAMILY_INET6: u8 = 6;
@@ -17,12 +23,13 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// Names of the per-CPU hash maps of [`Dest4`] -> [`DestEntry`] and [`Dest6`] ->
-/// [`DestEntry`]. One map per family keeps the IPv4 key at 8 bytes: the key is hashed and
-/// compared on every packet, and its length is most of a lookup's cost.
+/// Names of the per-CPU arrays of [`Slot4`] and [`Slot6`]: a watched destination's counters,
+/// in one of the two slots its hash picks (see the `slots` module). One array per family keeps
+/// the IPv4 key at 8 bytes.
 ///
-/// The programs only update entries that already exist: userspace inserts a zeroed entry for each
-/// destination it wants counted. That keeps the maps bounded by configuration, not by traffic.
+/// The programs only count in slots that hold the packet's destination: userspace writes a
+/// zeroed entry with its key into a slot for each destination it wants counted. That keeps the
+/// arrays bounded by configuration, not by traffic.
 pub const COUNTERS_V4_MAP: &str = "COUNTERS_V4";
 pub const COUNTERS_V6_MAP: &str = "COUNTERS_V6";
 

@@ -13,11 +13,12 @@ use libraflux_common::{
 };
 
 use crate::{
-    COUNTERS_V4, COUNTERS_V6, UDP_FLOWS_V4, UDP_FLOWS_V6, UDP_RECENT_V4, UDP_RECENT_V6, connect,
+    UDP_FLOWS_V4, UDP_FLOWS_V6, UDP_RECENT_V4, UDP_RECENT_V6, connect,
     headers::{
         Headers, IPV4_DST, IPV4_FRAG, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN, IPV4_PROTO, IPV4_SRC, IPV6_DST,
         IPV6_HLEN, IPV6_NEXT_HEADER, IPV6_SRC, L4, L4_DST_PORT, L4_PORTS_LEN, L4_SRC_PORT, TCP_ACK, TCP_SYN,
     },
+    slots,
 };
 
 /// Counts an IPv4 TCP or UDP packet to a watched destination. Other protocols and non-first
@@ -41,7 +42,7 @@ pub(crate) fn ipv4<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     }
     let dest =
         Dest4 { addr: headers.read(ctx, L2 + IPV4_DST)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
-    let Some(entry) = COUNTERS_V4.get_ptr_mut(dest) else {
+    let Some(entry) = slots::entry_v4(dest) else {
         return if proto == IPPROTO_TCP { connect::tcp_reply_v4::<L2>(ctx, headers, l4) } else { Ok(()) };
     };
     // SAFETY: a per-CPU map value: only this CPU uses it while the program runs, and nothing
@@ -96,7 +97,7 @@ pub(crate) fn ipv6<const L2: usize>(ctx: &TcContext) -> Result<(), i64> {
     }
     let dest =
         Dest6 { addr: headers.read(ctx, L2 + IPV6_DST)?, port: l4.port(ctx, L4_DST_PORT)?, proto, _pad: 0 };
-    let Some(entry) = COUNTERS_V6.get_ptr_mut(dest) else {
+    let Some(entry) = slots::entry_v6(dest) else {
         return if proto == IPPROTO_TCP { connect::tcp_reply_v6::<L2>(ctx, headers, l4) } else { Ok(()) };
     };
     // SAFETY: as for IPv4.

@@ -16,10 +16,11 @@ use aya_ebpf::programs::TcContext;
 use libraflux_common::{Dest4, IPPROTO_UDP};
 
 use crate::{
-    COUNTERS_V4, ETH_HLEN, ETH_P_IP, ETH_TYPE, count,
+    ETH_HLEN, ETH_P_IP, ETH_TYPE, count,
     headers::{
         IPV4_DST, IPV4_FRAG, IPV4_FRAG_OFFSET_MASK, IPV4_HLEN, IPV4_PROTO, IPV4_SRC, L4_DST_PORT, L4_SRC_PORT,
     },
+    slots,
 };
 
 /// The IPv4 version and header length byte of a 20-byte header.
@@ -60,7 +61,7 @@ pub(crate) fn ethernet_ipv4_udp(ctx: &TcContext) -> bool {
     };
     // An unwatched destination: nothing to count, and UDP is never a reply the connect maps
     // look at.
-    if let Some(entry) = COUNTERS_V4.get_ptr_mut(dest) {
+    if let Some(entry) = slots::entry_v4(dest) {
         // SAFETY: a per-CPU map value: only this CPU uses it while the program runs.
         let entry = unsafe { &mut *entry };
         count::udp_v4(ctx, entry, dest, addr(ETH_HLEN + IPV4_SRC), u16::from_be(field16(l4 + L4_SRC_PORT)));

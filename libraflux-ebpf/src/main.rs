@@ -1,9 +1,9 @@
 //! LibraFlux TC programs: count packets, bytes and new flows per watched destination, and when
 //! the last packet was seen.
 //!
-//! Userspace inserts a zeroed [`DestEntry`] for every destination it wants counted; the
-//! program only updates entries that exist, so the maps stay bounded by configuration, never by
-//! traffic. UDP flows of watched destinations are remembered in LRU maps sized by the loader.
+//! Userspace writes a zeroed `DestEntry`, with its key, into an array slot for every destination it
+//! wants counted (`slots.rs`); the program only counts in slots that hold the packet's
+//! destination, so the maps stay bounded by configuration, never by traffic. UDP flows of watched destinations are remembered in LRU maps sized by the loader.
 //! Entry points are thin wrappers over `try_*` functions; a packet that cannot be parsed is passed
 //! on untouched and counted in `PARSE_ERRORS`, never dropped. Packets the node sends itself (no
 //! ingress interface) are not counted: they are not client traffic.
@@ -34,7 +34,8 @@
 //!
 //! Every packet on the interface runs this program, so its cost is kept down (docs/benchmarks.md
 //! measures it): header fields are read straight from the packet when they are in the linear
-//! area, each family has its own maps so an IPv4 lookup hashes an 8- or 12-byte key, the time
+//! area, a watched destination's entry is found in one of two array slots its hash picks, with
+//! no lookup by key (each family has its own maps, so an IPv4 key is 8 bytes), the time
 //! comes from the kernel's coarse clock and is read once per tick, a UDP datagram from the
 //! same source as the last one needs no flow lookup, and an untagged IPv4 UDP datagram on an
 //! Ethernet link is counted by a short straight-line path (`fast.rs`) ahead of the general one.
@@ -50,27 +51,31 @@ mod fast;
 mod headers;
 mod icmp;
 mod shield;
+mod slots;
 mod writes;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
 use libraflux_common::{
-    ConnectCounters, Dest4, Dest6, DestEntry, Flow4, Flow6, RECENT_FLOW_SLOTS, SHIELD_CAPACITY, Shield,
-    SynSeen, UdpFlowSeen,
+    ConnectCounters, Dest4, Dest6, Flow4, Flow6, RECENT_FLOW_SLOTS, SHIELD_CAPACITY, Shield, Slot4, Slot6,
+    SlotParams, SynSeen, UdpFlowSeen,
 };
 
 use crate::headers::{Headers, IPV4_HLEN, read};
 
 /// Default capacities; the loader sets the real ones from the configuration.
 #[map(name = "COUNTERS_V4")]
-static COUNTERS_V4: PerCpuHashMap<Dest4, DestEntry> = PerCpuHashMap::with_max_entries(1024, 0);
+static COUNTERS_V4: PerCpuArray<Slot4> = PerCpuArray::with_max_entries(1024, 0);
 #[map(name = "COUNTERS_V6")]
-static COUNTERS_V6: PerCpuHashMap<Dest6, DestEntry> = PerCpuHashMap::with_max_entries(1024, 0);
+static COUNTERS_V6: PerCpuArray<Slot6> = PerCpuArray::with_max_entries(1024, 0);
+/// Where each family's destinations sit in those arrays (slots.rs).
+#[map(name = "SLOT_PARAMS")]
+static SLOT_PARAMS: Array<SlotParams> = Array::with_max_entries(2, 0);
 
 /// UDP 5-tuples already seen (shared by all CPUs, so a flow is new once, whichever CPU sees it).
 /// Default capacities; the loader sets the real ones.

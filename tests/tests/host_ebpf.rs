@@ -12,6 +12,7 @@ mod host_ebpf {
     mod connect_frames;
     mod links;
     mod shield;
+    mod slots;
     #[cfg(feature = "vm")]
     mod vm_links;
 }

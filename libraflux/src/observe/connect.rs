@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::{Pod, maps::PerCpuValues};
+use aya::Pod;
 use libraflux_common::{
     CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP, CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP,
-    COUNTERS_V4_MAP, COUNTERS_V6_MAP, ConnectCounters, Dest4, Dest6, DestEntry, DestKey, MapKey,
+    ConnectCounters, Dest4, Dest6, DestKey, MapKey,
 };
 
 use super::{
@@ -15,9 +15,6 @@ use super::{
     ebpf::map_error,
     source::{Change, ConnectOutcomes, ConnectSide, SyncReport},
 };
-
-/// `BPF_EXIST`: update only if the key is there.
-const BPF_EXIST: u64 = 2;
 
 impl ConnectSide {
     /// The maps of this side, IPv4 and IPv6.
@@ -118,41 +115,5 @@ impl FlowCounter {
             let total = sums.entry(key).or_default();
             *total = values.iter().fold(*total, |sum, cpu| sum.add(*cpu));
         })
-    }
-
-    /// Sets (or clears) `track_syn_timeouts` in `backend`'s counters entry, if it is watched.
-    /// The entry is per CPU and userspace can only write all of it: a packet counted between
-    /// the read and the write is lost. That happens only when tracking starts or stops for a
-    /// destination that is watched: the daemon tracks a backend before it watches it, and stops
-    /// tracking it just before it unwatches it (its counts are forgotten then anyway).
-    fn mark_syn_timeouts(&mut self, backend: &DestKey, on: bool) -> Result<(), ObserveError> {
-        match backend.map_key() {
-            MapKey::V4(key) => self.mark_entry(COUNTERS_V4_MAP, &key, on),
-            MapKey::V6(key) => self.mark_entry(COUNTERS_V6_MAP, &key, on),
-        }
-    }
-
-    fn mark_entry<K: Pod>(&mut self, name: &'static str, key: &K, on: bool) -> Result<(), ObserveError> {
-        let mut map = self.per_cpu_map_mut::<K, DestEntry>(name)?;
-        let entries = match map.get(key, 0) {
-            Ok(entries) => entries,
-            Err(aya::maps::MapError::KeyNotFound) => return Ok(()),
-            Err(source) => return Err(map_error("reading", name, source)),
-        };
-        if entries.iter().all(|entry| entry.track_syn_timeouts == u8::from(on)) {
-            return Ok(());
-        }
-        let marked: Vec<DestEntry> =
-            entries.iter().map(|entry| DestEntry { track_syn_timeouts: u8::from(on), ..*entry }).collect();
-        let marked = PerCpuValues::try_from(marked).map_err(ObserveError::PerCpuValues)?;
-        match map.insert(key, marked, BPF_EXIST) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(err))
-                if err.io_error.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(())
-            }
-            Err(source) => Err(map_error("marking a backend for SYN timeouts", name, source)),
-        }
     }
 }

@@ -17,14 +17,14 @@ use aya::{
 };
 use libraflux_common::{
     CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP, CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP,
-    COUNT_L3_PROGRAM, COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, Dest4, Dest6, DestEntry, DestKey,
-    FlowCounters, MapKey, REFERENCE_PROGRAM, SYN_PENDING_V4_MAP, SYN_PENDING_V6_MAP, UDP_FLOWS_V4_MAP,
-    UDP_FLOWS_V6_MAP,
+    COUNT_L3_PROGRAM, COUNT_PROGRAM, COUNTERS_V4_MAP, COUNTERS_V6_MAP, DestKey, REFERENCE_PROGRAM,
+    SYN_PENDING_V4_MAP, SYN_PENDING_V6_MAP, UDP_FLOWS_V4_MAP, UDP_FLOWS_V6_MAP,
 };
 
 use super::{
     Direction, Framing, ObserveError,
     attach::{self, Attachment, framing_of},
+    counters::Slots,
     shield::RefusalShield,
     source::{Change, ConnectSide, FlowSnapshot, FlowSource, SyncReport, monotonic_now_ns},
 };
@@ -111,6 +111,10 @@ pub struct FlowCounter {
     pub(super) programs: Programs,
     /// The shield maps, taken out of `ebpf`.
     shield: RefusalShield,
+    /// Where each watched destination's counters sit in the counters arrays.
+    pub(super) slots: Box<Slots>,
+    /// How many destinations of each family can be watched ([`Limits::max_destinations`]).
+    pub(super) capacity: u32,
 }
 
 impl FlowCounter {
@@ -129,14 +133,12 @@ impl FlowCounter {
     fn load_programs(limits: Limits, programs: Programs) -> Result<Self, ObserveError> {
         let destinations = limits.max_destinations.max(1);
         let mut loader = EbpfLoader::new();
-        for name in [
-            COUNTERS_V4_MAP,
-            COUNTERS_V6_MAP,
-            CONNECT_REPLIES_V4_MAP,
-            CONNECT_REPLIES_V6_MAP,
-            CONNECT_ATTEMPTS_V4_MAP,
-            CONNECT_ATTEMPTS_V6_MAP,
-        ] {
+        for name in [COUNTERS_V4_MAP, COUNTERS_V6_MAP] {
+            loader.map_max_entries(name, Slots::array_len(destinations));
+        }
+        for name in
+            [CONNECT_REPLIES_V4_MAP, CONNECT_REPLIES_V6_MAP, CONNECT_ATTEMPTS_V4_MAP, CONNECT_ATTEMPTS_V6_MAP]
+        {
             loader.map_max_entries(name, destinations);
         }
         let mut ebpf = loader
@@ -156,7 +158,9 @@ impl FlowCounter {
         // logger may be dropped (no runtime) without breaking them.
         forward_ebpf_logs(&mut ebpf);
         let shield = RefusalShield::take_from(&mut ebpf)?;
-        Ok(Self { ebpf, attachments: Vec::new(), programs, shield })
+        let slots = Box::new(Slots::new(destinations));
+        slots.publish(&mut ebpf)?;
+        Ok(Self { ebpf, attachments: Vec::new(), programs, shield, slots, capacity: destinations })
     }
 
     /// The shield of this counter's program: it holds back the node's refusals of a VIP while the
@@ -213,53 +217,6 @@ impl FlowCounter {
             .map_err(|source| ObserveError::ProgramInfo { name, source })?;
         Ok(RunStats { run_time: info.run_time(), run_count: info.run_count() })
     }
-    /// Starts counting traffic to `key`. Watching an already watched key keeps its counts. A
-    /// backend tracked for SYN timeouts ([`super::ConnectSide::Attempts`]) has them counted
-    /// from now on.
-    pub fn watch(&mut self, key: DestKey) -> Result<(), ObserveError> {
-        let entry =
-            DestEntry { track_syn_timeouts: u8::from(self.tracks_attempts(&key)?), ..DestEntry::default() };
-        match key.map_key() {
-            MapKey::V4(key) => self.insert_new(COUNTERS_V4_MAP, key, entry),
-            MapKey::V6(key) => self.insert_new(COUNTERS_V6_MAP, key, entry),
-        }
-    }
-
-    /// Stops counting traffic to `key` and forgets its counts.
-    pub fn unwatch(&mut self, key: &DestKey) -> Result<(), ObserveError> {
-        match key.map_key() {
-            MapKey::V4(key) => self.remove::<_, DestEntry>(COUNTERS_V4_MAP, &key),
-            MapKey::V6(key) => self.remove::<_, DestEntry>(COUNTERS_V6_MAP, &key),
-        }
-    }
-
-    /// The destinations being watched, ordered.
-    pub fn watched(&self) -> Result<BTreeSet<DestKey>, ObserveError> {
-        let mut out = BTreeSet::new();
-        self.collect_keys::<Dest4, DestEntry>(COUNTERS_V4_MAP, &mut out)?;
-        self.collect_keys::<Dest6, DestEntry>(COUNTERS_V6_MAP, &mut out)?;
-        Ok(out)
-    }
-
-    /// The counters of every watched destination, combined over CPUs, ordered by key.
-    pub fn counters(&self) -> Result<BTreeMap<DestKey, FlowCounters>, ObserveError> {
-        let mut out = BTreeMap::new();
-        self.collect_counters::<Dest4>(COUNTERS_V4_MAP, &mut out)?;
-        self.collect_counters::<Dest6>(COUNTERS_V6_MAP, &mut out)?;
-        Ok(out)
-    }
-
-    /// What was observed for one destination (one map lookup, summed over CPUs); `None` if it is
-    /// not watched.
-    pub fn flows(&self, key: &DestKey) -> Result<Option<FlowSnapshot>, ObserveError> {
-        let counters = match key.map_key() {
-            MapKey::V4(key) => self.counters_of(COUNTERS_V4_MAP, &key)?,
-            MapKey::V6(key) => self.counters_of(COUNTERS_V6_MAP, &key)?,
-        };
-        let (now_ns, now) = monotonic_now_ns();
-        Ok(counters.map(|counters| FlowSnapshot::from_kernel(counters, now_ns, now)))
-    }
-
     /// Packets the program could not parse (truncated or malformed headers), summed over CPUs.
     pub fn parse_errors(&self) -> Result<u64, ObserveError> {
         let map = self.ebpf.map(PARSE_ERRORS_MAP).ok_or(missing_map(PARSE_ERRORS_MAP))?;
@@ -306,14 +263,6 @@ impl FlowCounter {
         }
     }
 
-    fn counters_of<K: Pod>(&self, name: &'static str, key: &K) -> Result<Option<FlowCounters>, ObserveError> {
-        match self.per_cpu_map::<K, DestEntry>(name)?.get(key, 0) {
-            Ok(values) => Ok(Some(sum_cpus(&values))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(map_error("reading", name, source)),
-        }
-    }
-
     pub(super) fn collect_keys<K: Pod + Into<DestKey>, V: Pod>(
         &self,
         name: &'static str,
@@ -323,16 +272,6 @@ impl FlowCounter {
             out.insert(key.map_err(|source| map_error("listing keys", name, source))?.into());
         }
         Ok(())
-    }
-
-    fn collect_counters<K: Pod + Into<DestKey>>(
-        &self,
-        name: &'static str,
-        out: &mut BTreeMap<DestKey, FlowCounters>,
-    ) -> Result<(), ObserveError> {
-        self.for_each_entry::<K, DestEntry>(name, |key, values| {
-            out.insert(key, sum_cpus(values));
-        })
     }
 
     /// Calls `each` with every entry of the per-CPU hash map `name`: its key and its values.
@@ -415,11 +354,6 @@ pub(super) fn classifier<'a>(
 ) -> Result<&'a mut SchedClassifier, ObserveError> {
     let program = ebpf.program_mut(name).ok_or(ObserveError::Missing { kind: "program", name })?;
     program.try_into().map_err(|_| ObserveError::Missing { kind: "TC classifier", name })
-}
-
-/// One destination's counters combined over CPUs.
-fn sum_cpus(values: &PerCpuValues<DestEntry>) -> FlowCounters {
-    values.iter().fold(FlowCounters::default(), |sum, cpu| sum.add(cpu.counters))
 }
 
 pub(super) fn missing_map(name: &'static str) -> ObserveError {

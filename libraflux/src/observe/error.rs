@@ -37,6 +37,11 @@ pub enum ObserveError {
     Netns(#[source] std::io::Error),
     #[error("{operation} in map {map}")]
     Map { operation: &'static str, map: &'static str, source: MapError },
+    #[error(
+        "cannot watch one more destination in {map}: it holds at most {capacity} (the counter's \
+         limit of watched destinations per address family, set when it was loaded)"
+    )]
+    SlotsFull { map: &'static str, capacity: u32 },
     #[error("building per-CPU map values")]
     PerCpuValues(#[source] std::io::Error),
     #[error("counting possible CPUs ({path})")]

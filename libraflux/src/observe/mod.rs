@@ -3,16 +3,19 @@
 
 mod attach;
 mod connect;
+mod counters;
 mod ebpf;
 mod error;
 mod link;
 mod netns;
 mod shield;
+mod slots;
 mod source;
 mod test_run;
 mod writes;
 
 pub use attach::{AttachMode, Direction};
+pub use counters::SlotChanges;
 pub use ebpf::{FlowCounter, Limits, RunStats, enable_run_time_stats};
 pub use error::ObserveError;
 pub use libraflux_common::{
