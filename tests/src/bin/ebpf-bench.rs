@@ -235,6 +235,7 @@ fn pps(options: &Options) -> Result<(), String> {
         "round", "program", "sent", "received", "rx pps", "drop %"
     );
     let mut rates: BTreeMap<Attached, Vec<f64>> = BTreeMap::new();
+    let mut in_order: Vec<(Attached, f64)> = Vec::new();
     let mut counted_total = 0u64;
     let mut received_with_counter = 0u64;
     for index in 0..options.rounds as usize * 3 {
@@ -261,6 +262,7 @@ fn pps(options: &Options) -> Result<(), String> {
         reference.detach(VethPair::RIGHT_IF, Direction::Ingress).map_err(|e| e.to_string())?;
         let rate = received as f64 / options.seconds as f64;
         rates.entry(state).or_default().push(rate);
+        in_order.push((state, rate));
         let drop = 100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64;
         println!("{:<6} {:<9} {sent:>12} {received:>12} {rate:>12.0} {drop:>8.2}", index + 1, state.name());
     }
@@ -278,6 +280,14 @@ fn pps(options: &Options) -> Result<(), String> {
     println!(
         "throughput loss: counter {total:.2} % (any TC program: {hook:.2} %; the counter over it: {own:.2} %)"
     );
+    let cycles = CycleShares::of(&in_order);
+    if let Some(cycles) = &cycles {
+        println!(
+            "the counter over the reference, per mirrored cycle ({} cycles): mean {:.2} %, sd {:.2}, 95 % interval \
+             of the mean {:.2}..{:.2}, range {:.2}..{:.2}",
+            cycles.count, cycles.mean, cycles.sd, cycles.low, cycles.high, cycles.min, cycles.max
+        );
+    }
     println!(
         "counter saw {counted_total} packets in the attached rounds; the receiver got {received_with_counter}"
     );
@@ -304,12 +314,68 @@ fn pps(options: &Options) -> Result<(), String> {
     println!(
         "EBPF_PPS off_pps={off:.0} reference_pps={reference_pps:.0} on_pps={on:.0} loss_pct={total:.2} \
          reference_loss_pct={hook:.2} own_loss_pct={own:.2} counted={counted_total} received={received_with_counter} \
-         program_ns={program_ns:.1} reference_ns={reference_ns:.1}"
+         program_ns={program_ns:.1} reference_ns={reference_ns:.1}{}",
+        cycles.map_or(String::new(), |c| format!(
+            " cycle_mean_pct={:.2} cycle_sd={:.2} cycle_low_pct={:.2} cycle_high_pct={:.2}",
+            c.mean, c.sd, c.low, c.high
+        ))
     );
     if counted_total < received_with_counter {
         return Err("the counter saw fewer packets than the receiver got".to_owned());
     }
     Ok(())
+}
+
+/// The counter's share of rx pps over the reference's in each mirrored cycle of
+/// [`ROUND_ORDER`] (from the cycle's two rounds of each), summarised over the cycles: a cycle's
+/// rounds are minutes apart at most, so the host's drift weighs less on it than on the run's
+/// pooled means.
+struct CycleShares {
+    count: usize,
+    mean: f64,
+    sd: f64,
+    /// The 95 % interval of the mean (Student's t).
+    low: f64,
+    high: f64,
+    min: f64,
+    max: f64,
+}
+
+impl CycleShares {
+    /// `None` with fewer than two whole cycles.
+    fn of(rounds: &[(Attached, f64)]) -> Option<Self> {
+        let mean_of = |cycle: &[(Attached, f64)], state: Attached| {
+            let rates: Vec<f64> = cycle.iter().filter(|(s, _)| *s == state).map(|(_, rate)| *rate).collect();
+            rates.iter().sum::<f64>() / rates.len() as f64
+        };
+        let shares: Vec<f64> = rounds
+            .chunks_exact(ROUND_ORDER.len())
+            .map(|cycle| {
+                let reference = mean_of(cycle, Attached::Reference);
+                100.0 * (reference - mean_of(cycle, Attached::Counter)) / reference
+            })
+            .collect();
+        let count = shares.len();
+        if count < 2 {
+            return None;
+        }
+        let mean = shares.iter().sum::<f64>() / count as f64;
+        let sd = (shares.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (count - 1) as f64).sqrt();
+        let half = t_975(count - 1) * sd / (count as f64).sqrt();
+        let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(Self { count, mean, sd, low: mean - half, high: mean + half, min, max })
+    }
+}
+
+/// The 97.5 % quantile of Student's t with `df` degrees of freedom (two-sided 95 %).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042,
+    ];
+    TABLE.get(df.saturating_sub(1)).copied().unwrap_or(1.96)
 }
 
 /// Mean nanoseconds per program run between two readings.
