@@ -190,7 +190,9 @@ impl FlowCounter {
         let written = self.write_placement::<F>(key, entry, placed);
         if written.is_err() {
             // The kernel's slots may not be what the table says: forget the key, so that the
-            // next sync tries again (its old slot, if it had one, is cleared by the next move).
+            // next sync tries again. A destination the failed write was moving may go uncounted
+            // until its slot is written again (by a move or a new seed, which write the key the
+            // table says). A write to an array slot in range fails only for want of memory.
             F::table_mut(&mut self.slots).remove(&key);
         }
         written
@@ -210,7 +212,7 @@ impl FlowCounter {
                 let mut array = per_cpu_array_mut::<F::Slot>(&mut self.ebpf, F::MAP)?;
                 for step in moves {
                     let values = match step.from {
-                        Some(from) => read_slot(&array, F::MAP, from)?,
+                        Some(from) => keyed::<F>(&read_slot(&array, F::MAP, from)?, step.key)?,
                         None => same_on_every_cpu(F::slot(key, entry), cpus)?,
                     };
                     write_slot(&mut array, F::MAP, step.to, values)?;
@@ -237,7 +239,7 @@ impl FlowCounter {
         {
             let array = per_cpu_array_mut::<F::Slot>(&mut self.ebpf, F::MAP)?;
             for (placed, slot) in before {
-                values.insert(*placed, read_slot(&array, F::MAP, *slot)?);
+                values.insert(*placed, keyed::<F>(&read_slot(&array, F::MAP, *slot)?, *placed)?);
             }
         }
         values.insert(key, same_on_every_cpu(F::slot(key, entry), cpus)?);
@@ -294,6 +296,16 @@ impl FlowCounter {
         let marked = PerCpuValues::try_from(marked).map_err(ObserveError::PerCpuValues)?;
         write_slot(&mut array, F::MAP, slot, marked)
     }
+}
+
+/// `values` (one slot on every CPU) with `key` as the slot's destination: what a move writes, so
+/// that the slot holds the key the placement says whatever the slot read held.
+fn keyed<F: Family>(
+    values: &PerCpuValues<F::Slot>,
+    key: F::Key,
+) -> Result<PerCpuValues<F::Slot>, ObserveError> {
+    let slots: Vec<F::Slot> = values.iter().map(|cpu| F::slot(key, F::parts(cpu).1)).collect();
+    PerCpuValues::try_from(slots).map_err(ObserveError::PerCpuValues)
 }
 
 /// One destination's counters combined over CPUs.
