@@ -123,7 +123,8 @@ pub struct DestKey {
     pub family: u8,
 }
 
-/// An IPv4 destination, the key of [`COUNTERS_V4_MAP`]. The program zeroes `_pad`.
+/// An IPv4 destination: the key a [`Slot4`] of [`COUNTERS_V4_MAP`] holds, and the key of the
+/// IPv4 connect and shield maps. The program zeroes `_pad`.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Dest4 {
@@ -136,7 +137,8 @@ pub struct Dest4 {
     pub _pad: u8,
 }
 
-/// An IPv6 destination, the key of [`COUNTERS_V6_MAP`]. The program zeroes `_pad`.
+/// An IPv6 destination: the key a [`Slot6`] of [`COUNTERS_V6_MAP`] holds, and the key of the
+/// IPv6 connect and shield maps. The program zeroes `_pad`.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Dest6 {
@@ -171,9 +173,9 @@ pub struct FlowCounters {
     pub last_seen_ns: u64,
 }
 
-/// One CPU's entry for a watched destination, the value of the counters maps: the counters
+/// One CPU's entry for a watched destination, in its slot of the counters arrays: the counters
 /// userspace reads, and what the program keeps to skip work on the next packet. Userspace
-/// inserts it zeroed and reads only `counters`.
+/// writes it zeroed and reads only `counters`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DestEntry {

@@ -183,10 +183,9 @@ impl FlowCounter {
     }
 
     fn watch_in<F: Family>(&mut self, key: F::Key, entry: DestEntry) -> Result<(), ObserveError> {
-        let capacity = self.capacity;
-        let placed = F::table_mut(&mut self.slots)
-            .insert(key)
-            .map_err(|_| ObserveError::SlotsFull { map: F::MAP, capacity })?;
+        let table = F::table_mut(&mut self.slots);
+        let capacity = table.capacity();
+        let placed = table.insert(key).map_err(|_| ObserveError::SlotsFull { map: F::MAP, capacity })?;
         let written = self.write_placement::<F>(key, entry, placed);
         if written.is_err() {
             // The kernel's slots may not be what the table says: forget the key, so that the
@@ -204,7 +203,6 @@ impl FlowCounter {
         entry: DestEntry,
         placed: Placed<F::Key>,
     ) -> Result<(), ObserveError> {
-        let cpus = cpu_count()?;
         match placed {
             Placed::Already => Ok(()),
             Placed::Moves(moves) => {
@@ -213,7 +211,7 @@ impl FlowCounter {
                 for step in moves {
                     let values = match step.from {
                         Some(from) => keyed::<F>(&read_slot(&array, F::MAP, from)?, step.key)?,
-                        None => same_on_every_cpu(F::slot(key, entry), cpus)?,
+                        None => same_on_every_cpu(F::slot(key, entry), cpu_count()?)?,
                     };
                     write_slot(&mut array, F::MAP, step.to, values)?;
                 }
@@ -221,7 +219,7 @@ impl FlowCounter {
             }
             Placed::Reseeded { before } => {
                 self.slots.changes.reseeded += 1;
-                self.rewrite::<F>(key, entry, &before, cpus)
+                self.rewrite::<F>(key, entry, &before, cpu_count()?)
             }
         }
     }

@@ -111,10 +111,9 @@ pub struct FlowCounter {
     pub(super) programs: Programs,
     /// The shield maps, taken out of `ebpf`.
     shield: RefusalShield,
-    /// Where each watched destination's counters sit in the counters arrays.
+    /// Where each watched destination's counters sit in the counters arrays (and how many of
+    /// each family fit: [`Limits::max_destinations`]).
     pub(super) slots: Box<Slots>,
-    /// How many destinations of each family can be watched ([`Limits::max_destinations`]).
-    pub(super) capacity: u32,
 }
 
 impl FlowCounter {
@@ -160,7 +159,7 @@ impl FlowCounter {
         let shield = RefusalShield::take_from(&mut ebpf)?;
         let slots = Box::new(Slots::new(destinations));
         slots.publish(&mut ebpf)?;
-        Ok(Self { ebpf, attachments: Vec::new(), programs, shield, slots, capacity: destinations })
+        Ok(Self { ebpf, attachments: Vec::new(), programs, shield, slots })
     }
 
     /// The shield of this counter's program: it holds back the node's refusals of a VIP while the

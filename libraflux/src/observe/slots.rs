@@ -67,6 +67,11 @@ impl<K: Copy + Eq + Hash> SlotTable<K> {
         }
     }
 
+    /// How many keys fit.
+    pub(super) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
     pub(super) fn seed(&self) -> u64 {
         self.seed
     }
